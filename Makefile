@@ -1,0 +1,32 @@
+# The two commands a newcomer needs (see README.md):
+#   make run    install what is missing, build, start the app
+#   make test   install what is missing, then format, lint and test everything
+CARGO ?= cargo
+
+.PHONY: run test deps-run deps-test fmt lint unit
+
+run: deps-run
+	@printf '\033[1m==> Building Vireo (release)\033[0m\n'
+	$(CARGO) build --release --bins
+	@printf '\033[1m==> Starting the app\033[0m\n'
+	./target/release/vireo
+
+test: deps-test fmt lint unit
+
+deps-run:
+	@build-aux/install-deps run
+
+deps-test:
+	@build-aux/install-deps test
+
+fmt:
+	@printf '\033[1m==> rustfmt\033[0m\n'
+	$(CARGO) fmt --all --check
+
+lint:
+	@printf '\033[1m==> clippy (warnings are errors)\033[0m\n'
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit:
+	@printf '\033[1m==> Tests\033[0m\n'
+	PATH="$(CURDIR)/.venv/bin:$$PATH" $(CARGO) test --workspace --locked

@@ -1,0 +1,3 @@
+fn main() -> gtk::glib::ExitCode {
+    vireo_app::run()
+}

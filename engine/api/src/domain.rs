@@ -1,0 +1,460 @@
+//! The domain model, read from and written to libvirt domain XML.
+//!
+//! This module covers the part of libvirt's schema that Vireo acts on. It is
+//! deliberately lenient on input (unknown elements are skipped here; keeping
+//! them verbatim for round trips is the daemon's job) and strict on values it
+//! uses: sizes, counts and units are validated and errors name the element.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Why a domain XML document was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    /// The XML is malformed or does not match the schema.
+    #[error("invalid domain XML: {0}")]
+    Xml(#[from] quick_xml::DeError),
+    /// The document could not be written back.
+    #[error("cannot write domain XML: {0}")]
+    Write(#[from] quick_xml::SeError),
+    /// A size element uses a unit libvirt does not know.
+    #[error("<{element}>: unknown unit '{unit}'")]
+    Unit {
+        /// The element carrying the unit.
+        element: &'static str,
+        /// The unit as written.
+        unit: String,
+    },
+    /// A value is out of range.
+    #[error("<{element}>: {reason}")]
+    Invalid {
+        /// The element carrying the value.
+        element: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A virtual machine definition (`<domain>`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename = "domain")]
+pub struct Domain {
+    /// The hypervisor type (`kvm`).
+    #[serde(rename = "@type")]
+    pub kind: String,
+    /// The unique, human-readable name.
+    pub name: String,
+    /// The unique identifier; generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<Uuid>,
+    /// A free-form description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Maximum guest memory.
+    pub memory: Size,
+    /// Guest memory at boot, at most `memory`.
+    #[serde(
+        rename = "currentMemory",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub current_memory: Option<Size>,
+    /// Virtual CPUs.
+    pub vcpu: Vcpu,
+    /// How the guest boots.
+    pub os: Os,
+    /// Attached devices.
+    #[serde(default)]
+    pub devices: Devices,
+}
+
+/// A size with libvirt's unit attribute (`<memory unit='MiB'>256</memory>`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct Size {
+    /// The unit as written; libvirt's default is KiB.
+    #[serde(rename = "@unit", default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// The number of units.
+    #[serde(rename = "$text")]
+    pub value: u64,
+}
+
+impl Size {
+    /// A size in MiB, written as libvirt writes it back.
+    pub fn mib(value: u64) -> Self {
+        Self {
+            unit: Some("MiB".to_owned()),
+            value,
+        }
+    }
+
+    /// The size in bytes, following libvirt's unit table (`k`/`KiB` = 1024,
+    /// `KB` = 1000, and so on up to exbibytes).
+    pub fn bytes(&self, element: &'static str) -> Result<u64, DomainError> {
+        let unit = self.unit.as_deref().unwrap_or("KiB");
+        let scale: u64 = match unit {
+            "b" | "bytes" => 1,
+            "KB" => 1_000,
+            "k" | "K" | "KiB" => 1 << 10,
+            "MB" => 1_000_000,
+            "M" | "MiB" => 1 << 20,
+            "GB" => 1_000_000_000,
+            "G" | "GiB" => 1 << 30,
+            "TB" => 1_000_000_000_000,
+            "T" | "TiB" => 1 << 40,
+            "PB" => 1_000_000_000_000_000,
+            "P" | "PiB" => 1 << 50,
+            "EB" => 1_000_000_000_000_000_000,
+            "E" | "EiB" => 1 << 60,
+            other => {
+                return Err(DomainError::Unit {
+                    element,
+                    unit: other.to_owned(),
+                });
+            }
+        };
+        self.value
+            .checked_mul(scale)
+            .ok_or_else(|| DomainError::Invalid {
+                element,
+                reason: format!("{} {unit} does not fit in 64 bits", self.value),
+            })
+    }
+}
+
+/// `<vcpu placement='static'>2</vcpu>`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct Vcpu {
+    /// libvirt's placement attribute, kept as written.
+    #[serde(
+        rename = "@placement",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub placement: Option<String>,
+    /// The number of virtual CPUs.
+    #[serde(rename = "$text")]
+    pub count: u32,
+}
+
+/// `<os>`: the machine type and the boot source.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+pub struct Os {
+    /// `<type arch='x86_64' machine='…'>hvm</type>`.
+    #[serde(rename = "type")]
+    pub os_type: OsType,
+    /// Firmware image (`<loader>`), for firmware boots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loader: Option<String>,
+    /// Kernel for a direct boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    /// Initial ramdisk for a direct boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<String>,
+    /// Kernel command line for a direct boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+}
+
+/// `<type arch='x86_64'>hvm</type>`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct OsType {
+    /// Guest architecture.
+    #[serde(rename = "@arch", default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    /// Machine type, as libvirt names it (kept, not interpreted).
+    #[serde(rename = "@machine", default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
+    /// Always `hvm` for KVM guests.
+    #[serde(rename = "$text")]
+    pub kind: String,
+}
+
+impl Default for OsType {
+    fn default() -> Self {
+        Self {
+            arch: Some("x86_64".to_owned()),
+            machine: None,
+            kind: "hvm".to_owned(),
+        }
+    }
+}
+
+/// `<devices>`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+pub struct Devices {
+    /// Disks and CD-ROMs.
+    #[serde(rename = "disk", default)]
+    pub disks: Vec<Disk>,
+    /// Serial ports.
+    #[serde(rename = "serial", default)]
+    pub serials: Vec<Serial>,
+    /// Remote displays.
+    #[serde(rename = "graphics", default)]
+    pub graphics: Vec<Graphics>,
+}
+
+/// `<disk type='file' device='disk'>`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct Disk {
+    /// Backing kind: `file`, `block`, …
+    #[serde(rename = "@type")]
+    pub kind: String,
+    /// `disk` or `cdrom`.
+    #[serde(rename = "@device", default = "default_disk_device")]
+    pub device: String,
+    /// Image format and cache mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<DiskDriver>,
+    /// Where the data lives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<DiskSource>,
+    /// How the guest sees it.
+    pub target: DiskTarget,
+}
+
+fn default_disk_device() -> String {
+    "disk".to_owned()
+}
+
+/// `<driver name='qemu' type='qcow2' cache='none'/>`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct DiskDriver {
+    /// Driver name (libvirt writes `qemu`).
+    #[serde(rename = "@name", default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Image format.
+    #[serde(rename = "@type", default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// Cache mode.
+    #[serde(rename = "@cache", default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<String>,
+}
+
+/// `<source file='…'/>`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct DiskSource {
+    /// Image path for file disks.
+    #[serde(rename = "@file", default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Device path for block disks.
+    #[serde(rename = "@dev", default, skip_serializing_if = "Option::is_none")]
+    pub dev: Option<String>,
+}
+
+/// `<target dev='vda' bus='virtio'/>`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct DiskTarget {
+    /// Guest device name.
+    #[serde(rename = "@dev")]
+    pub dev: String,
+    /// Bus type.
+    #[serde(rename = "@bus", default, skip_serializing_if = "Option::is_none")]
+    pub bus: Option<String>,
+}
+
+/// `<serial type='file'><source path='…'/></serial>`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct Serial {
+    /// `pty`, `file`, `unix`, …
+    #[serde(rename = "@type")]
+    pub kind: String,
+    /// Where the output goes, for `file` and `unix`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SerialSource>,
+}
+
+/// `<source path='…'/>` of a serial port.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct SerialSource {
+    /// The file or socket path.
+    #[serde(rename = "@path", default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// `<graphics type='vnc' …/>`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct Graphics {
+    /// Only `vnc` is served.
+    #[serde(rename = "@type")]
+    pub kind: String,
+    /// TCP port, or -1 with autoport.
+    #[serde(rename = "@port", default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    /// `yes` to pick a free port.
+    #[serde(rename = "@autoport", default, skip_serializing_if = "Option::is_none")]
+    pub autoport: Option<String>,
+    /// Address to listen on.
+    #[serde(rename = "@listen", default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Unix socket path instead of TCP.
+    #[serde(rename = "@socket", default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<String>,
+    /// VNC password.
+    #[serde(rename = "@passwd", default, skip_serializing_if = "Option::is_none")]
+    pub passwd: Option<String>,
+}
+
+/// The largest guest Vireo will define: 16 TiB, as QEMU's x86 limit.
+const MAX_MEMORY_BYTES: u64 = 16 << 40;
+/// The most vCPUs a domain may ask for (KVM's limit on these hosts).
+pub const MAX_VCPUS: u32 = 1024;
+
+impl Domain {
+    /// Parses and validates a `<domain>` document.
+    pub fn from_xml(xml: &str) -> Result<Self, DomainError> {
+        let domain: Domain = quick_xml::de::from_str(xml)?;
+        domain.validate()?;
+        Ok(domain)
+    }
+
+    /// Writes the domain as XML.
+    pub fn to_xml(&self) -> Result<String, DomainError> {
+        let mut out = String::new();
+        let mut ser = quick_xml::se::Serializer::new(&mut out);
+        ser.indent(' ', 2);
+        self.serialize(ser)?;
+        out.push('\n');
+        Ok(out)
+    }
+
+    /// Guest memory at boot, in bytes.
+    pub fn memory_bytes(&self) -> Result<u64, DomainError> {
+        match &self.current_memory {
+            Some(cur) => cur.bytes("currentMemory"),
+            None => self.memory.bytes("memory"),
+        }
+    }
+
+    fn validate(&self) -> Result<(), DomainError> {
+        let name = self.name.trim();
+        if name.is_empty() || name.contains('/') || name.chars().any(char::is_control) {
+            return Err(DomainError::Invalid {
+                element: "name",
+                reason: format!("'{}' is not a valid domain name", self.name),
+            });
+        }
+        let max = self.memory.bytes("memory")?;
+        if max == 0 || max > MAX_MEMORY_BYTES {
+            return Err(DomainError::Invalid {
+                element: "memory",
+                reason: format!("{max} bytes is outside 1 byte … 16 TiB"),
+            });
+        }
+        if let Some(cur) = &self.current_memory {
+            let cur = cur.bytes("currentMemory")?;
+            if cur > max {
+                return Err(DomainError::Invalid {
+                    element: "currentMemory",
+                    reason: format!("{cur} bytes exceeds <memory> ({max} bytes)"),
+                });
+            }
+        }
+        if self.vcpu.count == 0 || self.vcpu.count > MAX_VCPUS {
+            return Err(DomainError::Invalid {
+                element: "vcpu",
+                reason: format!("{} is outside 1 … {MAX_VCPUS}", self.vcpu.count),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEMO: &str = r#"
+<domain type='kvm'>
+  <name>demo</name>
+  <memory unit='MiB'>256</memory>
+  <vcpu>2</vcpu>
+  <os><type arch='x86_64'>hvm</type><kernel>/path/vmlinuz</kernel>
+      <initrd>/path/initrd</initrd><cmdline>console=ttyS0</cmdline></os>
+  <devices>
+    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+      <source file='/var/lib/vireo/images/demo.qcow2'/><target dev='vda' bus='virtio'/></disk>
+    <interface type='network'><source network='default'/><model type='virtio'/></interface>
+    <serial type='file'><source path='/tmp/demo.log'/></serial>
+    <graphics type='vnc' listen='127.0.0.1' port='5907' autoport='no'/>
+    <video><model type='bochs'/></video>
+    <input type='tablet' bus='virtio'/>
+  </devices>
+</domain>"#;
+
+    #[test]
+    fn parses_the_design_example() {
+        let d = Domain::from_xml(DEMO).unwrap();
+        assert_eq!(d.name, "demo");
+        assert_eq!(d.memory_bytes().unwrap(), 256 << 20);
+        assert_eq!(d.vcpu.count, 2);
+        assert_eq!(d.os.kernel.as_deref(), Some("/path/vmlinuz"));
+        assert_eq!(d.os.cmdline.as_deref(), Some("console=ttyS0"));
+        assert_eq!(d.devices.disks.len(), 1);
+        let disk = &d.devices.disks[0];
+        assert_eq!(disk.target.dev, "vda");
+        assert_eq!(
+            disk.driver.as_ref().unwrap().format.as_deref(),
+            Some("qcow2")
+        );
+        assert_eq!(d.devices.graphics[0].port, Some(5907));
+        assert_eq!(
+            d.devices.serials[0]
+                .source
+                .as_ref()
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("/tmp/demo.log")
+        );
+    }
+
+    #[test]
+    fn round_trips_through_xml() {
+        let d = Domain::from_xml(DEMO).unwrap();
+        let again = Domain::from_xml(&d.to_xml().unwrap()).unwrap();
+        assert_eq!(d, again);
+    }
+
+    #[test]
+    fn memory_defaults_to_kib_and_knows_decimal_units() {
+        let kib = Size {
+            unit: None,
+            value: 4,
+        };
+        assert_eq!(kib.bytes("memory").unwrap(), 4096);
+        let gb = Size {
+            unit: Some("GB".into()),
+            value: 2,
+        };
+        assert_eq!(gb.bytes("memory").unwrap(), 2_000_000_000);
+    }
+
+    #[test]
+    fn rejects_unknown_unit_naming_the_element() {
+        let xml = DEMO.replace("unit='MiB'", "unit='furlongs'");
+        let err = Domain::from_xml(&xml).unwrap_err().to_string();
+        assert_eq!(err, "<memory>: unknown unit 'furlongs'");
+    }
+
+    #[test]
+    fn rejects_zero_vcpus_and_oversized_memory() {
+        let err = Domain::from_xml(&DEMO.replace("<vcpu>2", "<vcpu>0"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("<vcpu>:"), "{err}");
+        let err = Domain::from_xml(&DEMO.replace(">256<", ">18446744073709551615<"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not fit in 64 bits"), "{err}");
+    }
+
+    #[test]
+    fn rejects_malformed_xml() {
+        assert!(matches!(
+            Domain::from_xml("<domain type='kvm'><name>x</domain>"),
+            Err(DomainError::Xml(_))
+        ));
+    }
+}

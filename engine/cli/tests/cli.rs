@@ -1,0 +1,39 @@
+//! Runs the real `vireoctl` binary.
+
+use std::process::Command;
+
+fn vireoctl(args: &[&str], env_uri: Option<&str>) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vireoctl"));
+    cmd.args(args).env_remove("VIREO_DEFAULT_URI");
+    if let Some(uri) = env_uri {
+        cmd.env("VIREO_DEFAULT_URI", uri);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn uri_follows_connect_then_env_then_default() {
+    assert_eq!(vireoctl(&["uri"], None).1, "vireo:///session\n");
+    assert_eq!(
+        vireoctl(&["uri"], Some("vireo:///system")).1,
+        "vireo:///system\n"
+    );
+    let (ok, out, _) = vireoctl(
+        &["-c", "vireo+ssh://root@[::1]:2222/system", "uri"],
+        Some("vireo:///session"),
+    );
+    assert!(ok);
+    assert_eq!(out, "vireo+ssh://root@[::1]:2222/system\n");
+}
+
+#[test]
+fn bad_uri_fails_with_the_reason() {
+    let (ok, _, err) = vireoctl(&["--connect", "qemu:///system", "uri"], None);
+    assert!(!ok);
+    assert!(err.contains("unsupported URI scheme 'qemu'"), "{err}");
+}

@@ -1,0 +1,149 @@
+//! Builds test guests from `tests/guests/NAME.c` with gcc.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+/// How a guest is entered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Flavor {
+    /// An ELF64 entered in 64-bit mode with `%rsi` = boot_params.
+    Elf64,
+    /// An ELF with a PVH note, entered in 32-bit mode with `%ebx` = start_info.
+    Pvh,
+}
+
+/// The compiler flags every guest is built with (DESIGN.md).
+pub const GUEST_CFLAGS: &[&str] = &[
+    "-ffreestanding",
+    "-nostdlib",
+    "-static",
+    "-mgeneral-regs-only",
+    "-mno-sse",
+    "-mno-mmx",
+    "-mno-80387",
+    "-mno-red-zone",
+    "-fno-pic",
+    "-no-pie",
+    "-fno-stack-protector",
+    "-fno-asynchronous-unwind-tables",
+    "-mcmodel=kernel",
+    "-O2",
+    "-Wall",
+    "-Werror",
+];
+
+/// The folder holding the guest sources.
+pub fn guests_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("guests")
+}
+
+/// Where built guests go: `target/guests`, shared by all tests of a run.
+fn out_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/guests")
+        .to_path_buf()
+}
+
+static BUILD_LOCK: Mutex<()> = Mutex::new(());
+
+/// Builds `tests/guests/NAME.c` (plus the shared entry code) as `flavor`
+/// and returns the ELF's path. Panics with gcc's output when the build fails,
+/// since a test cannot go on without its guest.
+pub fn build(name: &str, flavor: Flavor) -> PathBuf {
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = guests_dir();
+    let out = out_dir();
+    std::fs::create_dir_all(&out).unwrap();
+    let suffix = match flavor {
+        Flavor::Elf64 => "elf64",
+        Flavor::Pvh => "pvh",
+    };
+    let elf = out.join(format!("{name}.{suffix}.elf"));
+    let tmp = out.join(format!(".{name}.{suffix}.{}.tmp", std::process::id()));
+    let mut cmd = Command::new("gcc");
+    cmd.args(GUEST_CFLAGS)
+        .arg(format!("-I{}", dir.display()))
+        .arg("-T")
+        .arg(dir.join("lib/guest.ld"))
+        .arg("-Wl,--build-id=none")
+        .arg("-Wl,-z,noexecstack")
+        .arg("-o")
+        .arg(&tmp)
+        .arg(dir.join("lib/start.S"))
+        .arg(dir.join(format!("{name}.c")));
+    if flavor == Flavor::Pvh {
+        cmd.arg("-DPVH");
+    }
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run gcc to build guest {name}: {e}"));
+    assert!(
+        output.status.success(),
+        "building guest {name} ({flavor:?}) failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::rename(&tmp, &elf).unwrap();
+    elf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u16_at(b: &[u8], at: usize) -> u16 {
+        u16::from_le_bytes(b[at..at + 2].try_into().unwrap())
+    }
+    fn u32_at(b: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+    }
+    fn u64_at(b: &[u8], at: usize) -> u64 {
+        u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+    }
+
+    /// The PHYS32_ENTRY address from the PVH note, if any.
+    fn pvh_entry(elf: &[u8]) -> Option<u32> {
+        let phoff = u64_at(elf, 0x20) as usize;
+        let phentsize = usize::from(u16_at(elf, 0x36));
+        let phnum = usize::from(u16_at(elf, 0x38));
+        (0..phnum).find_map(|i| {
+            let ph = &elf[phoff + i * phentsize..];
+            if u32_at(ph, 0) != 4 {
+                return None; // not PT_NOTE
+            }
+            let (off, size) = (u64_at(ph, 8) as usize, u64_at(ph, 32) as usize);
+            if size < 20 {
+                return None; // empty note segment (no PVH note in this build)
+            }
+            let note = &elf[off..off + size];
+            let (namesz, descsz, kind) = (u32_at(note, 0), u32_at(note, 4), u32_at(note, 8));
+            (kind == 18 && namesz == 4 && descsz == 4 && &note[12..16] == b"Xen\0")
+                .then(|| u32_at(note, 16))
+        })
+    }
+
+    #[test]
+    fn guests_build_as_static_elf64_with_and_without_pvh_note() {
+        let elf64 = std::fs::read(build("hello", Flavor::Elf64)).unwrap();
+        let pvh = std::fs::read(build("hello", Flavor::Pvh)).unwrap();
+        for elf in [&elf64, &pvh] {
+            assert_eq!(&elf[..4], b"\x7fELF");
+            assert_eq!(elf[4], 2, "ELFCLASS64");
+            assert_eq!(u16_at(elf, 0x10), 2, "ET_EXEC (static)");
+            assert_eq!(u16_at(elf, 0x12), 62, "EM_X86_64");
+            // Loaded at 1 MiB, entry at the start of .text.
+            assert_eq!(u64_at(elf, 0x18), 0x10_0000);
+        }
+        assert_eq!(pvh_entry(&elf64), None);
+        let entry = pvh_entry(&pvh).expect("PVH build carries XEN_ELFNOTE_PHYS32_ENTRY");
+        assert!((0x10_0000..0x20_0000).contains(&entry), "{entry:#x}");
+    }
+
+    #[test]
+    fn a_broken_guest_reports_gcc_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let result = std::panic::catch_unwind(|| build("does-not-exist", Flavor::Elf64));
+        assert!(result.is_err());
+        drop(dir);
+    }
+}

@@ -5,4 +5,7 @@
 //! devices, and the [`kvm`] capability check.
 
 pub mod bus;
+pub mod devices;
 pub mod kvm;
+pub mod layout;
+pub mod memory;

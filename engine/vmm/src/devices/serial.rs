@@ -1,0 +1,203 @@
+//! COM1: vm-superio's 16550 UART, with output copied to a log file and to
+//! every attached console client, and input from those clients.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+
+use vm_superio::serial::NoEvents;
+use vm_superio::{Serial, Trigger};
+
+use crate::bus::BusDevice;
+use crate::devices::IrqLine;
+
+/// Raises COM1's interrupt line as an edge.
+pub struct IrqTrigger(pub IrqLine);
+
+impl Trigger for IrqTrigger {
+    type E = io::Error;
+
+    fn trigger(&self) -> io::Result<()> {
+        self.0.pulse();
+        Ok(())
+    }
+}
+
+/// Where serial output goes. It outlives any one boot of the VM, so a reset
+/// keeps the log and the attached clients.
+#[derive(Debug, Clone, Default)]
+pub struct SerialSink {
+    inner: Arc<Mutex<SinkInner>>,
+}
+
+#[derive(Debug, Default)]
+struct SinkInner {
+    log: Option<File>,
+    clients: Vec<UnixStream>,
+}
+
+impl SerialSink {
+    /// A sink that appends to `log` (if any).
+    pub fn new(log: Option<File>) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(SinkInner {
+                log,
+                clients: Vec::new(),
+            })),
+        }
+    }
+
+    /// Attaches a console client: it receives everything written from now on.
+    /// Writes to it never block the guest: a client that cannot keep up loses
+    /// output and one that has gone is dropped.
+    pub fn attach(&self, client: UnixStream) -> io::Result<()> {
+        client.set_nonblocking(true)?;
+        self.lock().clients.push(client);
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SinkInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Write for SerialSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut inner = self.lock();
+        if let Some(log) = inner.log.as_mut() {
+            // A full disk must not stop the guest's UART: drop the log.
+            if log.write_all(buf).is_err() {
+                inner.log = None;
+            }
+        }
+        inner.clients.retain_mut(|c| match c.write(buf) {
+            Ok(_) => true,
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        });
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The UART as a bus device (8 ports at 0x3f8).
+pub type Com1 = Serial<IrqTrigger, NoEvents, SerialSink>;
+
+/// Creates COM1 raising `irq` and writing to `sink`.
+pub fn com1(irq: IrqLine, sink: SerialSink) -> Com1 {
+    Serial::new(IrqTrigger(irq), sink)
+}
+
+/// Wraps the UART for the bus.
+pub struct SerialDevice(pub Com1);
+
+impl BusDevice for SerialDevice {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        let Some(first) = data.first_mut() else {
+            return;
+        };
+        *first = match u8::try_from(offset) {
+            Ok(off) if off < 8 => self.0.read(off),
+            _ => 0xff,
+        };
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if let (Some(&value), Ok(off)) = (data.first(), u8::try_from(offset))
+            && off < 8
+        {
+            // Errors are the trigger's (never fails) or the sink's (ignored).
+            let _ = self.0.write(off, value);
+        }
+    }
+}
+
+/// Feeds console input to the guest, waiting while the UART's FIFO is full.
+/// Returns when all bytes are queued or `stop()` says to give up.
+pub fn feed_input(serial: &Mutex<SerialDevice>, mut bytes: &[u8], stop: impl Fn() -> bool) {
+    while !bytes.is_empty() && !stop() {
+        let n = {
+            let mut dev = serial.lock().unwrap_or_else(|e| e.into_inner());
+            let room = dev.0.fifo_capacity();
+            let take = bytes.len().min(room);
+            if take == 0 {
+                0
+            } else {
+                dev.0.enqueue_raw_bytes(&bytes[..take]).unwrap_or(0)
+            }
+        };
+        bytes = &bytes[n..];
+        if n == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+    use crate::devices::testing::RecordingIrq;
+
+    #[test]
+    fn output_reaches_log_and_clients() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_path = dir.path().join("serial.log");
+        let sink = SerialSink::new(Some(File::create(&log_path).unwrap()));
+        let (a, mut b) = UnixStream::pair().unwrap();
+        sink.attach(a).unwrap();
+        let mut dev = SerialDevice(com1(Arc::new(RecordingIrq::default()), sink));
+        for &c in b"hi\n" {
+            dev.write(0, &[c]);
+        }
+        assert_eq!(std::fs::read(&log_path).unwrap(), b"hi\n");
+        let mut got = [0u8; 3];
+        b.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hi\n");
+    }
+
+    #[test]
+    fn gone_clients_are_dropped_without_failing_the_guest() {
+        let sink = SerialSink::new(None);
+        let (a, b) = UnixStream::pair().unwrap();
+        sink.attach(a).unwrap();
+        drop(b);
+        let mut dev = SerialDevice(com1(Arc::new(RecordingIrq::default()), sink.clone()));
+        dev.write(0, b"x");
+        dev.write(0, b"y");
+        assert!(sink.lock().clients.is_empty());
+    }
+
+    #[test]
+    fn input_is_readable_from_the_receive_register() {
+        let dev = Mutex::new(SerialDevice(com1(
+            Arc::new(RecordingIrq::default()),
+            SerialSink::new(None),
+        )));
+        feed_input(&dev, b"ab", || false);
+        let mut d = dev.lock().unwrap();
+        let mut b = [0u8];
+        d.read(5, &mut b);
+        assert_eq!(b[0] & 1, 1, "LSR data ready");
+        d.read(0, &mut b);
+        assert_eq!(b[0], b'a');
+    }
+
+    #[test]
+    fn odd_accesses_do_not_panic() {
+        let mut dev = SerialDevice(com1(
+            Arc::new(RecordingIrq::default()),
+            SerialSink::new(None),
+        ));
+        dev.read(0, &mut []);
+        dev.write(0, &[]);
+        dev.write(u64::MAX, &[1]);
+        let mut b = [0u8; 4];
+        dev.read(9, &mut b);
+        assert_eq!(b[0], 0xff);
+    }
+}

@@ -3,7 +3,7 @@
 #   make test   install what is missing, then format, lint and test everything
 CARGO ?= cargo
 
-.PHONY: run test deps-run deps-test fmt lint unit
+.PHONY: run test bench deps-run deps-test fmt lint unit
 
 run: deps-run
 	@printf '\033[1m==> Building Vireo (release)\033[0m\n'
@@ -29,4 +29,10 @@ lint:
 
 unit:
 	@printf '\033[1m==> Tests\033[0m\n'
+	$(CARGO) build --workspace --bins --locked
 	PATH="$(CURDIR)/.venv/bin:$$PATH" $(CARGO) test --workspace --locked
+
+# Benchmarks print ratios against QEMU run in the same benchmark; they are
+# not part of `make test`.
+bench: deps-test
+	$(CARGO) bench -p vireo-vmm --bench vmm_vs_qemu --locked

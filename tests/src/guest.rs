@@ -1,4 +1,9 @@
 //! Builds test guests from `tests/guests/NAME.c` with gcc.
+//!
+//! A guest is `lib/start.S` (the entry code), `lib/runtime.c` (what gcc may
+//! call: `memset`, `memcpy`, ...), `NAME.c` and, when it exists, `NAME.S`
+//! (code that must be written in assembly, such as the SMP guest's 16-bit
+//! trampoline).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -47,8 +52,8 @@ fn out_dir() -> PathBuf {
 
 static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
-/// Builds `tests/guests/NAME.c` (plus the shared entry code) as `flavor`
-/// and returns the ELF's path. Panics with gcc's output when the build fails,
+/// Builds `tests/guests/NAME.c` (plus the shared entry code, and `NAME.S`
+/// when there is one) as `flavor` and returns the ELF's path. Panics with gcc's output when the build fails,
 /// since a test cannot go on without its guest.
 pub fn build(name: &str, flavor: Flavor) -> PathBuf {
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -71,7 +76,12 @@ pub fn build(name: &str, flavor: Flavor) -> PathBuf {
         .arg("-o")
         .arg(&tmp)
         .arg(dir.join("lib/start.S"))
+        .arg(dir.join("lib/runtime.c"))
         .arg(dir.join(format!("{name}.c")));
+    let asm = dir.join(format!("{name}.S"));
+    if asm.exists() {
+        cmd.arg(asm);
+    }
     if flavor == Flavor::Pvh {
         cmd.arg("-DPVH");
     }
@@ -137,6 +147,25 @@ mod tests {
         assert_eq!(pvh_entry(&elf64), None);
         let entry = pvh_entry(&pvh).expect("PVH build carries XEN_ELFNOTE_PHYS32_ENTRY");
         assert!((0x10_0000..0x20_0000).contains(&entry), "{entry:#x}");
+    }
+
+    #[test]
+    fn every_guest_builds_in_both_flavors() {
+        let mut names: Vec<String> = std::fs::read_dir(guests_dir())
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                name.strip_suffix(".c").map(str::to_owned)
+            })
+            .collect();
+        names.sort();
+        assert!(names.len() >= 11, "{names:?}");
+        for name in names {
+            for flavor in [Flavor::Elf64, Flavor::Pvh] {
+                let elf = std::fs::read(build(&name, flavor)).unwrap();
+                assert_eq!(pvh_entry(&elf).is_some(), flavor == Flavor::Pvh, "{name}");
+            }
+        }
     }
 
     #[test]

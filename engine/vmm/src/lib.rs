@@ -4,8 +4,14 @@
 //! unit tested without a VM: the [`bus`] that routes port and MMIO accesses to
 //! devices, and the [`kvm`] capability check.
 
+pub mod arch;
+pub mod boot;
 pub mod bus;
+pub mod control;
 pub mod devices;
 pub mod kvm;
 pub mod layout;
+pub mod machine;
 pub mod memory;
+pub mod vcpu;
+pub mod vm;

@@ -1,21 +1,96 @@
 //! `vireo-vmm`: runs one virtual machine. Normally started by `vireod`.
 
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, mpsc};
 
 use clap::Parser;
+use vireo_vmm::boot::KernelConfig;
+use vireo_vmm::control;
+use vireo_vmm::devices::cmos::Cmos;
+use vireo_vmm::devices::serial::{SerialSink, feed_input};
+use vireo_vmm::machine::{CurrentSerial, Event, Machine};
+use vireo_vmm::memory::ram_ranges;
+use vireo_vmm::vm::{Persistent, ReboundIrq, VmConfig};
 
 /// Runs one Vireo virtual machine on /dev/kvm.
+///
+/// Boots a kernel directly: an ELF vmlinux (entered in 64-bit mode), an ELF
+/// with a PVH note (entered through PVH) or a bzImage. Example:
+///
+///   vireo-vmm --kernel vmlinux --cmdline "console=ttyS0" --memory 512 --cpus 2
+///       --serial-log /tmp/vm.log --control-socket /tmp/vm.ctl
+///
+/// Exit status: 0 when the guest powers off or `quit` is sent, 1 when the VM
+/// cannot start, 3 when the guest crashes, (v << 1) | 1 when the guest
+/// writes v to isa-debug-exit (port 0xf4).
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, verbatim_doc_comment)]
 struct Args {
-    /// Check that this host's KVM has what the VMM needs, print what it
-    /// reports, and exit.
+    /// Check that this host's KVM has what the VMM needs, and exit.
     #[arg(long)]
     check_kvm: bool,
+    /// The kernel to boot.
+    #[arg(long, required_unless_present = "check_kvm")]
+    kernel: Option<PathBuf>,
+    /// An initial ramdisk.
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// The kernel command line.
+    #[arg(long, default_value = "")]
+    cmdline: String,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 256)]
+    memory: u64,
+    /// Number of vCPUs.
+    #[arg(long, default_value_t = 1)]
+    cpus: u8,
+    /// Append COM1 output to this file.
+    #[arg(long)]
+    serial_log: Option<PathBuf>,
+    /// Listen here for console clients (COM1 in and out, raw bytes).
+    #[arg(long)]
+    serial_socket: Option<PathBuf>,
+    /// Write bytes from the debug port (0x402) to this file.
+    #[arg(long)]
+    debug_log: Option<PathBuf>,
+    /// Listen here for control commands (JSON lines, QMP style).
+    #[arg(long)]
+    control_socket: Option<PathBuf>,
+    /// Framebuffer VRAM in MiB (a power of two, 4 to 256).
+    #[arg(long, default_value_t = 16)]
+    vram: u64,
+    /// The framebuffer mode described to a directly booted kernel.
+    #[arg(long, default_value = "1024x768", value_parser = parse_resolution)]
+    resolution: (u16, u16),
+}
+
+fn parse_resolution(s: &str) -> Result<(u16, u16), String> {
+    let (w, h) = s
+        .split_once('x')
+        .ok_or_else(|| format!("'{s}' is not WIDTHxHEIGHT"))?;
+    let w: u16 = w.parse().map_err(|_| format!("bad width in '{s}'"))?;
+    let h: u16 = h.parse().map_err(|_| format!("bad height in '{s}'"))?;
+    if !(64..=4096).contains(&w) || !(64..=4096).contains(&h) {
+        return Err(format!("{w}x{h} is outside 64x64 … 4096x4096"));
+    }
+    Ok((w, h))
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VIREO_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     if args.check_kvm {
         return match vireo_vmm::kvm::check() {
             Ok(r) => {
@@ -31,6 +106,139 @@ fn main() -> ExitCode {
             }
         };
     }
-    eprintln!("vireo-vmm: no machine given; see --help");
-    ExitCode::from(2)
+    match run(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("vireo-vmm: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn open_append(path: &PathBuf, what: &str) -> Result<File, String> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("cannot open {what} '{}': {e}", path.display()))
+}
+
+fn run(args: Args) -> Result<u8, String> {
+    let kernel = args.kernel.clone().ok_or("--kernel is required")?;
+    let memory = args
+        .memory
+        .checked_mul(1 << 20)
+        .ok_or("--memory is too large")?;
+    let vram = args
+        .vram
+        .checked_mul(1 << 20)
+        .ok_or("--vram is too large")?;
+    if !vram.is_power_of_two() || !(4 << 20..=256 << 20).contains(&vram) {
+        return Err(format!(
+            "--vram {} MiB must be a power of two from 4 to 256",
+            args.vram
+        ));
+    }
+    let config = VmConfig {
+        vcpus: args.cpus,
+        memory,
+        kernel: KernelConfig {
+            kernel,
+            initrd: args.initrd.clone(),
+            cmdline: args.cmdline.clone(),
+        },
+        vram_size: vram,
+        resolution: args.resolution,
+    };
+
+    let serial_log = args
+        .serial_log
+        .as_ref()
+        .map(|p| open_append(p, "serial log"))
+        .transpose()?;
+    let debug_log = args
+        .debug_log
+        .as_ref()
+        .map(|p| open_append(p, "debug log"))
+        .transpose()?
+        .map(|f| Arc::new(Mutex::new(f)));
+    let ranges = ram_ranges(memory);
+    let below: u64 = ranges.first().map_or(0, |r| r.1);
+    let above: u64 = ranges.get(1).map_or(0, |r| r.1);
+    let cmos_irq = Arc::new(ReboundIrq::default());
+    let persistent = Persistent {
+        serial_sink: SerialSink::new(serial_log),
+        debug_log,
+        debug_written: Arc::new(AtomicU64::new(0)),
+        cmos: Arc::new(Mutex::new(Cmos::new(
+            below,
+            above,
+            u32::from(args.cpus),
+            cmos_irq.clone(),
+        ))),
+        cmos_irq,
+    };
+
+    let (tx, rx) = mpsc::channel::<Event>();
+    let current_serial: CurrentSerial = Arc::new(Mutex::new(None));
+    if let Some(path) = &args.control_socket {
+        let listener = control::bind(path)
+            .map_err(|e| format!("cannot listen on control socket '{}': {e}", path.display()))?;
+        control::serve(listener, tx.clone(), Event::Control)
+            .map_err(|e| format!("cannot start the control thread: {e}"))?;
+    }
+    if let Some(path) = &args.serial_socket {
+        let listener = control::bind(path)
+            .map_err(|e| format!("cannot listen on serial socket '{}': {e}", path.display()))?;
+        serve_serial(
+            listener,
+            persistent.serial_sink.clone(),
+            current_serial.clone(),
+        )
+        .map_err(|e| format!("cannot start the serial thread: {e}"))?;
+    }
+
+    let machine = Machine::new(config, persistent, tx, rx, current_serial);
+    let outcome = machine.run().map_err(|e| e.to_string())?;
+    Ok(outcome.exit_code())
+}
+
+/// Accepts console clients: output is copied to them by the sink, their
+/// input is fed to the current COM1.
+fn serve_serial(
+    listener: UnixListener,
+    sink: SerialSink,
+    current: CurrentSerial,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("serial".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let Ok(out) = stream.try_clone() else {
+                    continue;
+                };
+                if sink.attach(out).is_err() {
+                    continue;
+                }
+                let current = current.clone();
+                let _ = std::thread::Builder::new()
+                    .name("serial-client".into())
+                    .spawn(move || {
+                        let mut stream = stream;
+                        let mut buf = [0u8; 256];
+                        loop {
+                            let n = match stream.read(&mut buf) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            let serial = current.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                            if let Some(serial) = serial {
+                                feed_input(&serial, &buf[..n], || false);
+                            }
+                        }
+                    });
+            }
+        })?;
+    Ok(())
 }

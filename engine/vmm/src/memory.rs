@@ -67,7 +67,7 @@ pub fn ram_ranges(size: u64) -> Vec<(GuestAddress, u64)> {
 
 /// Allocates `size` bytes of guest RAM.
 pub fn create_guest_memory(size: u64) -> Result<GuestMemoryMmap, MemoryError> {
-    if !(MIN_MEMORY..=MAX_MEMORY).contains(&size) || size % 4096 != 0 {
+    if !(MIN_MEMORY..=MAX_MEMORY).contains(&size) || !size.is_multiple_of(4096) {
         return Err(MemoryError::Size(size));
     }
     let ranges: Vec<(GuestAddress, usize)> = ram_ranges(size)

@@ -9,6 +9,10 @@
  * Both switch to the guest's own page tables (identity map of the low
  * 4 GiB, 2 MiB pages, so PCI BARs below 4 GiB are reachable) and call
  * guest_main(kind, info) with kind 0 = boot_params, 1 = hvm_start_info.
+ * .bss is zeroed first: after a guest-triggered reset a VMM may re-enter
+ * the image without reloading it, and globals must start at zero again.
+ * `pml4` is global so that code bringing up other CPUs (smp.S) can point
+ * them at the same page tables.
  */
     .section .text.boot, "ax"
     .code64
@@ -19,6 +23,7 @@ _start64:
     movq $pml4, %rax
     movq %rax, %cr3
     leaq stack_top(%rip), %rsp
+    call zero_bss
     xorl %edi, %edi
     movq %r12, %rsi
     call guest_main
@@ -53,8 +58,10 @@ pvh_long:
     movw %ax, %fs
     movw %ax, %gs
     leaq stack_top(%rip), %rsp
+    movl %esi, %r12d                /* zero-extends the 32-bit pointer */
+    call zero_bss
     movl $1, %edi
-    movl %esi, %esi                 /* zero-extend the 32-bit pointer */
+    movq %r12, %rsi
     call guest_main
 #endif
 
@@ -62,6 +69,19 @@ halt64:
     cli
     hlt
     jmp halt64
+
+/* Zeroes .bss except the stack we are running on (it is in use). */
+zero_bss:
+    leaq __bss_start(%rip), %rdi
+    leaq stack(%rip), %rcx
+    subq %rdi, %rcx
+    xorl %eax, %eax
+    rep stosb
+    leaq stack_top(%rip), %rdi
+    leaq __bss_end(%rip), %rcx
+    subq %rdi, %rcx
+    rep stosb
+    ret
 
     .section .rodata
     .balign 8
@@ -76,6 +96,7 @@ gdt_ptr:
 
     .section .data
     .balign 4096
+    .globl pml4
 pml4:
     .quad pdpt + 0x3
     .fill 511, 8, 0

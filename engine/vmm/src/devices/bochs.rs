@@ -306,7 +306,7 @@ impl PciDevice for BochsDisplay {
             return;
         }
         match offset {
-            DISPI_OFFSET..QEXT_OFFSET if offset % 2 == 0 && data.len() >= 2 => {
+            DISPI_OFFSET..QEXT_OFFSET if offset.is_multiple_of(2) && data.len() >= 2 => {
                 let index = ((offset - DISPI_OFFSET) / 2) as usize;
                 let value = u16::from_le_bytes([data[0], data[1]]);
                 if index < dispi::COUNT && index != dispi::ID && index != dispi::VIDEO_MEMORY_64K {

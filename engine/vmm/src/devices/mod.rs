@@ -8,7 +8,9 @@
 use std::sync::Arc;
 
 pub mod bochs;
+pub mod cmos;
 pub mod debug;
+pub mod i8042;
 pub mod pci;
 pub mod pm;
 pub mod serial;

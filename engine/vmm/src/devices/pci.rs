@@ -315,10 +315,8 @@ impl BusDevice for PciConfigPorts {
                 self.address = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
             }
             // PIIX reset control: bit 2 (with bit 1 for a hard reset) resets.
-            (1, 1) => {
-                if data[0] & 0x04 != 0 {
-                    self.requests.request(VmRequest::Reset);
-                }
+            (1, 1) if data[0] & 0x04 != 0 => {
+                self.requests.request(VmRequest::Reset);
             }
             (4..=7, _) => {
                 if let Some((slot, reg)) = self.target()

@@ -35,4 +35,5 @@ unit:
 # Benchmarks print ratios against QEMU run in the same benchmark; they are
 # not part of `make test`.
 bench: deps-test
+	$(CARGO) build --release -p vireo-vmm --bins --locked
 	$(CARGO) bench -p vireo-vmm --bench vmm_vs_qemu --locked

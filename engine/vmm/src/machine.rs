@@ -280,10 +280,23 @@ impl Machine {
                         None => return generic(format!("invalid scancode {k}")),
                     }
                 }
-                let mut kbd = lock(&vm.i8042);
+                // The guest's keyboard buffer is small (16 bytes, as Linux
+                // expects): pace the keys to what the guest has read.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
                 for c in codes {
-                    kbd.key_event(c, true);
-                    kbd.key_event(c, false);
+                    loop {
+                        let mut kbd = lock(&vm.i8042);
+                        if kbd.keyboard_backlog() <= 8 {
+                            kbd.key_event(c, true);
+                            kbd.key_event(c, false);
+                            break;
+                        }
+                        drop(kbd);
+                        if std::time::Instant::now() > deadline {
+                            return generic("the guest is not reading its keyboard".into());
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
                 }
                 Ok(json!({}))
             }

@@ -179,6 +179,18 @@ fn run(args: Args) -> Result<u8, String> {
         cmos_irq,
     };
 
+    // The CMOS raises IRQ 8 for its update/periodic flags when polled.
+    let cmos = persistent.cmos.clone();
+    std::thread::Builder::new()
+        .name("rtc".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                cmos.lock().unwrap_or_else(|e| e.into_inner()).poll();
+            }
+        })
+        .map_err(|e| format!("cannot start the RTC thread: {e}"))?;
+
     let (tx, rx) = mpsc::channel::<Event>();
     let current_serial: CurrentSerial = Arc::new(Mutex::new(None));
     if let Some(path) = &args.control_socket {

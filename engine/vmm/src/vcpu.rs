@@ -2,7 +2,7 @@
 //! kicking.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
@@ -64,6 +64,9 @@ struct RunState {
 pub struct VcpuControl {
     state: Mutex<RunState>,
     cond: Condvar,
+    /// Set while a pause or stop is pending, so the exit path checks one
+    /// atomic instead of taking the lock on every exit.
+    attention: AtomicBool,
 }
 
 impl VcpuControl {
@@ -73,6 +76,9 @@ impl VcpuControl {
 
     /// Parks the calling vCPU while paused; returns false when it must stop.
     fn checkpoint(&self) -> bool {
+        if !self.attention.load(Ordering::Acquire) {
+            return true;
+        }
         let mut st = self.lock();
         while st.pause && !st.stop {
             st.parked += 1;
@@ -152,6 +158,7 @@ impl VcpuHandle {
 /// Pauses all vCPUs of a VM and waits until each is parked.
 pub fn pause_all(control: &VcpuControl, vcpus: &[VcpuHandle]) {
     control.lock().pause = true;
+    control.attention.store(true, Ordering::Release);
     let live = vcpus.iter().filter(|v| v.thread.is_some()).count();
     loop {
         for v in vcpus {
@@ -173,7 +180,10 @@ pub fn pause_all(control: &VcpuControl, vcpus: &[VcpuHandle]) {
 
 /// Resumes paused vCPUs.
 pub fn resume_all(control: &VcpuControl) {
-    control.lock().pause = false;
+    let mut st = control.lock();
+    st.pause = false;
+    control.attention.store(st.stop, Ordering::Release);
+    drop(st);
     control.cond.notify_all();
 }
 
@@ -183,6 +193,7 @@ pub fn stop_all(control: &VcpuControl, vcpus: &mut [VcpuHandle]) {
         let mut st = control.lock();
         st.stop = true;
         st.pause = false;
+        control.attention.store(true, Ordering::Release);
     }
     control.cond.notify_all();
     for v in vcpus.iter() {

@@ -8,7 +8,9 @@ use std::fs::File;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
-use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, Msrs, kvm_pit_config};
+use kvm_bindings::{
+    KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, KvmIrqRouting, Msrs, kvm_pit_config,
+};
 use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::GuestMemoryMmap;
 
@@ -171,6 +173,13 @@ impl Vm {
             .set_tss_address(layout::KVM_TSS as usize)
             .map_err(kvm_err("set TSS address"))?;
         vm_fd.create_irq_chip().map_err(kvm_err("create irqchip"))?;
+        // Route ISA IRQs as the MADT and MP table describe them (IRQ 0 to
+        // IOAPIC pin 2); KVM's default would put the PIT on pin 0.
+        let routing = KvmIrqRouting::from_entries(&arch::legacy_gsi_routing())
+            .map_err(|e| VmError::Tables(format!("GSI routing table: {e:?}")))?;
+        vm_fd
+            .set_gsi_routing(&routing)
+            .map_err(kvm_err("set GSI routing"))?;
         vm_fd
             .create_pit2(kvm_pit_config {
                 flags: KVM_PIT_SPEAKER_DUMMY,
@@ -268,8 +277,17 @@ impl Vm {
             },
         )
         .map_err(|e| VmError::Tables(e.to_string()))?;
-        arch::mptable::setup_mptable(&mem, config.vcpus)
-            .map_err(|e| VmError::Tables(e.to_string()))?;
+        // The MP table fits 40 processors in the EBDA; larger guests are
+        // described by ACPI alone, as on real machines.
+        match arch::mptable::setup_mptable(&mem, config.vcpus) {
+            Ok(()) => {}
+            Err(arch::mptable::MptableError::VcpuCount { .. })
+                if config.vcpus > arch::mptable::MAX_MPTABLE_VCPUS =>
+            {
+                tracing::info!("{} vCPUs: no MP table, ACPI only", config.vcpus);
+            }
+            Err(e) => return Err(VmError::Tables(e.to_string())),
+        }
 
         // The kernel, with the framebuffer in screen_info.
         let fb = BootFramebuffer {
@@ -289,6 +307,7 @@ impl Vm {
         arch::regs::write_identity_page_tables(&mem).map_err(|e| VmError::Tables(e.to_string()))?;
 
         // vCPUs.
+        let tsc_deadline = kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer);
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("get supported CPUID"))?;
@@ -302,6 +321,9 @@ impl Vm {
                 .map_err(kvm_err("create vCPU"))?;
             let mut cpuid = supported.clone();
             arch::cpuid::filter_cpuid(&mut cpuid, id, config.vcpus);
+            if tsc_deadline {
+                arch::cpuid::set_tsc_deadline(&mut cpuid);
+            }
             fd.set_cpuid2(&cpuid).map_err(kvm_err("set CPUID"))?;
             let msrs = Msrs::from_entries(&arch::regs::boot_msrs())
                 .map_err(|e| VmError::Tables(format!("MSR list: {e:?}")))?;

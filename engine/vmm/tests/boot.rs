@@ -376,3 +376,65 @@ fn a_missing_kernel_is_named_in_the_error() {
         );
     }
 }
+
+#[test]
+fn serial_console_clients_see_output_and_type_input() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    if !kvm_present() {
+        return;
+    }
+    let guest = build("echo", Flavor::Pvh);
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("serial.sock");
+    let mut vmm = Vmm::start(&guest, &["--serial-socket", sock.to_str().unwrap()]);
+    // Attach before the guest has much to say: the client sees it from then on.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut console = loop {
+        if let Ok(s) = UnixStream::connect(&sock) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no serial socket");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    vmm.wait_line("echo=ready");
+    console.write_all(b"hello vireo q").unwrap();
+    vmm.wait_line("done");
+    assert!(vmm.serial().contains("HELLO VIREO "), "{}", vmm.serial());
+    console
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("done") {
+        let n = console.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "console closed early: {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&seen).contains("HELLO VIREO"));
+    assert_eq!(vmm.wait_exit().code(), Some(GUEST_OK));
+}
+
+#[test]
+fn memory_above_the_pci_hole_is_reported_in_e820() {
+    if !kvm_present() {
+        return;
+    }
+    let guest = build("bootinfo", Flavor::Elf64);
+    let mut vmm = Vmm::start(&guest, &["--memory", "4096"]);
+    let out = vmm.wait_line("done");
+    let ram: u64 = (4u64 << 30) - (0x10_0000 - 0x9_fc00);
+    assert_eq!(value(&out, "e820_ram_total"), ram.to_string());
+    // 3 GiB below the hole, 1 GiB from 4 GiB.
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("e820=0x100000000,0x40000000,1")),
+        "{out}"
+    );
+    assert_eq!(vmm.wait_exit().code(), Some(GUEST_OK));
+}

@@ -9,25 +9,29 @@
 //!
 //! ```no_run
 //! # use std::sync::{Arc, Mutex};
-//! # use vireo_vmm::bus::Bus;
+//! # use vireo_vmm::bus::{Bus, BusError};
 //! # use vireo_vmm::devices::i8042::{I8042, I8042Port};
-//! # fn wire(kbd_irq: vireo_vmm::devices::IrqLine, mouse_irq: vireo_vmm::devices::IrqLine,
-//! #         requests: vireo_vmm::devices::Requests, bus: &mut Bus) -> Result<(), vireo_vmm::bus::BusError> {
-//! let i8042 = I8042::new(kbd_irq, mouse_irq, requests); // IRQ 1, IRQ 12
-//! I8042::attach(&i8042, bus)?; // data port at 0x60, command port at 0x64, one byte each
-//! // which is the same as:
+//! # use vireo_vmm::devices::{IrqLine, Requests};
+//! # fn wire(irq1: IrqLine, irq12: IrqLine, requests: Requests, bus: &mut Bus)
+//! # -> Result<(), BusError> {
+//! let i8042 = I8042::new(irq1, irq12, requests);
+//! // Data port at 0x60 and status/command port at 0x64, one byte each:
+//! I8042::attach(&i8042, bus)?;
+//! // which is the same as
 //! // bus.insert(Arc::new(Mutex::new(I8042Port::data(&i8042))), 0x60, 1)?;
 //! // bus.insert(Arc::new(Mutex::new(I8042Port::command(&i8042))), 0x64, 1)?;
 //!
 //! // Input from the control socket or the VNC server:
-//! i8042.lock().unwrap().key_event(0x1e, true); // 'A' pressed
+//! i8042.lock().unwrap().key_event(0x1e, true); // A pressed
+//! i8042.lock().unwrap().key_event(0x1e, false); // A released
 //! # Ok(()) }
 //! ```
 //!
 //! Lock order: a vCPU holds the port's lock, then the controller's. Input
 //! callers take only the controller's. Interrupt lines and the request sink
 //! are called with the controller locked, so they must not call back into
-//! it (a [`RequestSink`](crate::devices::RequestSink) returns at once).
+//! it (a [`RequestSink`](crate::devices::RequestSink) returns at once). On
+//! a machine reset the VMM calls [`I8042::reset`].
 //!
 //! # Model
 //!
@@ -37,7 +41,16 @@
 //!   that order of priority; reading port 0x60 empties it and loads the next
 //!   byte at once. Device bytes wait while their interface is disabled in the
 //!   command byte. Reading 0x60 with nothing buffered returns the last byte
-//!   read (0 after power-on), as QEMU does for EMM386.
+//!   read (0 after power-on), as QEMU does for EMM386. The input buffer is
+//!   never full: writes are handled at once.
+//! - Each device holds 16 bytes of scan codes or packets, the output buffer
+//!   included, as a real keyboard and QEMU do (command replies queue apart,
+//!   ahead of them). Linux gives up probing a controller that still has data
+//!   after 16 reads, so a key held during boot must not queue more. Keys that
+//!   do not fit are dropped whole; input sources that send many keys at once
+//!   pace themselves with [`I8042::keyboard_backlog`]. Mouse motion that does
+//!   not fit waits in the mouse's counters (up to ±8192 an axis) and goes out
+//!   as the guest reads.
 //! - Interrupts are levels: IRQ 1 is high while the buffer holds a byte from
 //!   the keyboard side and command byte bit 0 is set; IRQ 12 likewise for the
 //!   mouse side and bit 1. Reading the byte lowers the line, and loading the
@@ -54,11 +67,14 @@
 //!   set 1 table, as the real controller does, so set 2 with translation on
 //!   gives set 1; replies are translated too (the identify reply becomes
 //!   `AB 41`, a set query `41`). Typematic repeat is not generated: the
-//!   input source repeats presses itself.
+//!   input source repeats presses itself. `0xF5`/`0xF6` restore typematic
+//!   defaults but keep the scan code set and LEDs, as a real keyboard does
+//!   (QEMU also returns to set 2).
 //! - The mouse is a PS/2 mouse that becomes an IntelliMouse (id 3, wheel)
 //!   or IntelliMouse Explorer (id 4, wheel and buttons 4 and 5) after the
-//!   usual sample-rate knocks. A host command to the mouse discards motion
-//!   packets it had not yet sent, so replies are never split from packets.
+//!   usual sample-rate knocks. A host command to the mouse discards packets
+//!   it had not yet sent, so a reply never lands inside a packet. Unknown
+//!   commands get `FE` (resend) from either device.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -102,9 +118,18 @@ const ACK: u8 = 0xfa;
 const RESEND: u8 = 0xfe;
 const SELF_TEST_PASSED: u8 = 0xaa;
 
-/// Most bytes of scan codes or motion packets a device holds; more are
-/// dropped, whole sequences at a time.
-const DATA_QUEUE_LEN: usize = 256;
+/// Most bytes of scan codes or motion packets a device holds besides the
+/// one in the output buffer: 16 in all, a real keyboard's buffer and
+/// QEMU's `PS2_QUEUE_SIZE`. It must stay small: Linux's `i8042_flush` reads
+/// at most 16 bytes before it declares the controller stuck and gives up
+/// probing, so a key held during boot must not queue more. Scan codes that
+/// do not fit are dropped, whole sequences at a time; mouse motion that
+/// does not fit waits in the mouse's counters.
+const DATA_QUEUE_LEN: usize = 15;
+/// Motion the mouse keeps in its counters while its queue is full, per
+/// axis; beyond this it is dropped, so a stalled guest does not replay a
+/// long drag later.
+const MOTION_LIMIT: i32 = 8192;
 /// Most command reply bytes a device holds.
 const REPLY_QUEUE_LEN: usize = 16;
 
@@ -343,21 +368,21 @@ const KEY_PAUSE: u16 = 0xe11d;
 /// Pause as QEMU's key numbers and Ctrl+Break spell it.
 const KEY_PAUSE_ALT: u16 = 0xe046;
 
-const MOD_CTRL: u8 = 0x01;
-const MOD_SHIFT: u8 = 0x02;
-const MOD_ALT: u8 = 0x04;
+// Modifier keys, one bit each, for Print Screen's and Pause's variants.
+const HELD_CTRL: u8 = 0x03;
+const HELD_SHIFT: u8 = 0x0c;
+const HELD_ALT: u8 = 0x30;
 
-/// The modifier bit a set 1 code drives, if it is a modifier.
-fn modifier_bit(scancode: u16) -> (u8, u8) {
-    // (bit, distinct key id) so left and right keys are tracked apart.
+/// The bit of a modifier key in [`Keyboard::held`]; 0 for other keys.
+fn modifier_bit(scancode: u16) -> u8 {
     match scancode {
-        0x1d => (MOD_CTRL, 0x01),
-        0xe01d => (MOD_CTRL, 0x02),
-        0x2a => (MOD_SHIFT, 0x04),
-        0x36 => (MOD_SHIFT, 0x08),
-        0x38 => (MOD_ALT, 0x10),
-        0xe038 => (MOD_ALT, 0x20),
-        _ => (0, 0),
+        0x1d => 0x01,   // left Ctrl
+        0xe01d => 0x02, // right Ctrl
+        0x2a => 0x04,   // left Shift
+        0x36 => 0x08,   // right Shift
+        0x38 => 0x10,   // left Alt
+        0xe038 => 0x20, // right Alt
+        _ => 0,
     }
 }
 
@@ -395,7 +420,7 @@ struct Keyboard {
     leds: u8,
     typematic: u8,
     param: Option<KbdParam>,
-    /// Pressed modifier keys, one bit a key (see [`modifier_bit`]).
+    /// Modifier keys held down (see [`modifier_bit`]).
     held: u8,
     last_sent: u8,
 }
@@ -517,13 +542,11 @@ impl Keyboard {
         if !self.scanning {
             return;
         }
-        let (bit, id) = modifier_bit(scancode);
-        if bit != 0 {
-            if down {
-                self.held |= id;
-            } else {
-                self.held &= !id;
-            }
+        let bit = modifier_bit(scancode);
+        if down {
+            self.held |= bit;
+        } else {
+            self.held &= !bit;
         }
         let seq = self.sequence(scancode, down);
         if seq.is_empty() {
@@ -536,39 +559,27 @@ impl Keyboard {
         }
     }
 
-    fn modifiers(&self) -> u8 {
-        let mut m = 0;
-        if self.held & 0x03 != 0 {
-            m |= MOD_CTRL;
-        }
-        if self.held & 0x0c != 0 {
-            m |= MOD_SHIFT;
-        }
-        if self.held & 0x30 != 0 {
-            m |= MOD_ALT;
-        }
-        m
-    }
-
     /// The bytes the keyboard sends, before any translation.
     fn sequence(&self, scancode: u16, down: bool) -> Vec<u8> {
-        let mods = self.modifiers();
+        let ctrl = self.held & HELD_CTRL != 0;
+        let shift = self.held & HELD_SHIFT != 0;
+        let alt = self.held & HELD_ALT != 0;
         match (self.set, scancode) {
-            (1, KEY_PAUSE | KEY_PAUSE_ALT) => match (down, mods & MOD_CTRL != 0) {
+            (1, KEY_PAUSE | KEY_PAUSE_ALT) => match (down, ctrl) {
                 (false, _) => vec![],
                 (true, true) => vec![0xe0, 0x46, 0xe0, 0xc6],
                 (true, false) => vec![0xe1, 0x1d, 0x45, 0xe1, 0x9d, 0xc5],
             },
-            (2, KEY_PAUSE | KEY_PAUSE_ALT) => match (down, mods & MOD_CTRL != 0) {
+            (2, KEY_PAUSE | KEY_PAUSE_ALT) => match (down, ctrl) {
                 (false, _) => vec![],
                 (true, true) => vec![0xe0, 0x7e, 0xe0, 0xf0, 0x7e],
                 (true, false) => vec![0xe1, 0x14, 0x77, 0xe1, 0xf0, 0x14, 0xf0, 0x77],
             },
             (3, KEY_PAUSE | KEY_PAUSE_ALT) => set3(0x62, down),
             (1, KEY_PRINT_SCREEN) => {
-                if mods & MOD_ALT != 0 {
+                if alt {
                     vec![if down { 0x54 } else { 0xd4 }]
-                } else if mods & (MOD_CTRL | MOD_SHIFT) != 0 {
+                } else if ctrl || shift {
                     vec![0xe0, if down { 0x37 } else { 0xb7 }]
                 } else if down {
                     vec![0xe0, 0x2a, 0xe0, 0x37]
@@ -577,9 +588,9 @@ impl Keyboard {
                 }
             }
             (2, KEY_PRINT_SCREEN) => {
-                if mods & MOD_ALT != 0 {
+                if alt {
                     set2(0x84, down)
-                } else if mods & (MOD_CTRL | MOD_SHIFT) != 0 {
+                } else if ctrl || shift {
                     set2(0xe07c, down)
                 } else if down {
                     vec![0xe0, 0x12, 0xe0, 0x7c]
@@ -662,6 +673,8 @@ struct Mouse {
     id: u8,
     knock: Knock,
     param: Option<MouseParam>,
+    /// Buttons changed since the last packet.
+    buttons_changed: bool,
     /// Motion not yet reported, PS/2 orientation (Y up).
     dx: i32,
     dy: i32,
@@ -685,6 +698,7 @@ impl Mouse {
             id: 0,
             knock: Knock::None,
             param: None,
+            buttons_changed: false,
             dx: 0,
             dy: 0,
             dz: 0,
@@ -696,6 +710,7 @@ impl Mouse {
     fn pop(&mut self) -> Option<u8> {
         let b = self.replies.pop().or_else(|| self.packets.pop())?;
         self.last_sent = b;
+        self.pump();
         Some(b)
     }
 
@@ -718,6 +733,7 @@ impl Mouse {
         self.dx = 0;
         self.dy = 0;
         self.dz = 0;
+        self.buttons_changed = false;
     }
 
     fn write(&mut self, byte: u8) {
@@ -850,24 +866,34 @@ impl Mouse {
         if !self.reporting {
             return;
         }
-        self.dx = self.dx.saturating_add(dx);
+        let limit = |v: i32| v.clamp(-MOTION_LIMIT, MOTION_LIMIT);
+        self.dx = limit(self.dx.saturating_add(dx));
         // Screen Y grows downwards; PS/2 Y grows upwards.
-        self.dy = self.dy.saturating_sub(dy);
-        self.dz = self.dz.saturating_add(dz);
-        self.buttons = buttons & 0x1f;
-        if self.remote {
+        self.dy = limit(self.dy.saturating_sub(dy));
+        if self.id != 0 {
+            self.dz = limit(self.dz.saturating_add(dz));
+        }
+        let buttons = buttons & 0x1f;
+        if buttons != self.buttons {
+            self.buttons = buttons;
+            self.buttons_changed = true;
+        }
+        self.pump();
+    }
+
+    /// In stream mode, turns pending motion and button changes into packets
+    /// while the queue has room; the rest waits for the guest to read.
+    fn pump(&mut self) {
+        if self.remote || !self.reporting {
             return;
         }
-        loop {
+        let size = if self.id == 0 { 3 } else { 4 };
+        while (self.buttons_changed || self.dx != 0 || self.dy != 0 || self.dz != 0)
+            && self.packets.len() + size <= DATA_QUEUE_LEN
+        {
             let pkt = self.packet(true);
-            if !self.packets.push_all(&pkt) {
-                // Full: the rest of this motion is dropped, as QEMU drops.
-                self.clear_motion();
-                break;
-            }
-            if self.dx == 0 && self.dy == 0 && self.dz == 0 {
-                break;
-            }
+            self.packets.push_all(&pkt);
+            self.buttons_changed = false;
         }
     }
 
@@ -933,7 +959,7 @@ fn scale_2_1(v: i32) -> i32 {
         5 => 9,
         n => n.saturating_mul(2),
     };
-    v.signum() * m.min(256)
+    (v.signum() * m).clamp(-256, 255)
 }
 
 /// The i8042 controller with its keyboard and mouse. Shared by the two
@@ -1045,7 +1071,8 @@ impl I8042 {
     /// PS/2 reports it. `buttons`: bit 0 left, 1 right, 2 middle, 3 and 4
     /// the side buttons (reported only in IntelliMouse Explorer mode).
     /// Ignored until the guest enables reporting (`0xF4`). Large motions are
-    /// sent as several packets of at most -256..=255 each.
+    /// sent as several packets of at most -256..=255 each; an event that
+    /// changes nothing sends nothing.
     pub fn mouse_event(&mut self, dx: i32, dy: i32, dz: i32, buttons: u8) {
         self.mouse.event(dx, dy, dz, buttons);
         self.fill();
@@ -1058,6 +1085,15 @@ impl I8042 {
             num_lock: self.kbd.leds & 0x02 != 0,
             caps_lock: self.kbd.leds & 0x04 != 0,
         }
+    }
+
+    /// Keyboard bytes not yet read by the guest, the one in the output
+    /// buffer included. Input sources that send many keys at once (a paste,
+    /// a scripted key sequence) wait for this to fall, as QEMU's input layer
+    /// paces `sendkey`: the keyboard holds 16 bytes, like a real one.
+    pub fn keyboard_backlog(&self) -> usize {
+        let in_buffer = matches!(self.ob, Some((_, Source::Keyboard)));
+        self.kbd.replies.len() + self.kbd.scancodes.len() + usize::from(in_buffer)
     }
 
     /// The controller command byte (what `0x20` reads).
@@ -1814,7 +1850,7 @@ mod tests {
             rig.key(code, false);
         }
 
-        assert_eq!(rig.drain_kbd(), vec![]);
+        assert_eq!(rig.drain_kbd(), Vec::<u8>::new());
     }
 
     #[test]
@@ -1829,7 +1865,7 @@ mod tests {
         rig.drain_kbd();
         rig.key(0x1e, true);
 
-        assert_eq!(while_disabled, vec![]);
+        assert_eq!(while_disabled, Vec::<u8>::new());
         assert_eq!(rig.drain_kbd(), vec![0x1c]);
     }
 
@@ -2076,16 +2112,57 @@ mod tests {
     }
 
     #[test]
-    fn mouse_never_sets_overflow_bits_in_stream_mode() {
+    fn mouse_huge_motion_is_capped_and_sent_without_overflow_bits() {
         let rig = Rig::new();
         rig.enable_mouse();
 
         rig.mouse(i32::MAX, i32::MIN, 0, 0);
         let bytes = rig.drain_aux();
 
-        assert!(!bytes.is_empty());
-        assert!(bytes.len() <= DATA_QUEUE_LEN);
-        assert!(bytes.chunks(3).all(|p| p[0] & 0xc0 == 0));
+        let packets: Vec<&[u8]> = bytes.chunks(3).collect();
+        let dx: i32 = packets.iter().map(|p| i32::from(p[1])).sum();
+        let dy: i32 = packets.iter().map(|p| i32::from(p[2])).sum();
+        assert!(packets.iter().all(|p| p[0] & 0xc0 == 0));
+        assert_eq!(dx, MOTION_LIMIT);
+        assert_eq!(dy, MOTION_LIMIT);
+    }
+
+    #[test]
+    fn mouse_motion_waits_while_the_queue_is_full() {
+        let rig = Rig::new();
+        rig.enable_mouse();
+
+        for _ in 0..20 {
+            rig.mouse(100, 0, 0, 0);
+        }
+        let bytes = rig.drain_aux();
+
+        let dx: i32 = bytes.chunks(3).map(|p| i32::from(p[1])).sum();
+        assert_eq!(dx, 2000);
+    }
+
+    #[test]
+    fn mouse_button_change_without_motion_sends_one_packet() {
+        let rig = Rig::new();
+        rig.enable_mouse();
+
+        rig.mouse(0, 0, 0, 0x02);
+        rig.mouse(0, 0, 0, 0x02);
+
+        assert_eq!(rig.drain_aux(), vec![0x0a, 0x00, 0x00]);
+    }
+
+    #[test]
+    fn mouse_2_1_scaling_applies_to_stream_packets() {
+        let rig = Rig::new();
+        rig.mouse_cmd(0xe7);
+        rig.drain_aux();
+        rig.enable_mouse();
+
+        rig.mouse(4, 0, 0, 0);
+        rig.mouse(200, 0, 0, 0);
+
+        assert_eq!(rig.drain_aux(), vec![0x08, 6, 0, 0x08, 255, 0]);
     }
 
     #[test]
@@ -2122,8 +2199,9 @@ mod tests {
         rig.enable_mouse();
 
         rig.mouse(0, 0, 5, 0);
+        rig.mouse(1, 0, 5, 0);
 
-        assert_eq!(rig.drain_aux(), vec![0x08, 0x00, 0x00]);
+        assert_eq!(rig.drain_aux(), vec![0x08, 0x01, 0x00]);
     }
 
     #[test]
@@ -2135,7 +2213,7 @@ mod tests {
         rig.enable_mouse();
         rig.mouse(1, 0, 0, 0);
 
-        assert_eq!(before, vec![]);
+        assert_eq!(before, Vec::<u8>::new());
         assert_eq!(rig.drain_aux(), vec![0x08, 0x01, 0x00]);
     }
 
@@ -2168,7 +2246,7 @@ mod tests {
         let streamed = rig.drain_aux();
         rig.mouse_cmd(0xeb);
 
-        assert_eq!(streamed, vec![]);
+        assert_eq!(streamed, Vec::<u8>::new());
         // 403 does not fit: clamped with the X overflow bit.
         assert_eq!(rig.drain_aux(), vec![0xfa, 0x48, 0xff, 0x00]);
     }
@@ -2209,6 +2287,22 @@ mod tests {
         rig.mouse_cmd(0x12);
 
         assert_eq!(rig.drain_aux(), vec![0xfe]);
+    }
+
+    #[test]
+    fn held_key_never_queues_more_than_linux_flushes() {
+        let rig = Rig::new();
+
+        for _ in 0..100 {
+            rig.key(0x1e, true);
+        }
+        let backlog = lock(&rig.ctrl).keyboard_backlog();
+        let bytes = rig.drain_kbd();
+
+        // Linux's i8042_flush gives up after 16 bytes.
+        assert_eq!(backlog, 16);
+        assert_eq!(bytes, vec![0x1c; 16]);
+        assert_eq!(lock(&rig.ctrl).keyboard_backlog(), 0);
     }
 
     #[test]
@@ -2288,7 +2382,7 @@ mod tests {
         assert_eq!(&status[1..], &[0xff, 0xff, 0xff]);
         assert_eq!(wide, [0x55, 0xff, 0xff, 0xff]);
         assert_eq!(beyond, [0xff, 0xff]);
-        assert_eq!(rig.drain_kbd(), vec![]);
+        assert_eq!(rig.drain_kbd(), Vec::<u8>::new());
     }
 
     #[test]

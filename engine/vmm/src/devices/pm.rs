@@ -111,7 +111,9 @@ impl BusDevice for Pm {
                     self.write_reg(reg, u16::from_le_bytes(bytes));
                 }
             }
-            2 if offset.is_multiple_of(2) => self.write_reg(offset, u16::from_le_bytes([data[0], data[1]])),
+            2 if offset.is_multiple_of(2) => {
+                self.write_reg(offset, u16::from_le_bytes([data[0], data[1]]))
+            }
             4 if offset.is_multiple_of(2) => {
                 self.write_reg(offset, u16::from_le_bytes([data[0], data[1]]));
                 self.write_reg(offset + 2, u16::from_le_bytes([data[2], data[3]]));

@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
@@ -50,9 +51,9 @@ impl SerialSink {
 
     /// Attaches a console client: it receives everything written from now on.
     /// Writes to it never block the guest: a client that cannot keep up loses
-    /// output and one that has gone is dropped.
+    /// output and one that has gone is dropped. (The socket itself stays
+    /// blocking, so the same connection can be read for console input.)
     pub fn attach(&self, client: UnixStream) -> io::Result<()> {
-        client.set_nonblocking(true)?;
         self.lock().clients.push(client);
         Ok(())
     }
@@ -71,7 +72,7 @@ impl Write for SerialSink {
                 inner.log = None;
             }
         }
-        inner.clients.retain_mut(|c| match c.write(buf) {
+        inner.clients.retain(|c| match send_nonblocking(c, buf) {
             Ok(_) => true,
             Err(e) => e.kind() == io::ErrorKind::WouldBlock,
         });
@@ -80,6 +81,26 @@ impl Write for SerialSink {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// Sends without blocking and without SIGPIPE, leaving the socket's own
+/// blocking mode alone.
+fn send_nonblocking(client: &UnixStream, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for `buf.len()` bytes and the fd is owned by
+    // `client`, which outlives the call.
+    let n = unsafe {
+        libc::send(
+            client.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }
 

@@ -16,6 +16,10 @@ pub enum Flavor {
     Elf64,
     /// An ELF with a PVH note, entered in 32-bit mode with `%ebx` = start_info.
     Pvh,
+    /// A bzImage (Linux boot protocol 2.15 header, 64-bit entry at
+    /// `code32_start + 0x200` as a real kernel's `startup_64`), entered with
+    /// `%rsi` = boot_params like [`Flavor::Elf64`].
+    BzImage,
 }
 
 /// The compiler flags every guest is built with (DESIGN.md).
@@ -63,6 +67,17 @@ pub fn build(name: &str, flavor: Flavor) -> PathBuf {
     let suffix = match flavor {
         Flavor::Elf64 => "elf64",
         Flavor::Pvh => "pvh",
+        Flavor::BzImage => "bz",
+    };
+    // A bzImage's protected-mode code is loaded at 1 MiB and entered 0x200
+    // bytes in: link the guest there.
+    let script = if flavor == Flavor::BzImage {
+        let text = std::fs::read_to_string(dir.join("lib/guest.ld")).unwrap();
+        let moved = out.join("guest-bzimage.ld");
+        std::fs::write(&moved, text.replace(". = 0x100000;", ". = 0x100200;")).unwrap();
+        moved
+    } else {
+        dir.join("lib/guest.ld")
     };
     let elf = out.join(format!("{name}.{suffix}.elf"));
     let tmp = out.join(format!(".{name}.{suffix}.{}.tmp", std::process::id()));
@@ -70,7 +85,7 @@ pub fn build(name: &str, flavor: Flavor) -> PathBuf {
     cmd.args(GUEST_CFLAGS)
         .arg(format!("-I{}", dir.display()))
         .arg("-T")
-        .arg(dir.join("lib/guest.ld"))
+        .arg(&script)
         .arg("-Wl,--build-id=none")
         .arg("-Wl,-z,noexecstack")
         .arg("-o")
@@ -93,8 +108,57 @@ pub fn build(name: &str, flavor: Flavor) -> PathBuf {
         "building guest {name} ({flavor:?}) failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    if flavor == Flavor::BzImage {
+        let image = out.join(format!("{name}.bzImage"));
+        let flat = out.join(format!(".{name}.flat.{}", std::process::id()));
+        let status = Command::new("objcopy")
+            .args(["-O", "binary"])
+            .arg(&tmp)
+            .arg(&flat)
+            .status()
+            .expect("objcopy (binutils) is required");
+        assert!(status.success(), "objcopy failed on guest {name}");
+        let payload = std::fs::read(&flat).unwrap();
+        let _ = std::fs::remove_file(&flat);
+        let _ = std::fs::remove_file(&tmp);
+        std::fs::write(&image, bzimage(&payload)).unwrap();
+        return image;
+    }
     std::fs::rename(&tmp, &elf).unwrap();
     elf
+}
+
+/// Wraps a flat 64-bit image linked at 0x100200 into a bzImage: one setup
+/// sector with the boot protocol 2.15 header, then 0x200 bytes where a real
+/// kernel has its 32-bit entry, then the image.
+pub fn bzimage(payload: &[u8]) -> Vec<u8> {
+    const SETUP_SECTS: u8 = 1;
+    let setup_len = (usize::from(SETUP_SECTS) + 1) * 512;
+    let mut kernel = vec![0xf4u8; 0x200]; // hlt: the 32-bit entry is unused
+    kernel.extend_from_slice(payload);
+    let mut image = vec![0u8; setup_len];
+    let put16 =
+        |img: &mut Vec<u8>, at: usize, v: u16| img[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    let put32 =
+        |img: &mut Vec<u8>, at: usize, v: u32| img[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    image[0x1f1] = SETUP_SECTS;
+    put32(&mut image, 0x1f4, kernel.len().div_ceil(16) as u32); // syssize
+    put16(&mut image, 0x1fe, 0xaa55); // boot_flag
+    image[0x202..0x206].copy_from_slice(b"HdrS");
+    put16(&mut image, 0x206, 0x020f); // protocol 2.15
+    image[0x211] = 0x01; // loadflags: LOADED_HIGH
+    put32(&mut image, 0x214, 0x10_0000); // code32_start
+    put32(&mut image, 0x230, 0x20_0000); // kernel_alignment
+    put16(&mut image, 0x236, 0x0001); // xloadflags: XLF_KERNEL_64
+    put32(&mut image, 0x238, 4096); // cmdline_size
+    image[0x258..0x260].copy_from_slice(&0x10_0000u64.to_le_bytes()); // pref_address
+    put32(
+        &mut image,
+        0x260,
+        (kernel.len() as u32).next_multiple_of(4096) + (1 << 20),
+    ); // init_size
+    image.extend_from_slice(&kernel);
+    image
 }
 
 #[cfg(test)]

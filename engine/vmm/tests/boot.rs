@@ -438,3 +438,65 @@ fn memory_above_the_pci_hole_is_reported_in_e820() {
     );
     assert_eq!(vmm.wait_exit().code(), Some(GUEST_OK));
 }
+
+#[test]
+fn bzimage_boot_uses_the_64_bit_entry_and_boot_params() {
+    if !kvm_present() {
+        return;
+    }
+    let guest = build("bootinfo", Flavor::BzImage);
+    let mut vmm = Vmm::start(
+        &guest,
+        &["--memory", "96", "--cmdline", "vireo.test=bzimage"],
+    );
+    let out = vmm.wait_line("done");
+    assert_eq!(vmm.wait_exit().code(), Some(GUEST_OK));
+    assert_eq!(
+        value(&out, "boot"),
+        "elf64",
+        "entered through the Linux boot protocol"
+    );
+    assert_eq!(value(&out, "cmdline"), "vireo.test=bzimage");
+    let ram: u64 = (96 << 20) - (0x10_0000 - 0x9_fc00);
+    assert_eq!(value(&out, "e820_ram_total"), ram.to_string());
+    assert_eq!(value(&out, "fb_type"), "0x23");
+}
+
+#[test]
+fn demo_guest_draws_a_test_card_and_shows_typed_text() {
+    if !kvm_present() {
+        return;
+    }
+    let guest = build("demo", Flavor::Pvh);
+    let mut vmm = Vmm::start(&guest, &[]);
+    vmm.wait_line("demo=ready");
+    // "hi" then Enter, typed through the PS/2 keyboard.
+    vmm.call("send-key", json!({ "keys": [0x23, 0x17, 0x1c] }));
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    while !vmm.serial().ends_with("hi\n") {
+        assert!(
+            Instant::now() < deadline,
+            "typed text not echoed:\n{}",
+            vmm.serial()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let png = vmm.path("demo.png");
+    vmm.call("screendump", json!({ "path": png }));
+    let img = image::open(&png).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (800, 600));
+    // Eight colour bars over the top: the first is 75% white, the last black.
+    let first = img.get_pixel(10, 100).0;
+    let last = img.get_pixel(790, 100).0;
+    assert!(first.iter().all(|&c| c > 0xa0), "first bar {first:?}");
+    assert!(last.iter().all(|&c| c < 0x30), "last bar {last:?}");
+    let distinct: std::collections::HashSet<[u8; 3]> =
+        (0..8).map(|i| img.get_pixel(50 + i * 100, 100).0).collect();
+    assert_eq!(distinct.len(), 8, "eight distinct bars: {distinct:?}");
+    std::fs::create_dir_all(artifacts()).unwrap();
+    std::fs::copy(&png, artifacts().join("vmm-demo.png")).unwrap();
+}
+
+fn artifacts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts")
+}

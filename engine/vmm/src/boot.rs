@@ -307,16 +307,21 @@ mod tests {
     use super::*;
     use crate::memory::create_guest_memory;
 
-    #[test]
-    fn missing_kernel_names_the_file() {
+    /// Loads `kernel` into fresh memory and returns the error text.
+    fn load_error(kernel: &Path) -> String {
         let mem = create_guest_memory(16 << 20).unwrap();
         let cfg = KernelConfig {
-            kernel: "/nonexistent/vmlinuz".into(),
+            kernel: kernel.to_owned(),
             ..Default::default()
         };
-        let err = load_kernel(&mem, 16 << 20, &cfg, 0, None)
+        load_kernel(&mem, 16 << 20, &cfg, 0, None)
             .unwrap_err()
-            .to_string();
+            .to_string()
+    }
+
+    #[test]
+    fn missing_kernel_names_the_file() {
+        let err = load_error(Path::new("/nonexistent/vmlinuz"));
         assert!(
             err.starts_with("cannot read kernel '/nonexistent/vmlinuz'"),
             "{err}"
@@ -328,14 +333,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("junk");
         std::fs::write(&path, vec![0x5a; 8192]).unwrap();
-        let mem = create_guest_memory(16 << 20).unwrap();
-        let cfg = KernelConfig {
-            kernel: path,
-            ..Default::default()
-        };
-        let err = load_kernel(&mem, 16 << 20, &cfg, 0, None)
-            .unwrap_err()
-            .to_string();
+        let err = load_error(&path);
         assert!(
             err.contains("junk' cannot be loaded: neither an ELF nor a bzImage"),
             "{err}"
@@ -347,14 +345,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("short.elf");
         std::fs::write(&path, b"\x7fELF\x02\x01\x01").unwrap();
-        let mem = create_guest_memory(16 << 20).unwrap();
-        let cfg = KernelConfig {
-            kernel: path,
-            ..Default::default()
-        };
-        let err = load_kernel(&mem, 16 << 20, &cfg, 0, None)
-            .unwrap_err()
-            .to_string();
+        let err = load_error(&path);
         assert!(err.contains("invalid ELF"), "{err}");
     }
 

@@ -504,6 +504,7 @@ mod tests {
     use vm_memory::GuestAddress;
 
     use super::*;
+    use crate::arch::test_util::{guest_memory, read, sum, u16_at, u32_at, u64_at};
     use crate::layout::{PCI_MMIO_END, PCI_MMIO_START};
 
     fn config(vcpus: u8) -> AcpiConfig {
@@ -512,32 +513,6 @@ mod tests {
             pci_mmio_start: PCI_MMIO_START,
             pci_mmio_end: PCI_MMIO_END,
         }
-    }
-
-    fn guest_memory() -> GuestMemoryMmap {
-        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap()
-    }
-
-    fn read(mem: &GuestMemoryMmap, addr: u64, len: usize) -> Vec<u8> {
-        let mut buf = vec![0; len];
-        mem.read_slice(&mut buf, GuestAddress(addr)).unwrap();
-        buf
-    }
-
-    fn u16_at(b: &[u8], off: usize) -> u16 {
-        u16::from_le_bytes(b[off..off + 2].try_into().unwrap())
-    }
-
-    fn u32_at(b: &[u8], off: usize) -> u32 {
-        u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
-    }
-
-    fn u64_at(b: &[u8], off: usize) -> u64 {
-        u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
-    }
-
-    fn sum(b: &[u8]) -> u8 {
-        b.iter().fold(0u8, |s, x| s.wrapping_add(*x))
     }
 
     fn contains(haystack: &[u8], needle: &[u8]) -> bool {

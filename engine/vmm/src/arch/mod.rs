@@ -28,6 +28,8 @@ pub mod acpi;
 pub mod cpuid;
 pub mod mptable;
 pub mod regs;
+#[cfg(test)]
+mod test_util;
 
 use kvm_bindings::{
     KVM_IOAPIC_NUM_PINS, KVM_IRQ_ROUTING_IRQCHIP, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER,

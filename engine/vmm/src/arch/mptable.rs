@@ -329,28 +329,7 @@ pub fn setup_mptable(mem: &GuestMemoryMmap, vcpus: u8) -> Result<(), MptableErro
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn guest_memory() -> GuestMemoryMmap {
-        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap()
-    }
-
-    fn read(mem: &GuestMemoryMmap, addr: u64, len: usize) -> Vec<u8> {
-        let mut buf = vec![0; len];
-        mem.read_slice(&mut buf, GuestAddress(addr)).unwrap();
-        buf
-    }
-
-    fn u16_at(b: &[u8], off: usize) -> u16 {
-        u16::from_le_bytes(b[off..off + 2].try_into().unwrap())
-    }
-
-    fn u32_at(b: &[u8], off: usize) -> u32 {
-        u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
-    }
-
-    fn sum(b: &[u8]) -> u8 {
-        b.iter().fold(0u8, |s, x| s.wrapping_add(*x))
-    }
+    use crate::arch::test_util::{guest_memory, read, sum, u16_at, u32_at};
 
     /// The configuration table found from the floating pointer, checked.
     fn table(mem: &GuestMemoryMmap) -> Vec<u8> {

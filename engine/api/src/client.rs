@@ -1,0 +1,427 @@
+//! Clients of the engine protocol over any byte stream.
+//!
+//! [`Client`] is blocking (for `vireoctl` and tests) over any `Read` and
+//! `Write` halves; [`AsyncClient`] runs on tokio over any `AsyncRead +
+//! AsyncWrite` stream (a unix socket, an SSH channel), with concurrent calls
+//! and a channel of [`Incoming`] events.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::proto::{
+    self, ApiError, ClientMessage, Event, FrameError, Hello, PROTOCOL_VERSION, Request, Response,
+    ServerMessage,
+};
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The engine's socket could not be reached.
+    #[error("cannot connect to the engine at '{}': {source}", path.display())]
+    Connect {
+        /// The socket.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The engine refused the handshake.
+    #[error("the engine refused the connection: {0}")]
+    Rejected(String),
+    /// The engine answered the request with an error.
+    #[error("{0}")]
+    Api(#[from] ApiError),
+    /// The connection failed.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The engine sent something out of order.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+fn hello(client: &str, events: bool) -> ClientMessage {
+    ClientMessage::Hello(Hello {
+        protocol: PROTOCOL_VERSION,
+        client: client.to_owned(),
+        events,
+    })
+}
+
+fn welcome(msg: ServerMessage) -> Result<String, ClientError> {
+    match msg {
+        ServerMessage::Welcome { protocol, engine } if protocol == PROTOCOL_VERSION => Ok(engine),
+        ServerMessage::Welcome { protocol, .. } => Err(ClientError::Rejected(
+            proto::version_mismatch(protocol, PROTOCOL_VERSION),
+        )),
+        ServerMessage::Rejected { reason } => Err(ClientError::Rejected(reason)),
+        other => Err(ClientError::Protocol(format!(
+            "expected a welcome, got {other:?}"
+        ))),
+    }
+}
+
+/// A blocking client.
+#[derive(Debug)]
+pub struct Client<R: Read, W: Write> {
+    reader: R,
+    writer: W,
+    next_id: u64,
+    engine: String,
+    pending: VecDeque<ServerMessage>,
+}
+
+impl Client<UnixStream, UnixStream> {
+    /// Connects to an engine's unix socket and shakes hands.
+    pub fn connect_unix(path: &Path, client: &str, events: bool) -> Result<Self, ClientError> {
+        let err = |source| ClientError::Connect {
+            path: path.to_owned(),
+            source,
+        };
+        let stream = UnixStream::connect(path).map_err(err)?;
+        let reader = stream.try_clone().map_err(err)?;
+        Self::handshake(reader, stream, client, events)
+    }
+}
+
+impl<R: Read, W: Write> Client<R, W> {
+    /// Shakes hands over `reader`/`writer` (two halves of one stream).
+    pub fn handshake(
+        mut reader: R,
+        mut writer: W,
+        client: &str,
+        events: bool,
+    ) -> Result<Self, ClientError> {
+        proto::write_message(&mut writer, &hello(client, events))?;
+        let engine = welcome(proto::read_message(&mut reader)?)?;
+        Ok(Self {
+            reader,
+            writer,
+            next_id: 1,
+            engine,
+            pending: VecDeque::new(),
+        })
+    }
+
+    /// The engine's version, from the handshake.
+    pub fn engine_version(&self) -> &str {
+        &self.engine
+    }
+
+    /// Sends a request and waits for its answer; events and console bytes
+    /// that arrive meanwhile are kept for [`Client::next_message`].
+    pub fn call(&mut self, request: Request) -> Result<Response, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        proto::write_message(&mut self.writer, &ClientMessage::Call { id, request })?;
+        loop {
+            match proto::read_message(&mut self.reader)? {
+                ServerMessage::Reply { id: got, result } if got == id => {
+                    return result.map_err(ClientError::Api);
+                }
+                ServerMessage::Reply { id: got, .. } => {
+                    return Err(ClientError::Protocol(format!(
+                        "reply to call {got} while waiting for {id}"
+                    )));
+                }
+                other => self.pending.push_back(other),
+            }
+        }
+    }
+
+    /// The next event or console message.
+    pub fn next_message(&mut self) -> Result<ServerMessage, ClientError> {
+        if let Some(m) = self.pending.pop_front() {
+            return Ok(m);
+        }
+        Ok(proto::read_message(&mut self.reader)?)
+    }
+
+    /// The next pushed [`Event`], skipping console traffic.
+    pub fn next_event(&mut self) -> Result<Event, ClientError> {
+        loop {
+            if let ServerMessage::Event(e) = self.next_message()? {
+                return Ok(e);
+            }
+        }
+    }
+
+    /// Sends console input (after [`Request::OpenConsole`]).
+    pub fn console_input(&mut self, data: &[u8]) -> Result<(), ClientError> {
+        proto::write_message(
+            &mut self.writer,
+            &ClientMessage::ConsoleInput {
+                data: data.to_vec(),
+            },
+        )?;
+        Ok(())
+    }
+
+    /// The two halves and any messages already read, for callers that read
+    /// and write from separate threads (the serial console).
+    pub fn into_parts(self) -> (R, W, VecDeque<ServerMessage>) {
+        (self.reader, self.writer, self.pending)
+    }
+}
+
+/// What an [`AsyncClient`] receives besides replies.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    /// An engine event.
+    Event(Event),
+    /// Serial console output.
+    ConsoleOutput(Vec<u8>),
+    /// The serial console ended.
+    ConsoleClosed,
+    /// The connection ended; no more messages follow.
+    Disconnected(String),
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Response, ApiError>>>>>;
+type Writer = Arc<tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>>;
+
+/// An async client: cheap to clone, calls may run concurrently. Needs a
+/// tokio runtime (it spawns the task that reads the connection).
+#[derive(Clone)]
+pub struct AsyncClient {
+    writer: Writer,
+    pending: Pending,
+    next_id: Arc<AtomicU64>,
+    engine: String,
+}
+
+impl std::fmt::Debug for AsyncClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncClient")
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AsyncClient {
+    /// Connects to an engine's unix socket and shakes hands.
+    pub async fn connect_unix(
+        path: &Path,
+        client: &str,
+        events: bool,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<Incoming>), ClientError> {
+        let stream = tokio::net::UnixStream::connect(path)
+            .await
+            .map_err(|source| ClientError::Connect {
+                path: path.to_owned(),
+                source,
+            })?;
+        Self::handshake(stream, client, events).await
+    }
+
+    /// Shakes hands over `stream`; returns the client and the receiver of
+    /// events and console bytes.
+    pub async fn handshake<S>(
+        stream: S,
+        client: &str,
+        events: bool,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<Incoming>), ClientError>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        proto::write_message_async(&mut writer, &hello(client, events)).await?;
+        let engine = welcome(proto::read_message_async(&mut reader).await?)?;
+        let pending: Pending = Arc::default();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pending2 = pending.clone();
+        tokio::spawn(async move {
+            let why = loop {
+                let msg: ServerMessage = match proto::read_message_async(&mut reader).await {
+                    Ok(m) => m,
+                    Err(e) => break e.to_string(),
+                };
+                let incoming = match msg {
+                    ServerMessage::Reply { id, result } => {
+                        let waiter = pending2
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&id);
+                        if let Some(w) = waiter {
+                            let _ = w.send(result);
+                        }
+                        continue;
+                    }
+                    ServerMessage::Event(e) => Incoming::Event(e),
+                    ServerMessage::ConsoleOutput { data } => Incoming::ConsoleOutput(data),
+                    ServerMessage::ConsoleClosed => Incoming::ConsoleClosed,
+                    other => break format!("unexpected message {other:?}"),
+                };
+                let _ = tx.send(incoming);
+            };
+            // Dropping the waiters fails every pending call.
+            pending2.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            let _ = tx.send(Incoming::Disconnected(why));
+        });
+        Ok((
+            Self {
+                writer: Arc::new(tokio::sync::Mutex::new(Box::new(writer))),
+                pending,
+                next_id: Arc::new(AtomicU64::new(1)),
+                engine,
+            },
+            rx,
+        ))
+    }
+
+    /// The engine's version, from the handshake.
+    pub fn engine_version(&self) -> &str {
+        &self.engine
+    }
+
+    /// Sends a request and waits for its answer.
+    pub async fn call(&self, request: Request) -> Result<Response, ClientError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tx);
+        let sent = {
+            let mut w = self.writer.lock().await;
+            proto::write_message_async(&mut *w, &ClientMessage::Call { id, request }).await
+        };
+        if let Err(e) = sent {
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            return Err(e.into());
+        }
+        match rx.await {
+            Ok(result) => result.map_err(ClientError::Api),
+            Err(_) => Err(FrameError::Closed.into()),
+        }
+    }
+
+    /// Sends console input (after [`Request::OpenConsole`]).
+    pub async fn console_input(&self, data: &[u8]) -> Result<(), ClientError> {
+        let mut w = self.writer.lock().await;
+        proto::write_message_async(
+            &mut *w,
+            &ClientMessage::ConsoleInput {
+                data: data.to_vec(),
+            },
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{ErrorCode, read_message_async, write_message_async};
+
+    /// A minimal engine on one end of a duplex pipe: answers Version and
+    /// fails anything else, and pushes one event after the handshake.
+    async fn toy_engine(stream: tokio::io::DuplexStream, protocol: u32) {
+        let (mut r, mut w) = tokio::io::split(stream);
+        let ClientMessage::Hello(h) = read_message_async(&mut r).await.unwrap() else {
+            panic!("no hello");
+        };
+        if h.protocol != protocol {
+            let reason = proto::version_mismatch(protocol, h.protocol);
+            write_message_async(&mut w, &ServerMessage::Rejected { reason })
+                .await
+                .unwrap();
+            return;
+        }
+        let welcome = ServerMessage::Welcome {
+            protocol,
+            engine: "9.9".into(),
+        };
+        write_message_async(&mut w, &welcome).await.unwrap();
+        let event = ServerMessage::Event(Event::Stats { domains: vec![] });
+        write_message_async(&mut w, &event).await.unwrap();
+        while let Ok(ClientMessage::Call { id, request }) = read_message_async(&mut r).await {
+            let result = match request {
+                Request::Version => Ok(Response::Version {
+                    engine: "9.9".into(),
+                }),
+                _ => Err(ApiError::new(ErrorCode::Unsupported, "not here")),
+            };
+            write_message_async(&mut w, &ServerMessage::Reply { id, result })
+                .await
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn async_client_calls_and_receives_events() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        tokio::spawn(toy_engine(b, PROTOCOL_VERSION));
+        let (client, mut incoming) = AsyncClient::handshake(a, "test", true).await.unwrap();
+        assert_eq!(client.engine_version(), "9.9");
+        let (v, e) = tokio::join!(
+            client.call(Request::Version),
+            client.call(Request::ListDomains { all: true })
+        );
+        assert_eq!(
+            v.unwrap(),
+            Response::Version {
+                engine: "9.9".into()
+            }
+        );
+        assert_eq!(e.unwrap_err().to_string(), "not here");
+        assert_eq!(
+            incoming.recv().await.unwrap(),
+            Incoming::Event(Event::Stats { domains: vec![] })
+        );
+    }
+
+    #[tokio::test]
+    async fn incompatible_engine_is_refused_with_a_clear_message() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        tokio::spawn(toy_engine(b, PROTOCOL_VERSION + 1));
+        let err = AsyncClient::handshake(a, "test", false).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the engine refused the connection: protocol version mismatch: the engine speaks \
+             Vireo protocol 2, the client speaks 1; install matching versions of the engine \
+             and its clients"
+        );
+    }
+
+    #[test]
+    fn blocking_client_over_a_socket_pair() {
+        let (mine, theirs) = UnixStream::pair().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let engine = std::thread::spawn(move || {
+            theirs.set_nonblocking(true).unwrap();
+            rt.block_on(async {
+                let s = tokio::net::UnixStream::from_std(theirs).unwrap();
+                let (a, b) = tokio::io::duplex(1 << 16);
+                tokio::spawn(toy_engine(b, PROTOCOL_VERSION));
+                let (mut a, mut s) = (a, s);
+                let _ = tokio::io::copy_bidirectional(&mut a, &mut s).await;
+            });
+        });
+        let reader = mine.try_clone().unwrap();
+        let mut c = Client::handshake(reader, mine, "test", true).unwrap();
+        assert_eq!(
+            c.call(Request::Version).unwrap(),
+            Response::Version {
+                engine: "9.9".into()
+            }
+        );
+        // The event that arrived before the reply was kept.
+        assert_eq!(c.next_event().unwrap(), Event::Stats { domains: vec![] });
+        drop(c);
+        engine.join().unwrap();
+    }
+}

@@ -1,0 +1,682 @@
+//! The engine protocol: typed messages in length-prefixed JSON frames.
+//!
+//! A frame is a 4-byte big-endian payload length followed by that many bytes
+//! of JSON. Frames larger than [`MAX_FRAME`] are refused before anything is
+//! allocated, so a peer that sends garbage (say, `GET / HTTP/1.1`, which reads
+//! as a 1.2 GB length) is disconnected at once.
+//!
+//! A connection opens with a handshake: the client sends
+//! [`ClientMessage::Hello`] with its [`PROTOCOL_VERSION`]; the engine answers
+//! [`ServerMessage::Welcome`] or [`ServerMessage::Rejected`] with a sentence
+//! saying why. Then the client sends [`ClientMessage::Call`]s, each with an
+//! id, and the engine answers each with a [`ServerMessage::Reply`] carrying
+//! the same id (replies may come in any order). A client that asked for
+//! events in its hello also receives [`ServerMessage::Event`]s at any time.
+//! Serial console bytes travel as [`ClientMessage::ConsoleInput`] and
+//! [`ServerMessage::ConsoleOutput`] on the same connection, so one byte
+//! stream (a unix socket, an SSH channel) carries everything.
+
+use std::io::{self, Read, Write};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use uuid::Uuid;
+
+/// The protocol version this build speaks. Peers must speak the same one.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest frame payload either side accepts: 16 MiB (a screenshot of a
+/// 4K screen as PNG fits; nothing else comes close).
+pub const MAX_FRAME: usize = 16 << 20;
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The peer closed the connection between frames.
+    #[error("the connection was closed")]
+    Closed,
+    /// A frame announced a payload above [`MAX_FRAME`].
+    #[error(
+        "frame of {0} bytes exceeds the {MAX_FRAME}-byte limit (is the peer speaking the Vireo protocol?)"
+    )]
+    TooLarge(usize),
+    /// The payload is not a message of the expected type.
+    #[error("malformed message: {0}")]
+    Malformed(#[from] serde_json::Error),
+    /// Reading or writing failed.
+    #[error("connection error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Client → engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// The first message of every connection.
+    Hello(Hello),
+    /// One request; answered by a reply with the same id.
+    Call {
+        /// Chosen by the client, echoed in the reply.
+        id: u64,
+        /// What to do.
+        request: Request,
+    },
+    /// Bytes typed into the serial console opened on this connection.
+    ConsoleInput {
+        /// The bytes.
+        #[serde(with = "crate::base64")]
+        data: Vec<u8>,
+    },
+}
+
+/// The client's half of the handshake.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`PROTOCOL_VERSION`] of the client.
+    pub protocol: u32,
+    /// A name for logs, e.g. `vireoctl 0.1.0`.
+    pub client: String,
+    /// Whether the engine should push [`Event`]s to this connection.
+    #[serde(default)]
+    pub events: bool,
+}
+
+/// Engine → client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// The handshake succeeded.
+    Welcome {
+        /// The engine's protocol version.
+        protocol: u32,
+        /// The engine's version, e.g. `0.1.0`.
+        engine: String,
+    },
+    /// The handshake failed; the engine closes the connection.
+    Rejected {
+        /// Why, as a sentence.
+        reason: String,
+    },
+    /// The answer to the call with this id.
+    Reply {
+        /// The call's id.
+        id: u64,
+        /// The outcome.
+        result: Result<Response, ApiError>,
+    },
+    /// Something happened on the engine.
+    Event(Event),
+    /// Bytes from the serial console opened on this connection.
+    ConsoleOutput {
+        /// The bytes.
+        #[serde(with = "crate::base64")]
+        data: Vec<u8>,
+    },
+    /// The serial console opened on this connection ended (the VM stopped).
+    ConsoleClosed,
+}
+
+/// What a client can ask. Domains are named by name or UUID.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// The engine's version.
+    Version,
+    /// Domains: running ones, or all with `all`.
+    ListDomains {
+        /// Include inactive domains.
+        all: bool,
+    },
+    /// Defines (or redefines) a domain from libvirt XML.
+    Define {
+        /// The document.
+        xml: String,
+    },
+    /// Removes a domain's definition.
+    Undefine {
+        /// The domain.
+        domain: String,
+        /// Also delete the disk images it names.
+        remove_all_storage: bool,
+    },
+    /// The domain's XML (the live one while it runs, unless `inactive`).
+    DumpXml {
+        /// The domain.
+        domain: String,
+        /// The persistent definition even while it runs.
+        inactive: bool,
+    },
+    /// Name, UUID, state, resources.
+    DomInfo {
+        /// The domain.
+        domain: String,
+    },
+    /// Boots a defined domain.
+    Start {
+        /// The domain.
+        domain: String,
+    },
+    /// Presses the ACPI power button.
+    Shutdown {
+        /// The domain.
+        domain: String,
+    },
+    /// Restarts the guest (a machine reset: vireo-vmm has no ACPI reboot).
+    Reboot {
+        /// The domain.
+        domain: String,
+    },
+    /// Resets the machine at once.
+    Reset {
+        /// The domain.
+        domain: String,
+    },
+    /// Stops the VM at once (power cord pulled).
+    Destroy {
+        /// The domain.
+        domain: String,
+    },
+    /// Pauses the vCPUs.
+    Suspend {
+        /// The domain.
+        domain: String,
+    },
+    /// Resumes paused vCPUs.
+    Resume {
+        /// The domain.
+        domain: String,
+    },
+    /// Marks a domain to start when the engine starts (or unmarks it).
+    SetAutostart {
+        /// The domain.
+        domain: String,
+        /// On or off.
+        enabled: bool,
+    },
+    /// CPU and memory statistics of a running domain.
+    DomStats {
+        /// The domain.
+        domain: String,
+    },
+    /// The visible screen as PNG.
+    Screenshot {
+        /// The domain.
+        domain: String,
+    },
+    /// Where the domain's VNC server listens.
+    VncDisplay {
+        /// The domain.
+        domain: String,
+    },
+    /// Attaches this connection to the domain's serial console: output then
+    /// arrives as [`ServerMessage::ConsoleOutput`], input goes as
+    /// [`ClientMessage::ConsoleInput`].
+    OpenConsole {
+        /// The domain.
+        domain: String,
+    },
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Response {
+    /// Done, nothing to report.
+    Done,
+    /// The engine's version.
+    Version {
+        /// e.g. `0.1.0`.
+        engine: String,
+    },
+    /// Domains, sorted running first (by id), then by name.
+    Domains {
+        /// One row each.
+        domains: Vec<DomainSummary>,
+    },
+    /// A domain was defined.
+    Defined {
+        /// Its name.
+        name: String,
+        /// Its UUID (generated if the XML had none).
+        uuid: Uuid,
+        /// Elements kept in the stored XML that Vireo does not act on, by
+        /// path (e.g. `domain/devices/interface`).
+        unsupported: Vec<String>,
+    },
+    /// A domain was undefined.
+    Undefined {
+        /// Disk images deleted with it.
+        removed_storage: Vec<String>,
+    },
+    /// A domain's XML.
+    Xml {
+        /// The document.
+        xml: String,
+    },
+    /// A domain's details.
+    Info {
+        /// The details.
+        info: DomainInfo,
+    },
+    /// A running domain's statistics.
+    Stats {
+        /// The figures.
+        stats: DomainStats,
+    },
+    /// A PNG image.
+    Screenshot {
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+        /// The PNG file.
+        #[serde(with = "crate::base64")]
+        png: Vec<u8>,
+    },
+    /// Where the VNC server listens.
+    VncDisplay {
+        /// The unix socket, once vireo-vmm serves VNC.
+        socket: Option<String>,
+    },
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// The broad cause, for clients that react to it.
+    pub code: ErrorCode,
+    /// What went wrong, as a sentence.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error of `code` saying `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Broad error causes, as libvirt's error codes group them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// No domain has that name or UUID.
+    NoDomain,
+    /// The XML is malformed or invalid.
+    InvalidXml,
+    /// The operation does not fit the domain's state.
+    InvalidState,
+    /// A name or UUID is already taken.
+    Exists,
+    /// The request is not supported.
+    Unsupported,
+    /// The engine failed (I/O, the VMM).
+    Internal,
+}
+
+/// A domain's state, as libvirt names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DomainState {
+    /// Running.
+    Running,
+    /// Paused by `suspend`.
+    Paused,
+    /// Not running.
+    Shutoff,
+    /// Stopped because the guest or the VMM crashed.
+    Crashed,
+}
+
+impl DomainState {
+    /// virsh's words: `running`, `paused`, `shut off`, `crashed`.
+    pub fn as_virsh(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Paused => "paused",
+            Self::Shutoff => "shut off",
+            Self::Crashed => "crashed",
+        }
+    }
+
+    /// libvirt's `virDomainState` number, for `domstats`.
+    pub fn number(self) -> u32 {
+        match self {
+            Self::Running => 1,
+            Self::Paused => 3,
+            Self::Shutoff => 5,
+            Self::Crashed => 6,
+        }
+    }
+
+    /// Whether a VMM process exists for the domain.
+    pub fn is_active(self) -> bool {
+        matches!(self, Self::Running | Self::Paused)
+    }
+}
+
+/// One row of `list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DomainSummary {
+    /// The id while running.
+    pub id: Option<u32>,
+    /// The name.
+    pub name: String,
+    /// The UUID.
+    pub uuid: Uuid,
+    /// The state.
+    pub state: DomainState,
+    /// Why it is in that state (`booted`, `destroyed`, `crashed: …`).
+    pub reason: String,
+}
+
+/// `dominfo`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DomainInfo {
+    /// The list row.
+    pub summary: DomainSummary,
+    /// `<os><type>` (`hvm`).
+    pub os_type: String,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// `<memory>` in KiB.
+    pub max_memory_kib: u64,
+    /// Boot memory in KiB.
+    pub memory_kib: u64,
+    /// Total vCPU time while running, in nanoseconds.
+    pub cpu_time_ns: Option<u64>,
+    /// Whether a definition is stored.
+    pub persistent: bool,
+    /// Whether it starts with the engine.
+    pub autostart: bool,
+    /// vireo-vmm's PID while running.
+    pub pid: Option<u32>,
+}
+
+/// Statistics of a running domain, from vireo-vmm's `stats` command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DomainStats {
+    /// The domain's name.
+    pub name: String,
+    /// The domain's UUID.
+    pub uuid: Uuid,
+    /// The state when sampled.
+    pub state: DomainState,
+    /// One entry per vCPU.
+    pub vcpus: Vec<VcpuStats>,
+    /// Guest RAM in bytes.
+    pub guest_memory_bytes: u64,
+    /// Framebuffer VRAM in bytes.
+    pub vram_bytes: u64,
+    /// The VMM's resident memory in bytes.
+    pub rss_bytes: Option<u64>,
+    /// Milliseconds since the Unix epoch when sampled.
+    pub timestamp_ms: u64,
+}
+
+impl DomainStats {
+    /// Total vCPU time in nanoseconds.
+    pub fn cpu_time_ns(&self) -> u64 {
+        self.vcpus.iter().map(|v| v.cpu_time_ns).sum()
+    }
+}
+
+/// One vCPU's figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VcpuStats {
+    /// The vCPU index.
+    pub id: u32,
+    /// Time spent running guest code and handling its exits, in nanoseconds.
+    pub cpu_time_ns: u64,
+    /// VM exits.
+    pub exits: u64,
+}
+
+/// Something that happened on the engine, pushed to subscribed clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A domain changed.
+    Lifecycle {
+        /// Its name.
+        name: String,
+        /// Its UUID.
+        uuid: Uuid,
+        /// What happened.
+        change: Lifecycle,
+    },
+    /// Periodic statistics of every running domain.
+    Stats {
+        /// One entry per running domain.
+        domains: Vec<DomainStats>,
+    },
+}
+
+/// Lifecycle changes, as libvirt's domain events name them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum Lifecycle {
+    /// Defined or redefined.
+    Defined,
+    /// Undefined.
+    Undefined,
+    /// Started.
+    Started,
+    /// Paused.
+    Paused,
+    /// Resumed.
+    Resumed,
+    /// Stopped: powered off, destroyed or failed.
+    Stopped {
+        /// `shutdown`, `destroyed`, `failed: …`, …
+        reason: String,
+    },
+    /// The guest or the VMM crashed.
+    Crashed {
+        /// What the VMM reported.
+        reason: String,
+    },
+}
+
+/// The sentence a peer with another protocol version gets.
+pub fn version_mismatch(ours: u32, theirs: u32) -> String {
+    format!(
+        "protocol version mismatch: the engine speaks Vireo protocol {ours}, the client speaks \
+         {theirs}; install matching versions of the engine and its clients"
+    )
+}
+
+fn check_len(len: usize) -> Result<(), FrameError> {
+    if len > MAX_FRAME {
+        Err(FrameError::TooLarge(len))
+    } else {
+        Ok(())
+    }
+}
+
+/// Encodes one message as a frame (length prefix included).
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
+    let mut buf = vec![0u8; 4];
+    serde_json::to_writer(&mut buf, msg)?;
+    let len = buf.len() - 4;
+    check_len(len)?;
+    let len = u32::try_from(len).map_err(|_| FrameError::TooLarge(len))?;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf)
+}
+
+/// Decodes a frame's payload.
+pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
+    Ok(serde_json::from_slice(payload)?)
+}
+
+/// Writes one message to a blocking stream.
+pub fn write_message<W: Write, T: Serialize>(w: &mut W, msg: &T) -> Result<(), FrameError> {
+    w.write_all(&encode(msg)?)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Reads one message from a blocking stream.
+pub fn read_message<R: Read, T: DeserializeOwned>(r: &mut R) -> Result<T, FrameError> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        other => other?,
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    check_len(len)?;
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload)?;
+    decode(&payload)
+}
+
+/// Writes one message to an async stream.
+pub async fn write_message_async<W: AsyncWrite + Unpin, T: Serialize>(
+    w: &mut W,
+    msg: &T,
+) -> Result<(), FrameError> {
+    w.write_all(&encode(msg)?).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+/// Reads one message from an async stream.
+pub async fn read_message_async<R: AsyncRead + Unpin, T: DeserializeOwned>(
+    r: &mut R,
+) -> Result<T, FrameError> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        other => {
+            other?;
+        }
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    check_len(len)?;
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload).await?;
+    decode(&payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(msg: T) {
+        let frame = encode(&msg).unwrap();
+        let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, frame.len() - 4);
+        let back: T = read_message(&mut &frame[..]).unwrap();
+        assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn every_message_kind_round_trips() {
+        let uuid = Uuid::new_v4();
+        round_trip(ClientMessage::Hello(Hello {
+            protocol: PROTOCOL_VERSION,
+            client: "test".into(),
+            events: true,
+        }));
+        round_trip(ClientMessage::Call {
+            id: 7,
+            request: Request::Undefine {
+                domain: "demo".into(),
+                remove_all_storage: true,
+            },
+        });
+        round_trip(ClientMessage::ConsoleInput {
+            data: vec![0, 1, 0x1d, 255],
+        });
+        round_trip(ServerMessage::Reply {
+            id: 7,
+            result: Ok(Response::Screenshot {
+                width: 2,
+                height: 1,
+                png: (0..=255).collect(),
+            }),
+        });
+        round_trip(ServerMessage::Reply {
+            id: 8,
+            result: Err(ApiError::new(ErrorCode::NoDomain, "no domain 'x'")),
+        });
+        round_trip(ServerMessage::Event(Event::Lifecycle {
+            name: "demo".into(),
+            uuid,
+            change: Lifecycle::Crashed {
+                reason: "triple fault".into(),
+            },
+        }));
+        round_trip(ServerMessage::Event(Event::Stats {
+            domains: vec![DomainStats {
+                name: "demo".into(),
+                uuid,
+                state: DomainState::Running,
+                vcpus: vec![VcpuStats {
+                    id: 0,
+                    cpu_time_ns: 5,
+                    exits: 9,
+                }],
+                guest_memory_bytes: 1 << 20,
+                vram_bytes: 4 << 20,
+                rss_bytes: None,
+                timestamp_ms: 1,
+            }],
+        }));
+    }
+
+    #[tokio::test]
+    async fn async_and_blocking_framing_agree() {
+        let msg = ClientMessage::Call {
+            id: 1,
+            request: Request::ListDomains { all: true },
+        };
+        let mut buf = Vec::new();
+        write_message_async(&mut buf, &msg).await.unwrap();
+        assert_eq!(buf, encode(&msg).unwrap());
+        let back: ClientMessage = read_message_async(&mut &buf[..]).await.unwrap();
+        assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn oversized_frame_is_refused_before_reading_it() {
+        // "GET " read as a length is 1.2 GB.
+        let err = read_message::<_, ClientMessage>(&mut &b"GET / HTTP/1.1\r\n"[..]).unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge(0x4745_5420)), "{err}");
+        assert!(err.to_string().contains("exceeds the 16777216-byte limit"));
+    }
+
+    #[test]
+    fn garbage_payload_is_a_malformed_message() {
+        let mut frame = 5u32.to_be_bytes().to_vec();
+        frame.extend_from_slice(b"{oops");
+        let err = read_message::<_, ClientMessage>(&mut &frame[..]).unwrap_err();
+        assert!(matches!(err, FrameError::Malformed(_)), "{err}");
+        // Valid JSON of the wrong shape is refused too.
+        let frame = encode(&serde_json::json!({"type": "launch_missiles"})).unwrap();
+        let err = read_message::<_, ClientMessage>(&mut &frame[..]).unwrap_err();
+        assert!(err.to_string().starts_with("malformed message"), "{err}");
+    }
+
+    #[test]
+    fn clean_close_and_truncated_frame_are_told_apart() {
+        let err = read_message::<_, ClientMessage>(&mut &b""[..]).unwrap_err();
+        assert!(matches!(err, FrameError::Closed));
+        let mut frame = encode(&ClientMessage::ConsoleInput { data: vec![1] }).unwrap();
+        frame.truncate(frame.len() - 2);
+        let err = read_message::<_, ClientMessage>(&mut &frame[..]).unwrap_err();
+        assert!(matches!(err, FrameError::Io(_)), "{err}");
+    }
+
+    #[test]
+    fn states_use_virsh_words() {
+        assert_eq!(DomainState::Shutoff.as_virsh(), "shut off");
+        assert_eq!(DomainState::Running.number(), 1);
+    }
+}

@@ -29,7 +29,7 @@ pub fn encode(data: &[u8]) -> String {
 /// Decodes base64 text; `None` when it is not valid base64.
 pub fn decode(text: &str) -> Option<Vec<u8>> {
     let text = text.as_bytes();
-    if text.len() % 4 != 0 {
+    if !text.len().is_multiple_of(4) {
         return None;
     }
     let value = |c: u8| -> Option<u32> {

@@ -51,6 +51,16 @@ pub enum ClientMessage {
     },
     /// Type 6: clipboard text, Latin-1.
     ClientCutText(Vec<u8>),
+    /// Type 251: the client asks for a new size (ExtendedDesktopSize);
+    /// the screen layout that follows is checked and skipped.
+    SetDesktopSize {
+        /// Requested width.
+        width: u16,
+        /// Requested height.
+        height: u16,
+        /// Number of screens in the layout.
+        screens: u8,
+    },
     /// Type 255, subtype 0: QEMU Extended Key Event (a keysym plus an XT
     /// scancode, so no keymap is needed).
     QemuExtendedKey {
@@ -187,6 +197,24 @@ impl ClientMessage {
                 }
                 (ClientMessage::ClientCutText(buf[8..end].to_vec()), end)
             }
+            251 => {
+                if !need(8) {
+                    return Ok(None);
+                }
+                let screens = buf[6];
+                let len = 8 + 16 * usize::from(screens);
+                if !need(len) {
+                    return Ok(None);
+                }
+                (
+                    ClientMessage::SetDesktopSize {
+                        width: be16(buf, 2),
+                        height: be16(buf, 4),
+                        screens,
+                    },
+                    len,
+                )
+            }
             255 => {
                 if !need(2) {
                     return Ok(None);
@@ -254,6 +282,23 @@ impl ClientMessage {
                 out.extend_from_slice(&[6, 0, 0, 0]);
                 out.extend_from_slice(&len.to_be_bytes());
                 out.extend_from_slice(&text[..len as usize]);
+            }
+            ClientMessage::SetDesktopSize {
+                width,
+                height,
+                screens,
+            } => {
+                out.extend_from_slice(&[251, 0]);
+                out.extend_from_slice(&width.to_be_bytes());
+                out.extend_from_slice(&height.to_be_bytes());
+                out.extend_from_slice(&[*screens, 0]);
+                for i in 0..*screens {
+                    out.extend_from_slice(&u32::from(i).to_be_bytes());
+                    for v in [0u16, 0, *width, *height] {
+                        out.extend_from_slice(&v.to_be_bytes());
+                    }
+                    out.extend_from_slice(&0u32.to_be_bytes());
+                }
             }
             ClientMessage::QemuExtendedKey {
                 down,
@@ -334,6 +379,11 @@ mod tests {
             y: 20,
         });
         round_trip(ClientMessage::ClientCutText(b"hello".to_vec()));
+        round_trip(ClientMessage::SetDesktopSize {
+            width: 1024,
+            height: 768,
+            screens: 2,
+        });
         round_trip(ClientMessage::QemuExtendedKey {
             down: false,
             keysym: 0,

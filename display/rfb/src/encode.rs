@@ -1,0 +1,1113 @@
+//! Rectangle encoders: Raw, Hextile, ZRLE and Tight (lossless), from the
+//! framebuffer's `0x00RRGGBB` pixels to any client pixel format.
+//!
+//! One [`Encoder`] per connection: ZRLE and Tight keep zlib streams that
+//! live as long as the connection (RFC 6143 §7.7.6; Tight's four streams),
+//! so an encoder must see every rectangle the client receives, in order.
+
+use flate2::{Compress, Compression, FlushCompress};
+
+use crate::pixel::PixelFormat;
+use crate::server::{Rect, encoding, rect_header};
+
+/// A screen's pixels, `0x00RRGGBB`, row after row with no padding.
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<'a> {
+    pixels: &'a [u32],
+    width: u16,
+    height: u16,
+}
+
+impl<'a> Frame<'a> {
+    /// A `width`×`height` frame; `None` when `pixels` is too short.
+    pub fn new(pixels: &'a [u32], width: u16, height: u16) -> Option<Self> {
+        (pixels.len() >= usize::from(width) * usize::from(height)).then_some(Self {
+            pixels,
+            width,
+            height,
+        })
+    }
+
+    /// Width in pixels.
+    pub fn width(&self) -> u16 {
+        self.width
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> u16 {
+        self.height
+    }
+
+    /// The pixels of `r` (clipped to the frame), row after row.
+    fn extract(&self, r: Rect, out: &mut Vec<u32>) {
+        out.clear();
+        let w = usize::from(self.width);
+        for y in r.y..r.y + r.h {
+            let start = usize::from(y) * w + usize::from(r.x);
+            out.extend_from_slice(&self.pixels[start..start + usize::from(r.w)]);
+        }
+    }
+}
+
+/// Smallest data Tight sends through zlib.
+const TIGHT_MIN_TO_COMPRESS: usize = 12;
+/// Largest Tight sub-rectangle side we send (the protocol allows 2048
+/// wide; smaller tiles find more solid areas).
+const TIGHT_TILE: u16 = 128;
+/// ZRLE tile size, fixed by the protocol.
+const ZRLE_TILE: u16 = 64;
+/// Hextile tile size, fixed by the protocol.
+const HEXTILE_TILE: u16 = 16;
+
+/// Colours of a tile, up to a limit, with their index.
+struct Palette {
+    keys: [u32; 512],
+    index: [u16; 512],
+    colours: Vec<u32>,
+    limit: usize,
+}
+
+impl Palette {
+    fn new() -> Box<Self> {
+        Box::new(Self {
+            keys: [0; 512],
+            index: [u16::MAX; 512],
+            colours: Vec::with_capacity(256),
+            limit: 0,
+        })
+    }
+
+    fn reset(&mut self, limit: usize) {
+        self.index.fill(u16::MAX);
+        self.colours.clear();
+        self.limit = limit;
+    }
+
+    fn slot(px: u32) -> usize {
+        (px.wrapping_mul(0x9e37_79b1) >> 23) as usize
+    }
+
+    /// Index of `px`, adding it; `None` once more than `limit` colours.
+    fn insert(&mut self, px: u32) -> Option<u16> {
+        let mut s = Self::slot(px);
+        for _ in 0..512 {
+            let i = self.index[s];
+            if i == u16::MAX {
+                if self.colours.len() >= self.limit {
+                    return None;
+                }
+                let i = self.colours.len() as u16;
+                self.keys[s] = px;
+                self.index[s] = i;
+                self.colours.push(px);
+                return Some(i);
+            }
+            if self.keys[s] == px {
+                return Some(i);
+            }
+            s = (s + 1) & 511;
+        }
+        None
+    }
+
+    fn lookup(&self, px: u32) -> u16 {
+        let mut s = Self::slot(px);
+        for _ in 0..512 {
+            let i = self.index[s];
+            if i == u16::MAX || self.keys[s] == px {
+                return if i == u16::MAX { 0 } else { i };
+            }
+            s = (s + 1) & 511;
+        }
+        0
+    }
+}
+
+/// Per-connection encoder state.
+pub struct Encoder {
+    pf: PixelFormat,
+    level: u32,
+    zrle: Option<Compress>,
+    tight: [Option<Compress>; 4],
+    pixels: Vec<u32>,
+    tile: Vec<u32>,
+    scratch: Vec<u8>,
+    palette: Box<Palette>,
+}
+
+impl Encoder {
+    /// An encoder for a client that wants `pf`.
+    pub fn new(pf: PixelFormat) -> Self {
+        Self {
+            pf,
+            level: 6,
+            zrle: None,
+            tight: [None, None, None, None],
+            pixels: Vec::new(),
+            tile: Vec::new(),
+            scratch: Vec::new(),
+            palette: Palette::new(),
+        }
+    }
+
+    /// The client's pixel format.
+    pub fn pixel_format(&self) -> &PixelFormat {
+        &self.pf
+    }
+
+    /// Changes the pixel format (zlib streams carry on, as they must).
+    pub fn set_pixel_format(&mut self, pf: PixelFormat) {
+        self.pf = pf;
+    }
+
+    /// The zlib level for streams not yet started (0..=9).
+    pub fn set_compression_level(&mut self, level: u32) {
+        self.level = level.min(9);
+    }
+
+    /// Appends rectangle `r` of `frame` in `encoding` (Raw for encodings
+    /// this encoder does not produce), headers included; returns how many
+    /// rectangles were written (Tight splits large ones).
+    pub fn encode(&mut self, encoding: i32, frame: &Frame, r: Rect, out: &mut Vec<u8>) -> u16 {
+        let r = r.clip(frame.width, frame.height);
+        if r.area() == 0 {
+            return 0;
+        }
+        match encoding {
+            encoding::HEXTILE => {
+                rect_header(r, encoding::HEXTILE, out);
+                self.hextile(frame, r, out);
+                1
+            }
+            encoding::ZRLE => {
+                rect_header(r, encoding::ZRLE, out);
+                self.zrle(frame, r, out);
+                1
+            }
+            encoding::TIGHT => self.tight(frame, r, out),
+            _ => {
+                rect_header(r, encoding::RAW, out);
+                frame.extract(r, &mut self.pixels);
+                let pf = self.pf;
+                out.reserve(self.pixels.len() * pf.bytes_per_pixel());
+                for &p in &self.pixels {
+                    pf.put(pf.pack(p), out);
+                }
+                1
+            }
+        }
+    }
+
+    /// Appends a CopyRect rectangle: `dst` takes the pixels at (`src_x`,
+    /// `src_y`) of the client's own copy.
+    pub fn copy_rect(dst: Rect, src_x: u16, src_y: u16, out: &mut Vec<u8>) {
+        rect_header(dst, encoding::COPY_RECT, out);
+        out.extend_from_slice(&src_x.to_be_bytes());
+        out.extend_from_slice(&src_y.to_be_bytes());
+    }
+
+    // ---- Hextile (RFC 6143 §7.7.4) ----
+
+    fn hextile(&mut self, frame: &Frame, r: Rect, out: &mut Vec<u8>) {
+        const RAW: u8 = 1;
+        const BG: u8 = 2;
+        const FG: u8 = 4;
+        const ANY: u8 = 8;
+        const COLOURED: u8 = 16;
+        let pf = self.pf;
+        let bpp = pf.bytes_per_pixel();
+        let mut last_bg: Option<u32> = None;
+        let mut covered = [false; 256];
+        let mut subrects: Vec<(u32, u8, u8, u8, u8)> = Vec::new();
+        for ty in (r.y..r.y + r.h).step_by(usize::from(HEXTILE_TILE)) {
+            for tx in (r.x..r.x + r.w).step_by(usize::from(HEXTILE_TILE)) {
+                let t = Rect::new(
+                    tx,
+                    ty,
+                    HEXTILE_TILE.min(r.x + r.w - tx),
+                    HEXTILE_TILE.min(r.y + r.h - ty),
+                );
+                frame.extract(t, &mut self.tile);
+                for p in self.tile.iter_mut() {
+                    *p = pf.pack(*p);
+                }
+                let (w, h) = (usize::from(t.w), usize::from(t.h));
+                // Background: the most common of the first colours seen.
+                self.palette.reset(256);
+                let mut counts = [0u32; 256];
+                for &p in &self.tile {
+                    if let Some(i) = self.palette.insert(p) {
+                        counts[usize::from(i)] += 1;
+                    }
+                }
+                let ncolours = self.palette.colours.len();
+                let (bg_i, _) = counts[..ncolours]
+                    .iter()
+                    .enumerate()
+                    .max_by_key(|&(_, c)| *c)
+                    .unwrap_or((0, &0));
+                let bg = self.palette.colours.get(bg_i).copied().unwrap_or(0);
+                // Subrectangles of non-background pixels, greedily.
+                subrects.clear();
+                covered[..w * h].fill(false);
+                let mut too_many = false;
+                'scan: for y in 0..h {
+                    for x in 0..w {
+                        let c = self.tile[y * w + x];
+                        if c == bg || covered[y * w + x] {
+                            continue;
+                        }
+                        let mut rw = 1;
+                        while x + rw < w
+                            && self.tile[y * w + x + rw] == c
+                            && !covered[y * w + x + rw]
+                        {
+                            rw += 1;
+                        }
+                        let mut rh = 1;
+                        'grow: while y + rh < h {
+                            for i in 0..rw {
+                                let at = (y + rh) * w + x + i;
+                                if self.tile[at] != c || covered[at] {
+                                    break 'grow;
+                                }
+                            }
+                            rh += 1;
+                        }
+                        for yy in y..y + rh {
+                            covered[yy * w + x..yy * w + x + rw].fill(true);
+                        }
+                        subrects.push((c, x as u8, y as u8, rw as u8, rh as u8));
+                        if subrects.len() > 255 {
+                            too_many = true;
+                            break 'scan;
+                        }
+                    }
+                }
+                let raw_size = w * h * bpp;
+                let coloured = ncolours > 2;
+                let size = bpp
+                    + if coloured {
+                        1 + subrects.len() * (bpp + 2)
+                    } else {
+                        bpp + 1 + subrects.len() * 2
+                    };
+                if too_many || size >= raw_size {
+                    out.push(RAW);
+                    for &p in &self.tile {
+                        pf.put(p, out);
+                    }
+                    last_bg = None;
+                    continue;
+                }
+                let mut flags = 0;
+                if last_bg != Some(bg) {
+                    flags |= BG;
+                }
+                if !subrects.is_empty() {
+                    flags |= ANY;
+                    flags |= if coloured { COLOURED } else { FG };
+                }
+                out.push(flags);
+                if flags & BG != 0 {
+                    pf.put(bg, out);
+                }
+                if flags & FG != 0 {
+                    pf.put(subrects[0].0, out);
+                }
+                if flags & ANY != 0 {
+                    out.push(subrects.len() as u8);
+                    for &(c, x, y, sw, sh) in &subrects {
+                        if coloured {
+                            pf.put(c, out);
+                        }
+                        out.push(x << 4 | y);
+                        out.push((sw - 1) << 4 | (sh - 1));
+                    }
+                }
+                last_bg = Some(bg);
+            }
+        }
+    }
+
+    // ---- ZRLE (RFC 6143 §7.7.6) ----
+
+    fn zrle(&mut self, frame: &Frame, r: Rect, out: &mut Vec<u8>) {
+        let mut data = std::mem::take(&mut self.scratch);
+        data.clear();
+        for ty in (r.y..r.y + r.h).step_by(usize::from(ZRLE_TILE)) {
+            for tx in (r.x..r.x + r.w).step_by(usize::from(ZRLE_TILE)) {
+                let t = Rect::new(
+                    tx,
+                    ty,
+                    ZRLE_TILE.min(r.x + r.w - tx),
+                    ZRLE_TILE.min(r.y + r.h - ty),
+                );
+                frame.extract(t, &mut self.tile);
+                self.zrle_tile(usize::from(t.w), usize::from(t.h), &mut data);
+            }
+        }
+        let level = self.level;
+        let z = self
+            .zrle
+            .get_or_insert_with(|| Compress::new(Compression::new(level), true));
+        let len_at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        deflate(z, &data, out);
+        let n = (out.len() - len_at - 4) as u32;
+        out[len_at..len_at + 4].copy_from_slice(&n.to_be_bytes());
+        self.scratch = data;
+    }
+
+    fn zrle_tile(&mut self, w: usize, h: usize, out: &mut Vec<u8>) {
+        let pf = self.pf;
+        let cp = pf.cpixel_len();
+        for p in self.tile.iter_mut() {
+            *p = pf.pack(*p);
+        }
+        let rl = |len: usize| (len - 1) / 255 + 1;
+        self.palette.reset(127);
+        let mut palette_ok = true;
+        let (mut plain, mut pal_rle) = (0usize, 0usize);
+        let mut i = 0;
+        let n = self.tile.len();
+        while i < n {
+            let c = self.tile[i];
+            let mut j = i + 1;
+            while j < n && self.tile[j] == c {
+                j += 1;
+            }
+            let len = j - i;
+            plain += cp + rl(len);
+            pal_rle += if len == 1 { 1 } else { 1 + rl(len) };
+            if palette_ok && self.palette.insert(c).is_none() {
+                palette_ok = false;
+            }
+            i = j;
+        }
+        let ncol = self.palette.colours.len();
+        if palette_ok && ncol == 1 {
+            out.push(1);
+            pf.put_cpixel(self.tile[0], out);
+            return;
+        }
+        let raw = w * h * cp;
+        let bits = match ncol {
+            2 => 1,
+            3..=4 => 2,
+            _ => 4,
+        };
+        let packed = if palette_ok && ncol <= 16 {
+            ncol * cp + h * (w * bits).div_ceil(8)
+        } else {
+            usize::MAX
+        };
+        let pal_rle = if palette_ok {
+            ncol * cp + pal_rle
+        } else {
+            usize::MAX
+        };
+        let best = raw.min(plain).min(packed).min(pal_rle);
+        let put_run = |len: usize, out: &mut Vec<u8>| {
+            let mut rest = len - 1;
+            while rest >= 255 {
+                out.push(255);
+                rest -= 255;
+            }
+            out.push(rest as u8);
+        };
+        if best == packed {
+            out.push(ncol as u8);
+            for &c in &self.palette.colours {
+                pf.put_cpixel(c, out);
+            }
+            for row in self.tile.chunks_exact(w) {
+                let mut byte = 0u8;
+                let mut nbits = 0;
+                for &p in row {
+                    let idx = self.palette.lookup(p) as u8;
+                    byte = (byte << bits) | idx;
+                    nbits += bits;
+                    if nbits == 8 {
+                        out.push(byte);
+                        byte = 0;
+                        nbits = 0;
+                    }
+                }
+                if nbits > 0 {
+                    out.push(byte << (8 - nbits));
+                }
+            }
+        } else if best == pal_rle {
+            out.push(128 | ncol as u8);
+            for &c in &self.palette.colours {
+                pf.put_cpixel(c, out);
+            }
+            let mut i = 0;
+            while i < n {
+                let c = self.tile[i];
+                let mut j = i + 1;
+                while j < n && self.tile[j] == c {
+                    j += 1;
+                }
+                let idx = self.palette.lookup(c) as u8;
+                if j - i == 1 {
+                    out.push(idx);
+                } else {
+                    out.push(idx | 128);
+                    put_run(j - i, out);
+                }
+                i = j;
+            }
+        } else if best == plain {
+            out.push(128);
+            let mut i = 0;
+            while i < n {
+                let c = self.tile[i];
+                let mut j = i + 1;
+                while j < n && self.tile[j] == c {
+                    j += 1;
+                }
+                pf.put_cpixel(c, out);
+                put_run(j - i, out);
+                i = j;
+            }
+        } else {
+            out.push(0);
+            for &p in &self.tile {
+                pf.put_cpixel(p, out);
+            }
+        }
+    }
+
+    // ---- Tight, lossless (fill, mono, palette, basic) ----
+
+    fn tight(&mut self, frame: &Frame, r: Rect, out: &mut Vec<u8>) -> u16 {
+        let mut count = 0;
+        for ty in (r.y..r.y + r.h).step_by(usize::from(TIGHT_TILE)) {
+            for tx in (r.x..r.x + r.w).step_by(usize::from(TIGHT_TILE)) {
+                let t = Rect::new(
+                    tx,
+                    ty,
+                    TIGHT_TILE.min(r.x + r.w - tx),
+                    TIGHT_TILE.min(r.y + r.h - ty),
+                );
+                frame.extract(t, &mut self.tile);
+                rect_header(t, encoding::TIGHT, out);
+                self.tight_rect(usize::from(t.w), out);
+                count += 1;
+            }
+        }
+        count
+    }
+
+    fn tight_rect(&mut self, w: usize, out: &mut Vec<u8>) {
+        let pf = self.pf;
+        // Palette of the client's pixel values, so colours that the
+        // client's format merges count once.
+        self.palette.reset(256);
+        let mut last = None;
+        let mut many = false;
+        for &p in &self.tile {
+            if last == Some(p) {
+                continue;
+            }
+            last = Some(p);
+            if self.palette.insert(p).is_none() {
+                many = true;
+                break;
+            }
+        }
+        let ncol = self.palette.colours.len();
+        let mut data = std::mem::take(&mut self.scratch);
+        data.clear();
+        let stream;
+        if !many && ncol == 1 {
+            out.push(0x80);
+            pf.put_tpixel(self.tile[0], out);
+            self.scratch = data;
+            return;
+        } else if !many && ncol == 2 {
+            stream = 1;
+            out.extend_from_slice(&[0x40 | 1 << 4, 1, 1]);
+            for &c in &self.palette.colours {
+                pf.put_tpixel(c, out);
+            }
+            for row in self.tile.chunks_exact(w) {
+                let mut byte = 0u8;
+                let mut nbits = 0;
+                for &p in row {
+                    byte = (byte << 1) | self.palette.lookup(p) as u8;
+                    nbits += 1;
+                    if nbits == 8 {
+                        data.push(byte);
+                        byte = 0;
+                        nbits = 0;
+                    }
+                }
+                if nbits > 0 {
+                    data.push(byte << (8 - nbits));
+                }
+            }
+        } else if !many && ncol <= 256 && ncol * 4 < self.tile.len() {
+            stream = 2;
+            out.extend_from_slice(&[0x40 | 2 << 4, 1, (ncol - 1) as u8]);
+            for &c in &self.palette.colours {
+                pf.put_tpixel(c, out);
+            }
+            data.extend(self.tile.iter().map(|&p| self.palette.lookup(p) as u8));
+        } else {
+            stream = 0;
+            out.push(0);
+            data.reserve(self.tile.len() * pf.tpixel_len());
+            for &p in &self.tile {
+                pf.put_tpixel(p, &mut data);
+            }
+        }
+        if data.len() < TIGHT_MIN_TO_COMPRESS {
+            out.extend_from_slice(&data);
+        } else {
+            let level = self.level;
+            let z = self.tight[stream]
+                .get_or_insert_with(|| Compress::new(Compression::new(level), true));
+            let mut compressed = Vec::with_capacity(data.len() / 2 + 64);
+            deflate(z, &data, &mut compressed);
+            put_compact_len(compressed.len(), out);
+            out.extend_from_slice(&compressed);
+        }
+        self.scratch = data;
+    }
+}
+
+/// Tight's compact length: 7 bits per byte, at most 3 bytes.
+fn put_compact_len(len: usize, out: &mut Vec<u8>) {
+    let b0 = (len & 0x7f) as u8;
+    if len < 0x80 {
+        out.push(b0);
+        return;
+    }
+    out.push(b0 | 0x80);
+    let b1 = ((len >> 7) & 0x7f) as u8;
+    if len < 0x4000 {
+        out.push(b1);
+        return;
+    }
+    out.push(b1 | 0x80);
+    out.push(((len >> 14) & 0xff) as u8);
+}
+
+/// Compresses `input` into `out` and ends with a sync flush, so the client
+/// can decode everything sent so far; the stream goes on.
+fn deflate(z: &mut Compress, input: &[u8], out: &mut Vec<u8>) {
+    let start = z.total_in();
+    out.reserve(input.len() / 4 + 64);
+    // Each round consumes input or fills the reserved space; the bound only
+    // guards against a zlib that does neither.
+    for _ in 0..1_000_000 {
+        if out.capacity() - out.len() < 64 {
+            out.reserve(out.len().max(4096));
+        }
+        let consumed = (z.total_in() - start) as usize;
+        if z.compress_vec(&input[consumed..], out, FlushCompress::Sync)
+            .is_err()
+        {
+            return;
+        }
+        let consumed = (z.total_in() - start) as usize;
+        if consumed == input.len() && out.len() < out.capacity() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! Decoders written from the protocol text, to check the encoders.
+
+    use flate2::{Decompress, FlushDecompress};
+
+    use super::*;
+
+    /// Reads bytes from the front of a buffer, panicking on short data.
+    pub struct Reader<'a> {
+        pub buf: &'a [u8],
+        pub at: usize,
+    }
+
+    impl<'a> Reader<'a> {
+        pub fn new(buf: &'a [u8]) -> Self {
+            Self { buf, at: 0 }
+        }
+        pub fn bytes(&mut self, n: usize) -> &'a [u8] {
+            let s = &self.buf[self.at..self.at + n];
+            self.at += n;
+            s
+        }
+        pub fn u8(&mut self) -> u8 {
+            self.bytes(1)[0]
+        }
+        pub fn u16(&mut self) -> u16 {
+            u16::from_be_bytes(self.bytes(2).try_into().unwrap())
+        }
+        pub fn u32(&mut self) -> u32 {
+            u32::from_be_bytes(self.bytes(4).try_into().unwrap())
+        }
+        pub fn done(&self) -> bool {
+            self.at == self.buf.len()
+        }
+    }
+
+    fn pixel(pf: &PixelFormat, b: &[u8]) -> u32 {
+        match (b.len(), pf.big_endian) {
+            (1, _) => u32::from(b[0]),
+            (2, false) => u32::from(u16::from_le_bytes([b[0], b[1]])),
+            (2, true) => u32::from(u16::from_be_bytes([b[0], b[1]])),
+            (_, false) => u32::from_le_bytes(b.try_into().unwrap()),
+            (_, true) => u32::from_be_bytes(b.try_into().unwrap()),
+        }
+    }
+
+    fn cpixel(pf: &PixelFormat, r: &mut Reader) -> u32 {
+        use crate::pixel::CPixel;
+        match pf.cpixel() {
+            CPixel::Full => pixel(pf, r.bytes(pf.bytes_per_pixel())),
+            CPixel::First3 => {
+                let b = r.bytes(3);
+                pixel(pf, &[b[0], b[1], b[2], 0])
+            }
+            CPixel::Last3 => {
+                let b = r.bytes(3);
+                pixel(pf, &[0, b[0], b[1], b[2]])
+            }
+        }
+    }
+
+    fn tpixel(pf: &PixelFormat, r: &mut Reader) -> u32 {
+        if pf.tight_24() {
+            let b = r.bytes(3);
+            u32::from(b[0]) << pf.red_shift
+                | u32::from(b[1]) << pf.green_shift
+                | u32::from(b[2]) << pf.blue_shift
+        } else {
+            pixel(pf, r.bytes(pf.bytes_per_pixel()))
+        }
+    }
+
+    /// The client side of one connection: its screen (pixel values in its
+    /// format) and its zlib streams.
+    pub struct Client {
+        pub pf: PixelFormat,
+        pub width: usize,
+        pub screen: Vec<u32>,
+        zrle: Decompress,
+        tight: [Decompress; 4],
+    }
+
+    fn inflate(z: &mut Decompress, data: &[u8], expect: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(expect + 1);
+        let start = z.total_in();
+        for _ in 0..1000 {
+            let used = (z.total_in() - start) as usize;
+            if out.capacity() == out.len() {
+                out.reserve(4096);
+            }
+            z.decompress_vec(&data[used..], &mut out, FlushDecompress::Sync)
+                .unwrap();
+            if (z.total_in() - start) as usize == data.len() && out.len() < out.capacity() {
+                break;
+            }
+        }
+        out
+    }
+
+    impl Client {
+        pub fn new(pf: PixelFormat, width: usize, height: usize) -> Self {
+            Self {
+                pf,
+                width,
+                screen: vec![0xdead_beef; width * height],
+                zrle: Decompress::new(true),
+                tight: std::array::from_fn(|_| Decompress::new(true)),
+            }
+        }
+
+        fn set(&mut self, x: usize, y: usize, px: u32) {
+            self.screen[y * self.width + x] = px;
+        }
+
+        /// Decodes `count` rectangles; returns the encodings seen.
+        pub fn decode(&mut self, wire: &[u8], count: usize) -> Vec<i32> {
+            let mut r = Reader::new(wire);
+            let mut seen = Vec::new();
+            for _ in 0..count {
+                let (x, y, w, h) = (
+                    usize::from(r.u16()),
+                    usize::from(r.u16()),
+                    usize::from(r.u16()),
+                    usize::from(r.u16()),
+                );
+                let enc = r.u32() as i32;
+                seen.push(enc);
+                match enc {
+                    encoding::RAW => {
+                        for yy in y..y + h {
+                            for xx in x..x + w {
+                                let p = pixel(&self.pf, r.bytes(self.pf.bytes_per_pixel()));
+                                self.set(xx, yy, p);
+                            }
+                        }
+                    }
+                    encoding::HEXTILE => self.hextile(&mut r, x, y, w, h),
+                    encoding::ZRLE => self.zrle(&mut r, x, y, w, h),
+                    encoding::TIGHT => self.tight(&mut r, x, y, w, h),
+                    other => panic!("unexpected encoding {other}"),
+                }
+            }
+            assert!(r.done(), "{} bytes left over", wire.len() - r.at);
+            seen
+        }
+
+        fn hextile(&mut self, r: &mut Reader, x: usize, y: usize, w: usize, h: usize) {
+            let bpp = self.pf.bytes_per_pixel();
+            let (mut bg, mut fg) = (0, 0);
+            for ty in (y..y + h).step_by(16) {
+                for tx in (x..x + w).step_by(16) {
+                    let (tw, th) = (16.min(x + w - tx), 16.min(y + h - ty));
+                    let flags = r.u8();
+                    if flags & 1 != 0 {
+                        for yy in ty..ty + th {
+                            for xx in tx..tx + tw {
+                                let p = pixel(&self.pf, r.bytes(bpp));
+                                self.set(xx, yy, p);
+                            }
+                        }
+                        continue;
+                    }
+                    if flags & 2 != 0 {
+                        bg = pixel(&self.pf, r.bytes(bpp));
+                    }
+                    for yy in ty..ty + th {
+                        for xx in tx..tx + tw {
+                            self.set(xx, yy, bg);
+                        }
+                    }
+                    if flags & 4 != 0 {
+                        fg = pixel(&self.pf, r.bytes(bpp));
+                    }
+                    if flags & 8 != 0 {
+                        let n = r.u8();
+                        for _ in 0..n {
+                            let c = if flags & 16 != 0 {
+                                pixel(&self.pf, r.bytes(bpp))
+                            } else {
+                                fg
+                            };
+                            let xy = r.u8();
+                            let wh = r.u8();
+                            let (sx, sy) = (usize::from(xy >> 4), usize::from(xy & 15));
+                            let (sw, sh) = (usize::from(wh >> 4) + 1, usize::from(wh & 15) + 1);
+                            assert!(sx + sw <= tw && sy + sh <= th);
+                            for yy in 0..sh {
+                                for xx in 0..sw {
+                                    self.set(tx + sx + xx, ty + sy + yy, c);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        fn zrle(&mut self, r: &mut Reader, x: usize, y: usize, w: usize, h: usize) {
+            let len = r.u32() as usize;
+            let data = inflate(&mut self.zrle, r.bytes(len), w * h * 4 + 1024);
+            let mut d = Reader::new(&data);
+            let pf = self.pf;
+            for ty in (y..y + h).step_by(64) {
+                for tx in (x..x + w).step_by(64) {
+                    let (tw, th) = (64.min(x + w - tx), 64.min(y + h - ty));
+                    let sub = d.u8();
+                    let mut px = Vec::with_capacity(tw * th);
+                    let palette: Vec<u32> = (0..usize::from(sub & 127))
+                        .map(|_| cpixel(&pf, &mut d))
+                        .collect();
+                    let run = |d: &mut Reader| {
+                        let mut len = 1;
+                        loop {
+                            let b = d.u8();
+                            len += usize::from(b);
+                            if b != 255 {
+                                return len;
+                            }
+                        }
+                    };
+                    match sub {
+                        0 => (0..tw * th).for_each(|_| px.push(cpixel(&pf, &mut d))),
+                        1 => px.resize(tw * th, palette[0]),
+                        2..=16 => {
+                            let bits = match sub {
+                                2 => 1,
+                                3 | 4 => 2,
+                                _ => 4,
+                            };
+                            for _ in 0..th {
+                                let row = d.bytes((tw * bits).div_ceil(8));
+                                for i in 0..tw {
+                                    let bit = i * bits;
+                                    let v =
+                                        (row[bit / 8] >> (8 - bits - bit % 8)) & ((1 << bits) - 1);
+                                    px.push(palette[usize::from(v)]);
+                                }
+                            }
+                        }
+                        128 => {
+                            while px.len() < tw * th {
+                                let c = cpixel(&pf, &mut d);
+                                let n = run(&mut d);
+                                px.extend(std::iter::repeat_n(c, n));
+                            }
+                        }
+                        130.. => {
+                            while px.len() < tw * th {
+                                let i = d.u8();
+                                let c = palette[usize::from(i & 127)];
+                                let n = if i & 128 != 0 { run(&mut d) } else { 1 };
+                                px.extend(std::iter::repeat_n(c, n));
+                            }
+                        }
+                        other => panic!("bad ZRLE subencoding {other}"),
+                    }
+                    assert_eq!(px.len(), tw * th, "ZRLE run overflows its tile");
+                    for (i, p) in px.into_iter().enumerate() {
+                        self.set(tx + i % tw, ty + i / tw, p);
+                    }
+                }
+            }
+            assert!(d.done());
+        }
+
+        fn tight(&mut self, r: &mut Reader, x: usize, y: usize, w: usize, h: usize) {
+            let pf = self.pf;
+            let ctl = r.u8();
+            for s in 0..4 {
+                if ctl & (1 << s) != 0 {
+                    self.tight[s] = Decompress::new(true);
+                }
+            }
+            let kind = ctl >> 4;
+            if kind == 8 {
+                let c = tpixel(&pf, r);
+                for yy in y..y + h {
+                    for xx in x..x + w {
+                        self.set(xx, yy, c);
+                    }
+                }
+                return;
+            }
+            assert!(kind < 8, "lossless Tight only, got {kind}");
+            let stream = usize::from(kind & 3);
+            let filter = if kind & 4 != 0 { r.u8() } else { 0 };
+            let mut palette = Vec::new();
+            let len = match filter {
+                0 => w * h * pf.tpixel_len(),
+                1 => {
+                    let n = usize::from(r.u8()) + 1;
+                    palette = (0..n).map(|_| tpixel(&pf, r)).collect();
+                    if n == 2 { w.div_ceil(8) * h } else { w * h }
+                }
+                other => panic!("unexpected Tight filter {other}"),
+            };
+            let data = if len < TIGHT_MIN_TO_COMPRESS {
+                r.bytes(len).to_vec()
+            } else {
+                let mut clen = 0usize;
+                for i in 0..3 {
+                    let b = r.u8();
+                    clen |= usize::from(if i < 2 { b & 0x7f } else { b }) << (7 * i);
+                    if b & 0x80 == 0 || i == 2 {
+                        break;
+                    }
+                }
+                inflate(&mut self.tight[stream], r.bytes(clen), len)
+            };
+            assert_eq!(data.len(), len);
+            let mut d = Reader::new(&data);
+            for yy in y..y + h {
+                for xx in x..x + w {
+                    let p = match (filter, palette.len()) {
+                        (0, _) => tpixel(&pf, &mut d),
+                        (_, 2) => {
+                            let byte = data[(yy - y) * w.div_ceil(8) + (xx - x) / 8];
+                            palette[usize::from((byte >> (7 - (xx - x) % 8)) & 1)]
+                        }
+                        _ => palette[usize::from(d.u8())],
+                    };
+                    self.set(xx, yy, p);
+                }
+            }
+        }
+    }
+
+    /// A desktop-like test screen: flat areas, a gradient, text-like noise.
+    pub fn desktop(width: usize, height: usize) -> Vec<u32> {
+        let mut px = vec![0x003a_6ea5; width * height];
+        let mut seed = 0x1234_5678u32;
+        for y in 0..height {
+            for x in 0..width {
+                let p = &mut px[y * width + x];
+                if y < 24 {
+                    *p = 0x00ec_ecec; // title bar
+                } else if x < width / 3 && y < height * 2 / 3 {
+                    // A "window" with text-like black-on-white runs.
+                    seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    *p = if (y / 2) % 8 < 5 && (seed >> 16).is_multiple_of(3) {
+                        0
+                    } else {
+                        0x00ff_ffff
+                    };
+                } else if y > height * 3 / 4 {
+                    *p = ((x * 255 / width.max(1)) as u32) << 8 | (y % 256) as u32;
+                }
+            }
+        }
+        px
+    }
+
+    fn formats() -> Vec<PixelFormat> {
+        let base = PixelFormat::XRGB8888;
+        vec![
+            base,
+            PixelFormat {
+                big_endian: true,
+                ..base
+            },
+            PixelFormat {
+                red_shift: 24,
+                green_shift: 16,
+                blue_shift: 8,
+                ..base
+            },
+            PixelFormat {
+                bits_per_pixel: 16,
+                depth: 16,
+                red_max: 31,
+                green_max: 63,
+                blue_max: 31,
+                red_shift: 11,
+                green_shift: 5,
+                blue_shift: 0,
+                ..base
+            },
+            PixelFormat {
+                bits_per_pixel: 8,
+                depth: 8,
+                red_max: 7,
+                green_max: 7,
+                blue_max: 3,
+                red_shift: 0,
+                green_shift: 3,
+                blue_shift: 6,
+                ..base
+            },
+            PixelFormat { depth: 32, ..base },
+        ]
+    }
+
+    fn round_trip(enc: i32) {
+        let (w, h) = (300usize, 200usize);
+        let src = desktop(w, h);
+        let frame = Frame::new(&src, w as u16, h as u16).unwrap();
+        for pf in formats() {
+            let mut e = Encoder::new(pf);
+            let mut c = Client::new(pf, w, h);
+            // A full update, then partial ones through the same streams.
+            for r in [
+                Rect::new(0, 0, w as u16, h as u16),
+                Rect::new(7, 13, 101, 67),
+                Rect::new(250, 150, 200, 200), // clipped to the frame
+            ] {
+                let mut out = Vec::new();
+                let n = e.encode(enc, &frame, r, &mut out);
+                let seen = c.decode(&out, usize::from(n));
+                assert!(seen.iter().all(|&s| s == enc), "{seen:?}");
+            }
+            let want: Vec<u32> = src.iter().map(|&p| pf.pack(p)).collect();
+            assert!(c.screen == want, "{enc} in {pf:?} decodes to other pixels");
+        }
+    }
+
+    #[test]
+    fn raw_round_trips_in_every_pixel_format() {
+        round_trip(encoding::RAW);
+    }
+
+    #[test]
+    fn hextile_round_trips_in_every_pixel_format() {
+        round_trip(encoding::HEXTILE);
+    }
+
+    #[test]
+    fn zrle_round_trips_in_every_pixel_format() {
+        round_trip(encoding::ZRLE);
+    }
+
+    #[test]
+    fn tight_round_trips_in_every_pixel_format() {
+        round_trip(encoding::TIGHT);
+    }
+
+    #[test]
+    fn flat_areas_compress_to_almost_nothing() {
+        let (w, h) = (640usize, 480usize);
+        let src = vec![0x0020_2020u32; w * h];
+        let frame = Frame::new(&src, w as u16, h as u16).unwrap();
+        for enc in [encoding::ZRLE, encoding::TIGHT, encoding::HEXTILE] {
+            let mut e = Encoder::new(PixelFormat::XRGB8888);
+            let mut out = Vec::new();
+            e.encode(enc, &frame, Rect::new(0, 0, w as u16, h as u16), &mut out);
+            assert!(out.len() < 2000, "{enc}: {} bytes", out.len());
+        }
+    }
+
+    #[test]
+    fn every_zrle_and_tight_subencoding_is_exercised_and_decodes() {
+        // Tiles built to hit each choice: solid, 2/3/16 colours, many.
+        let (w, h) = (256usize, 64usize);
+        let mut src = vec![0u32; w * h];
+        for y in 0..h {
+            for x in 0..w {
+                src[y * w + x] = match x / 64 {
+                    0 => 0x0011_2233,
+                    1 => [0, 0x00ff_ffff][(x ^ y) & 1],
+                    2 => ((x % 16) as u32) * 0x0001_0101,
+                    _ => (x * 977 + y * 131) as u32 & 0x00ff_ffff,
+                };
+            }
+        }
+        let frame = Frame::new(&src, w as u16, h as u16).unwrap();
+        for enc in [encoding::ZRLE, encoding::TIGHT, encoding::HEXTILE] {
+            let pf = PixelFormat::XRGB8888;
+            let mut e = Encoder::new(pf);
+            let mut c = Client::new(pf, w, h);
+            for x in (0..w).step_by(64) {
+                let mut out = Vec::new();
+                let n = e.encode(enc, &frame, Rect::new(x as u16, 0, 64, 64), &mut out);
+                c.decode(&out, usize::from(n));
+            }
+            assert!(c.screen == src, "encoding {enc}");
+        }
+    }
+
+    #[test]
+    fn compact_lengths_use_one_to_three_bytes() {
+        for (len, want) in [
+            (5usize, vec![5u8]),
+            (200, vec![0xc8, 0x01]),
+            (20000, vec![0xa0, 0x9c, 0x01]),
+        ] {
+            let mut out = Vec::new();
+            put_compact_len(len, &mut out);
+            assert_eq!(out, want);
+        }
+    }
+}

@@ -1,7 +1,12 @@
 //! `vireod`, Vireo's host engine.
 //!
 //! [`paths`] decides where an engine keeps its sockets and state;
-//! [`state`] writes that state so that a crash never leaves half a file.
+//! [`state`] writes that state so that a crash never leaves half a file;
+//! [`engine`] holds domains and their lifecycle; [`vmm`] runs and reads one
+//! `vireo-vmm`; [`server`] serves the API to clients.
 
+pub mod engine;
 pub mod paths;
+pub mod server;
 pub mod state;
+pub mod vmm;

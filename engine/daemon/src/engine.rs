@@ -1,0 +1,906 @@
+//! The engine: domain definitions, their states, and the VMMs that run them.
+//!
+//! Definitions live in `STATE/domains/UUID.xml` (the document as the user
+//! gave it, plus a generated `<uuid>` when it had none) and autostart marks
+//! in `STATE/autostart/UUID`. Running domains have a directory under
+//! `RUNTIME/vms/` (see [`crate::vmm`]). Every change is announced on a
+//! broadcast channel that connections forward to subscribed clients.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+use vireo_api::Domain;
+use vireo_api::import::{ImportError, Imported};
+use vireo_api::proto::{
+    ApiError, DomainInfo, DomainState, DomainStats, DomainSummary, ErrorCode, Event, Lifecycle,
+    Request, Response, VcpuStats,
+};
+
+use crate::paths::EnginePaths;
+use crate::state::write_atomic;
+use crate::vmm::{self, RunRecord, VmFiles};
+
+type ApiResult = Result<Response, ApiError>;
+
+fn internal(msg: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::Internal, msg)
+}
+
+fn invalid_state(msg: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::InvalidState, msg)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A running VMM.
+#[derive(Debug, Clone)]
+struct Run {
+    record: RunRecord,
+    files: VmFiles,
+    /// Set by `destroy` so the exit reads as `destroyed`, not a crash.
+    destroying: bool,
+}
+
+#[derive(Debug)]
+struct Dom {
+    name: String,
+    uuid: Uuid,
+    xml: String,
+    model: Domain,
+    autostart: bool,
+    state: DomainState,
+    reason: String,
+    run: Option<Run>,
+    /// Serialises lifecycle operations on this domain.
+    busy: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Dom {
+    fn summary(&self) -> DomainSummary {
+        DomainSummary {
+            id: self.run.as_ref().map(|r| r.record.id),
+            name: self.name.clone(),
+            uuid: self.uuid,
+            state: self.state,
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    domains: BTreeMap<Uuid, Dom>,
+    next_id: u32,
+}
+
+impl Inner {
+    fn find(&self, key: &str) -> Result<&Dom, ApiError> {
+        let by_uuid = key.parse::<Uuid>().ok().and_then(|u| self.domains.get(&u));
+        by_uuid
+            .or_else(|| self.domains.values().find(|d| d.name == key))
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::NoDomain,
+                    format!("Domain not found: no domain with matching name or uuid '{key}'"),
+                )
+            })
+    }
+
+    fn find_mut(&mut self, key: &str) -> Result<&mut Dom, ApiError> {
+        let uuid = self.find(key)?.uuid;
+        self.domains
+            .get_mut(&uuid)
+            .ok_or_else(|| internal("the domain vanished"))
+    }
+}
+
+/// Where an engine keeps things and what it runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Its directories.
+    pub paths: EnginePaths,
+    /// The `vireo-vmm` binary.
+    pub vmm_binary: PathBuf,
+    /// How often statistics events are sent.
+    pub stats_interval: Duration,
+}
+
+/// The engine's state, shared by every connection.
+#[derive(Debug)]
+pub struct Engine {
+    config: Config,
+    inner: Mutex<Inner>,
+    events: broadcast::Sender<Event>,
+}
+
+impl Engine {
+    /// Loads definitions, re-attaches to running VMMs and returns the
+    /// engine (call [`Engine::autostart`] and [`Engine::spawn_stats`] next).
+    pub fn load(config: Config) -> Result<Arc<Self>, String> {
+        for dir in [
+            config.paths.domains_dir(),
+            config.paths.state_dir.join("autostart"),
+            config.paths.runtime_dir.join("vms"),
+        ] {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create '{}': {e}", dir.display()))?;
+        }
+        let (events, _) = broadcast::channel(1024);
+        let engine = Arc::new(Self {
+            config,
+            inner: Mutex::new(Inner {
+                domains: BTreeMap::new(),
+                next_id: 1,
+            }),
+            events,
+        });
+        engine.load_definitions()?;
+        engine.reattach();
+        Ok(engine)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Subscribes to engine events.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, dom: &Dom, change: Lifecycle) {
+        let _ = self.events.send(Event::Lifecycle {
+            name: dom.name.clone(),
+            uuid: dom.uuid,
+            change,
+        });
+    }
+
+    fn definition_path(&self, uuid: Uuid) -> PathBuf {
+        self.config.paths.domains_dir().join(format!("{uuid}.xml"))
+    }
+
+    fn autostart_path(&self, uuid: Uuid) -> PathBuf {
+        self.config
+            .paths
+            .state_dir
+            .join("autostart")
+            .join(uuid.to_string())
+    }
+
+    fn vm_files(&self, uuid: Uuid) -> VmFiles {
+        VmFiles::new(
+            self.config
+                .paths
+                .runtime_dir
+                .join("vms")
+                .join(uuid.to_string()),
+        )
+    }
+
+    fn load_definitions(&self) -> Result<(), String> {
+        let dir = self.config.paths.domains_dir();
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| format!("cannot read '{}': {e}", dir.display()))?;
+        let mut inner = self.lock();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "xml")
+                || path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            {
+                continue;
+            }
+            let loaded = std::fs::read_to_string(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|xml| Imported::parse(&xml).map_err(|e| e.to_string()));
+            let imp = match loaded {
+                Ok(i) => i,
+                Err(e) => {
+                    tracing::error!("skipping '{}': {e}", path.display());
+                    continue;
+                }
+            };
+            let Some(uuid) = imp.domain.uuid else {
+                tracing::error!("skipping '{}': it has no <uuid>", path.display());
+                continue;
+            };
+            if inner.domains.values().any(|d| d.name == imp.domain.name) {
+                tracing::error!(
+                    "skipping '{}': the name '{}' is taken",
+                    path.display(),
+                    imp.domain.name
+                );
+                continue;
+            }
+            let autostart = self.autostart_path(uuid).exists();
+            inner.domains.insert(
+                uuid,
+                Dom {
+                    name: imp.domain.name.clone(),
+                    uuid,
+                    xml: imp.xml,
+                    model: imp.domain,
+                    autostart,
+                    state: DomainState::Shutoff,
+                    reason: "unknown".into(),
+                    run: None,
+                    busy: Arc::default(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Finds VMMs left running by a previous engine and watches them again.
+    fn reattach(self: &Arc<Self>) {
+        let dir = self.config.paths.runtime_dir.join("vms");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        let mut inner = self.lock();
+        for entry in entries.flatten() {
+            let Some(uuid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+                continue;
+            };
+            let files = self.vm_files(uuid);
+            let record: Option<RunRecord> = std::fs::read(files.state())
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let Some(record) = record else { continue };
+            let alive = vmm::is_our_vmm(record.pid, &files.control());
+            match inner.domains.get_mut(&uuid) {
+                Some(dom) if alive => {
+                    tracing::info!("re-attached to '{}' (vireo-vmm PID {})", dom.name, record.pid);
+                    dom.state = if record.paused {
+                        DomainState::Paused
+                    } else {
+                        DomainState::Running
+                    };
+                    dom.reason = if record.paused { "user" } else { "booted" }.into();
+                    let pid = record.pid;
+                    inner.next_id = inner.next_id.max(record.id + 1);
+                    let dom = inner.domains.get_mut(&uuid).expect("present");
+                    dom.run = Some(Run {
+                        record,
+                        files,
+                        destroying: false,
+                    });
+                    self.watch_foreign(uuid, pid);
+                }
+                _ => {
+                    if alive {
+                        tracing::warn!("vireo-vmm PID {} runs an undefined domain", record.pid);
+                    }
+                    let _ = std::fs::remove_file(files.state());
+                }
+            }
+        }
+    }
+
+    /// Starts autostart domains, once per host boot (the runtime directory
+    /// is emptied at boot; a marker there remembers it was done).
+    pub fn autostart(self: &Arc<Self>) {
+        let marker = self.config.paths.runtime_dir.join("autostarted");
+        if marker.exists() {
+            return;
+        }
+        let _ = std::fs::write(&marker, b"");
+        let names: Vec<String> = self
+            .lock()
+            .domains
+            .values()
+            .filter(|d| d.autostart && !d.state.is_active())
+            .map(|d| d.name.clone())
+            .collect();
+        for name in names {
+            let engine = self.clone();
+            tokio::spawn(async move {
+                match engine.start(&name).await {
+                    Ok(_) => tracing::info!("autostarted '{name}'"),
+                    Err(e) => tracing::error!("cannot autostart '{name}': {e}"),
+                }
+            });
+        }
+    }
+
+    /// Sends statistics of running domains to subscribers periodically.
+    pub fn spawn_stats(self: &Arc<Self>) {
+        let engine = Arc::downgrade(self);
+        let interval = self.config.stats_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                let Some(engine) = engine.upgrade() else { return };
+                if engine.events.receiver_count() == 0 {
+                    continue;
+                }
+                let running: Vec<String> = engine
+                    .lock()
+                    .domains
+                    .values()
+                    .filter(|d| d.state.is_active())
+                    .map(|d| d.uuid.to_string())
+                    .collect();
+                let mut domains = Vec::new();
+                for key in running {
+                    if let Ok(s) = engine.stats(&key).await {
+                        domains.push(s);
+                    }
+                }
+                if !domains.is_empty() {
+                    let _ = engine.events.send(Event::Stats { domains });
+                }
+            }
+        });
+    }
+
+    /// Answers one request.
+    pub async fn handle(self: &Arc<Self>, request: Request) -> ApiResult {
+        match request {
+            Request::Version => Ok(Response::Version {
+                engine: env!("CARGO_PKG_VERSION").to_owned(),
+            }),
+            Request::ListDomains { all } => Ok(self.list(all)),
+            Request::Define { xml } => self.define(&xml),
+            Request::Undefine {
+                domain,
+                remove_all_storage,
+            } => self.undefine(&domain, remove_all_storage).await,
+            Request::DumpXml { domain, inactive } => {
+                let inner = self.lock();
+                let d = inner.find(&domain)?;
+                let xml = match (&d.run, inactive) {
+                    (Some(run), false) => run.record.live_xml.clone(),
+                    _ => d.xml.clone(),
+                };
+                Ok(Response::Xml { xml })
+            }
+            Request::DomInfo { domain } => self.info(&domain).await,
+            Request::Start { domain } => self.start(&domain).await,
+            Request::Shutdown { domain } => {
+                self.command(&domain, "system_powerdown").await?;
+                Ok(Response::Done)
+            }
+            Request::Reboot { domain } | Request::Reset { domain } => {
+                self.command(&domain, "system_reset").await?;
+                Ok(Response::Done)
+            }
+            Request::Destroy { domain } => self.destroy(&domain).await,
+            Request::Suspend { domain } => self.pause(&domain, true).await,
+            Request::Resume { domain } => self.pause(&domain, false).await,
+            Request::SetAutostart { domain, enabled } => self.set_autostart(&domain, enabled),
+            Request::DomStats { domain } => Ok(Response::Stats {
+                stats: self.stats(&domain).await?,
+            }),
+            Request::Screenshot { domain } => self.screenshot(&domain).await,
+            Request::VncDisplay { domain } => {
+                let inner = self.lock();
+                let d = inner.find(&domain)?;
+                let run = d
+                    .run
+                    .as_ref()
+                    .ok_or_else(|| invalid_state("Requested operation is not valid: domain is not running"))?;
+                let socket = run.files.vnc_socket();
+                Ok(Response::VncDisplay {
+                    socket: socket
+                        .exists()
+                        .then(|| socket.to_string_lossy().into_owned()),
+                })
+            }
+            Request::OpenConsole { .. } => Err(ApiError::new(
+                ErrorCode::Unsupported,
+                "the console is opened by the connection",
+            )),
+        }
+    }
+
+    fn list(&self, all: bool) -> Response {
+        let inner = self.lock();
+        let mut domains: Vec<DomainSummary> = inner
+            .domains
+            .values()
+            .filter(|d| all || d.state.is_active())
+            .map(Dom::summary)
+            .collect();
+        domains.sort_by(|a, b| match (a.id, b.id) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => a.name.cmp(&b.name),
+        });
+        Response::Domains { domains }
+    }
+
+    fn define(&self, xml: &str) -> ApiResult {
+        let mut imp = Imported::parse(xml).map_err(|e| {
+            let msg = match &e {
+                ImportError::Syntax { .. } => e.to_string(),
+                ImportError::Invalid(inner) => format!("invalid domain XML: {inner}"),
+            };
+            ApiError::new(ErrorCode::InvalidXml, msg)
+        })?;
+        let mut inner = self.lock();
+        let name = imp.domain.name.clone();
+        let by_name = inner.domains.values().find(|d| d.name == name).map(|d| d.uuid);
+        if let Some(uuid) = imp.domain.uuid {
+            if let Some(other) = inner.domains.get(&uuid).filter(|d| d.name != name) {
+                return Err(ApiError::new(
+                    ErrorCode::Exists,
+                    format!(
+                        "domain '{}' already exists with uuid {uuid}; rename it or remove the \
+                         <uuid> element",
+                        other.name
+                    ),
+                ));
+            }
+            if let Some(existing) = by_name.filter(|u| *u != uuid) {
+                return Err(ApiError::new(
+                    ErrorCode::Exists,
+                    format!("domain '{name}' already exists with uuid {existing}"),
+                ));
+            }
+        }
+        let uuid = imp.domain.uuid.or(by_name).unwrap_or_else(Uuid::new_v4);
+        imp.ensure_uuid(uuid);
+        write_atomic(&self.definition_path(uuid), imp.xml.as_bytes(), 0o600)
+            .map_err(|e| internal(e.to_string()))?;
+        let dom = inner.domains.entry(uuid).or_insert_with(|| Dom {
+            name: name.clone(),
+            uuid,
+            xml: String::new(),
+            model: imp.domain.clone(),
+            autostart: false,
+            state: DomainState::Shutoff,
+            reason: "unknown".into(),
+            run: None,
+            busy: Arc::default(),
+        });
+        dom.xml = imp.xml;
+        dom.model = imp.domain;
+        self.emit(dom, Lifecycle::Defined);
+        Ok(Response::Defined {
+            name,
+            uuid,
+            unsupported: imp.unsupported,
+        })
+    }
+
+    async fn undefine(&self, key: &str, remove_storage: bool) -> ApiResult {
+        let busy = self.lock().find(key)?.busy.clone();
+        let _guard = busy.lock().await;
+        let mut inner = self.lock();
+        let dom = inner.find(key)?;
+        if dom.state.is_active() {
+            return Err(invalid_state(format!(
+                "Requested operation is not valid: domain '{}' is running; destroy it first",
+                dom.name
+            )));
+        }
+        let uuid = dom.uuid;
+        let mut removed = Vec::new();
+        if remove_storage {
+            for disk in &dom.model.devices.disks {
+                let Some(path) = disk.source.as_ref().and_then(|s| s.file.as_ref()) else {
+                    continue;
+                };
+                if disk.device == "cdrom" {
+                    continue;
+                }
+                match std::fs::remove_file(path) {
+                    Ok(()) => removed.push(path.clone()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(internal(format!("cannot remove storage '{path}': {e}")));
+                    }
+                }
+            }
+        }
+        let path = self.definition_path(uuid);
+        std::fs::remove_file(&path)
+            .map_err(|e| internal(format!("cannot remove '{}': {e}", path.display())))?;
+        let _ = std::fs::remove_file(self.autostart_path(uuid));
+        let _ = std::fs::remove_dir_all(self.vm_files(uuid).dir);
+        if let Some(dom) = inner.domains.remove(&uuid) {
+            self.emit(&dom, Lifecycle::Undefined);
+        }
+        Ok(Response::Undefined {
+            removed_storage: removed,
+        })
+    }
+
+    async fn info(self: &Arc<Self>, key: &str) -> ApiResult {
+        let (summary, model, autostart, pid) = {
+            let inner = self.lock();
+            let d = inner.find(key)?;
+            let model = match &d.run {
+                Some(run) => Domain::from_xml(&run.record.live_xml).unwrap_or(d.model.clone()),
+                None => d.model.clone(),
+            };
+            (
+                d.summary(),
+                model,
+                d.autostart,
+                d.run.as_ref().map(|r| r.record.pid),
+            )
+        };
+        let cpu_time_ns = if summary.state.is_active() {
+            self.stats(key).await.ok().map(|s| s.cpu_time_ns())
+        } else {
+            None
+        };
+        let max = model.memory.bytes("memory").unwrap_or(0) / 1024;
+        let cur = model.memory_bytes().unwrap_or(0) / 1024;
+        Ok(Response::Info {
+            info: DomainInfo {
+                summary,
+                os_type: model.os.os_type.kind.clone(),
+                vcpus: model.vcpu.count,
+                max_memory_kib: max,
+                memory_kib: cur,
+                cpu_time_ns,
+                persistent: true,
+                autostart,
+                pid,
+            },
+        })
+    }
+
+    fn set_autostart(&self, key: &str, enabled: bool) -> ApiResult {
+        let mut inner = self.lock();
+        let dom = inner.find_mut(key)?;
+        let path = self.autostart_path(dom.uuid);
+        let result = if enabled {
+            write_atomic(&path, b"", 0o600).map_err(|e| e.to_string())
+        } else {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+                _ => Ok(()),
+            }
+        };
+        result.map_err(internal)?;
+        dom.autostart = enabled;
+        Ok(Response::Done)
+    }
+
+    /// Boots a domain: spawns vireo-vmm in its own process group (so it
+    /// outlives the engine) and waits for its control socket.
+    pub async fn start(self: &Arc<Self>, key: &str) -> ApiResult {
+        let busy = self.lock().find(key)?.busy.clone();
+        let _guard = busy.lock().await;
+        let (uuid, xml, model, name) = {
+            let inner = self.lock();
+            let d = inner.find(key)?;
+            if d.state.is_active() {
+                return Err(invalid_state(format!(
+                    "Requested operation is not valid: domain '{}' is already active",
+                    d.name
+                )));
+            }
+            (d.uuid, d.xml.clone(), d.model.clone(), d.name.clone())
+        };
+        let files = self.vm_files(uuid);
+        let args = files
+            .vmm_args(&model)
+            .map_err(|e| ApiError::new(ErrorCode::Unsupported, e))?;
+        std::fs::create_dir_all(&files.dir)
+            .map_err(|e| internal(format!("cannot create '{}': {e}", files.dir.display())))?;
+        for stale in [files.control(), files.serial_socket(), files.state()] {
+            let _ = std::fs::remove_file(stale);
+        }
+        let create = |p: &Path| {
+            std::fs::File::create(p)
+                .map_err(|e| internal(format!("cannot create '{}': {e}", p.display())))
+        };
+        create(&files.serial_log())?;
+        let log = create(&files.vmm_log())?;
+        let mut cmd = tokio::process::Command::new(&self.config.vmm_binary);
+        cmd.args(&args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| internal(e.to_string()))?)
+            .stderr(log)
+            .process_group(0)
+            .kill_on_drop(false);
+        let mut child = cmd.spawn().map_err(|e| {
+            internal(format!(
+                "cannot run '{}': {e}",
+                self.config.vmm_binary.display()
+            ))
+        })?;
+        let pid = child.id().ok_or_else(|| internal("vireo-vmm exited at once"))?;
+        // Wait for the control socket, or for the VMM to fail.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if tokio::net::UnixStream::connect(files.control()).await.is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let why = vmm::last_line(&files.vmm_log())
+                    .unwrap_or_else(|| format!("vireo-vmm exited with {status}"));
+                return Err(internal(format!("cannot start domain '{name}': {why}")));
+            }
+            if Instant::now() > deadline {
+                let _ = vmm::kill(pid);
+                let _ = child.wait().await;
+                return Err(internal(format!(
+                    "cannot start domain '{name}': vireo-vmm did not open its control socket"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut inner = self.lock();
+        let id = inner.next_id;
+        inner.next_id += 1;
+        let record = RunRecord {
+            id,
+            pid,
+            live_xml: xml,
+            paused: false,
+            started_ms: now_ms(),
+        };
+        self.persist(&files, &record);
+        let dom = inner
+            .domains
+            .get_mut(&uuid)
+            .ok_or_else(|| internal("the domain vanished while starting"))?;
+        dom.run = Some(Run {
+            record,
+            files,
+            destroying: false,
+        });
+        dom.state = DomainState::Running;
+        dom.reason = "booted".into();
+        self.emit(dom, Lifecycle::Started);
+        drop(inner);
+        let engine = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let status = child.wait().await.ok();
+            if let Some(engine) = engine.upgrade() {
+                engine.vmm_exited(uuid, pid, status);
+            }
+        });
+        Ok(Response::Done)
+    }
+
+    fn persist(&self, files: &VmFiles, record: &RunRecord) {
+        match serde_json::to_vec_pretty(record) {
+            Ok(bytes) => {
+                if let Err(e) = write_atomic(&files.state(), &bytes, 0o600) {
+                    tracing::error!("{e}");
+                }
+            }
+            Err(e) => tracing::error!("cannot encode the runtime record: {e}"),
+        }
+    }
+
+    /// Watches a VMM this engine did not start (after a re-attach).
+    fn watch_foreign(self: &Arc<Self>, uuid: Uuid, pid: u32) {
+        let engine = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if vmm::is_alive(pid) {
+                    continue;
+                }
+                if let Some(engine) = engine.upgrade() {
+                    engine.vmm_exited(uuid, pid, None);
+                }
+                return;
+            }
+        });
+    }
+
+    /// Records that the VMM `pid` of domain `uuid` exited.
+    fn vmm_exited(&self, uuid: Uuid, pid: u32, status: Option<std::process::ExitStatus>) {
+        let mut inner = self.lock();
+        let Some(dom) = inner.domains.get_mut(&uuid) else {
+            return;
+        };
+        let Some(run) = dom.run.take_if(|r| r.record.pid == pid) else {
+            return;
+        };
+        let meaning = vmm::exit_meaning(status, run.destroying, &run.files.vmm_log());
+        for gone in [
+            run.files.state(),
+            run.files.control(),
+            run.files.serial_socket(),
+            run.files.vnc_socket(),
+        ] {
+            let _ = std::fs::remove_file(gone);
+        }
+        dom.reason = meaning.reason.clone();
+        let change = if meaning.crashed {
+            dom.state = DomainState::Crashed;
+            Lifecycle::Crashed {
+                reason: meaning.reason,
+            }
+        } else {
+            dom.state = DomainState::Shutoff;
+            Lifecycle::Stopped {
+                reason: meaning.reason,
+            }
+        };
+        tracing::info!("domain '{}' stopped: {}", dom.name, dom.reason);
+        self.emit(dom, change);
+    }
+
+    fn running(&self, key: &str) -> Result<(String, Run), ApiError> {
+        let inner = self.lock();
+        let d = inner.find(key)?;
+        match &d.run {
+            Some(run) => Ok((d.name.clone(), run.clone())),
+            None => Err(invalid_state(format!(
+                "Requested operation is not valid: domain '{}' is not running",
+                d.name
+            ))),
+        }
+    }
+
+    async fn command(&self, key: &str, execute: &str) -> Result<Value, ApiError> {
+        let (_, run) = self.running(key)?;
+        vmm::control(&run.files.control(), execute, Value::Null)
+            .await
+            .map_err(internal)
+    }
+
+    async fn destroy(&self, key: &str) -> ApiResult {
+        let busy = self.lock().find(key)?.busy.clone();
+        let _guard = busy.lock().await;
+        let pid = {
+            let mut inner = self.lock();
+            let dom = inner.find_mut(key)?;
+            let name = dom.name.clone();
+            let run = dom.run.as_mut().ok_or_else(|| {
+                invalid_state(format!(
+                    "Requested operation is not valid: domain '{name}' is not running"
+                ))
+            })?;
+            run.destroying = true;
+            run.record.pid
+        };
+        vmm::kill(pid).map_err(|e| internal(format!("cannot kill vireo-vmm PID {pid}: {e}")))?;
+        // Wait until the exit has been recorded.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let done = self
+                .lock()
+                .find(key)
+                .map(|d| d.run.as_ref().is_none_or(|r| r.record.pid != pid))
+                .unwrap_or(true);
+            if done {
+                return Ok(Response::Done);
+            }
+            if Instant::now() > deadline {
+                return Err(internal(format!("vireo-vmm PID {pid} did not exit")));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn pause(&self, key: &str, pause: bool) -> ApiResult {
+        let busy = self.lock().find(key)?.busy.clone();
+        let _guard = busy.lock().await;
+        let (name, run) = self.running(key)?;
+        let paused = run.record.paused;
+        if paused == pause {
+            return Err(invalid_state(format!(
+                "Requested operation is not valid: domain '{name}' is {}",
+                if pause { "already paused" } else { "not paused" }
+            )));
+        }
+        vmm::control(
+            &run.files.control(),
+            if pause { "pause" } else { "resume" },
+            Value::Null,
+        )
+        .await
+        .map_err(internal)?;
+        let mut inner = self.lock();
+        let dom = inner.find_mut(key)?;
+        if let Some(run) = dom.run.as_mut() {
+            run.record.paused = pause;
+            let (files, record) = (run.files.clone(), run.record.clone());
+            self.persist(&files, &record);
+            dom.state = if pause {
+                DomainState::Paused
+            } else {
+                DomainState::Running
+            };
+            dom.reason = if pause { "user" } else { "unpaused" }.into();
+            self.emit(
+                dom,
+                if pause {
+                    Lifecycle::Paused
+                } else {
+                    Lifecycle::Resumed
+                },
+            );
+        }
+        Ok(Response::Done)
+    }
+
+    async fn stats(&self, key: &str) -> Result<DomainStats, ApiError> {
+        let (name, run) = self.running(key)?;
+        let (uuid, state) = {
+            let inner = self.lock();
+            let d = inner.find(key)?;
+            (d.uuid, d.state)
+        };
+        let v = vmm::control(&run.files.control(), "stats", Value::Null)
+            .await
+            .map_err(internal)?;
+        let n = |v: &Value| v.as_u64().unwrap_or(0);
+        let vcpus = v["vcpus"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|c| VcpuStats {
+                        id: n(&c["id"]) as u32,
+                        cpu_time_ns: n(&c["cpu_time_ns"]),
+                        exits: n(&c["exits"]),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(DomainStats {
+            name,
+            uuid,
+            state,
+            vcpus,
+            guest_memory_bytes: n(&v["memory"]["guest_bytes"]),
+            vram_bytes: n(&v["memory"]["vram_bytes"]),
+            rss_bytes: v["memory"]["rss_bytes"].as_u64(),
+            timestamp_ms: now_ms(),
+        })
+    }
+
+    async fn screenshot(&self, key: &str) -> ApiResult {
+        let (_, run) = self.running(key)?;
+        let path = run
+            .files
+            .dir
+            .join(format!("screendump-{}.png", Uuid::new_v4()));
+        let answer = vmm::control(
+            &run.files.control(),
+            "screendump",
+            json!({ "path": path.to_string_lossy() }),
+        )
+        .await
+        .map_err(internal);
+        let png = answer.and_then(|_| {
+            std::fs::read(&path).map_err(|e| internal(format!("cannot read the screendump: {e}")))
+        });
+        let _ = std::fs::remove_file(&path);
+        let png = png?;
+        let (width, height) = png_size(&png).unwrap_or((0, 0));
+        Ok(Response::Screenshot { width, height, png })
+    }
+
+    /// The serial socket of a running domain, for the console.
+    pub fn serial_socket(&self, key: &str) -> Result<PathBuf, ApiError> {
+        Ok(self.running(key)?.1.files.serial_socket())
+    }
+}
+
+/// Width and height from a PNG's IHDR.
+fn png_size(png: &[u8]) -> Option<(u32, u32)> {
+    if png.len() < 24 || &png[..8] != b"\x89PNG\r\n\x1a\n" || &png[12..16] != b"IHDR" {
+        return None;
+    }
+    let w = u32::from_be_bytes(png[16..20].try_into().ok()?);
+    let h = u32::from_be_bytes(png[20..24].try_into().ok()?);
+    Some((w, h))
+}

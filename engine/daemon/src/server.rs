@@ -1,0 +1,188 @@
+//! Serving the API: one task per connection, one task per call.
+//!
+//! A connection must open with a hello of our protocol version within
+//! [`HELLO_TIMEOUT`]; anything else is refused with a sentence and closed.
+//! A frame that cannot be decoded ends that connection only.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Mutex, mpsc};
+use vireo_api::proto::{
+    self, ApiError, ClientMessage, ErrorCode, PROTOCOL_VERSION, Request, Response, ServerMessage,
+};
+
+use crate::engine::Engine;
+
+/// How long a new connection may take to say hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections forever.
+pub async fn serve(listener: UnixListener, engine: Arc<Engine>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let engine = engine.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = connection(stream, engine).await {
+                        tracing::debug!("connection ended: {e}");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::error!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn connection(stream: UnixStream, engine: Arc<Engine>) -> Result<(), String> {
+    let (mut reader, mut writer) = stream.into_split();
+    let hello = tokio::time::timeout(
+        HELLO_TIMEOUT,
+        proto::read_message_async::<_, ClientMessage>(&mut reader),
+    )
+    .await
+    .map_err(|_| "no hello in time".to_owned())?;
+    let hello = match hello {
+        Ok(ClientMessage::Hello(h)) if h.protocol == PROTOCOL_VERSION => h,
+        Ok(ClientMessage::Hello(h)) => {
+            let reason = proto::version_mismatch(PROTOCOL_VERSION, h.protocol);
+            let _ =
+                proto::write_message_async(&mut writer, &ServerMessage::Rejected { reason }).await;
+            return Err(format!("refused '{}': protocol {}", h.client, h.protocol));
+        }
+        Ok(_) => {
+            let reason = "the first message must be a hello".to_owned();
+            let _ =
+                proto::write_message_async(&mut writer, &ServerMessage::Rejected { reason }).await;
+            return Err("no hello".into());
+        }
+        Err(e) => {
+            let reason = format!("not a Vireo client: {e}");
+            let _ =
+                proto::write_message_async(&mut writer, &ServerMessage::Rejected { reason }).await;
+            return Err(e.to_string());
+        }
+    };
+    proto::write_message_async(
+        &mut writer,
+        &ServerMessage::Welcome {
+            protocol: PROTOCOL_VERSION,
+            engine: env!("CARGO_PKG_VERSION").to_owned(),
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+
+    // Everything this connection sends goes through one writer task.
+    let (out_tx, mut out_rx) = mpsc::channel::<ServerMessage>(256);
+    let writer_task = tokio::spawn(async move {
+        while let Some(msg) = out_rx.recv().await {
+            if proto::write_message_async(&mut writer, &msg).await.is_err() {
+                return;
+            }
+        }
+    });
+    let events_task = hello.events.then(|| {
+        let mut events = engine.subscribe();
+        let out = out_tx.clone();
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(e) => {
+                        if out.send(ServerMessage::Event(e)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!("a slow client missed {n} events");
+                    }
+                    Err(_) => return,
+                }
+            }
+        })
+    });
+
+    let console: Arc<Mutex<Option<OwnedWriteHalf>>> = Arc::default();
+    let mut console_task: Option<tokio::task::JoinHandle<()>> = None;
+    let result = loop {
+        let msg = match proto::read_message_async::<_, ClientMessage>(&mut reader).await {
+            Ok(m) => m,
+            Err(proto::FrameError::Closed) => break Ok(()),
+            Err(e) => break Err(format!("dropping client '{}': {e}", hello.client)),
+        };
+        match msg {
+            ClientMessage::Hello(_) => break Err("a second hello".into()),
+            ClientMessage::ConsoleInput { data } => {
+                if let Some(w) = console.lock().await.as_mut() {
+                    let _ = w.write_all(&data).await;
+                }
+            }
+            ClientMessage::Call {
+                id,
+                request: Request::OpenConsole { domain },
+            } => {
+                let result = match engine.serial_socket(&domain) {
+                    Err(e) => Err(e),
+                    Ok(path) => match UnixStream::connect(&path).await {
+                        Err(e) => Err(ApiError::new(
+                            ErrorCode::Internal,
+                            format!("cannot reach the serial console: {e}"),
+                        )),
+                        Ok(s) => {
+                            let (mut r, w) = s.into_split();
+                            *console.lock().await = Some(w);
+                            if let Some(t) = console_task.take() {
+                                t.abort();
+                            }
+                            let out = out_tx.clone();
+                            let console = console.clone();
+                            console_task = Some(tokio::spawn(async move {
+                                let mut buf = vec![0u8; 4096];
+                                loop {
+                                    match r.read(&mut buf).await {
+                                        Ok(0) | Err(_) => break,
+                                        Ok(n) => {
+                                            let data = buf[..n].to_vec();
+                                            let msg = ServerMessage::ConsoleOutput { data };
+                                            if out.send(msg).await.is_err() {
+                                                return;
+                                            }
+                                        }
+                                    }
+                                }
+                                *console.lock().await = None;
+                                let _ = out.send(ServerMessage::ConsoleClosed).await;
+                            }));
+                            Ok(Response::Done)
+                        }
+                    },
+                };
+                let _ = out_tx.send(ServerMessage::Reply { id, result }).await;
+            }
+            ClientMessage::Call { id, request } => {
+                let engine = engine.clone();
+                let out = out_tx.clone();
+                tokio::spawn(async move {
+                    let result = engine.handle(request).await;
+                    let _ = out.send(ServerMessage::Reply { id, result }).await;
+                });
+            }
+        }
+    };
+    if let Some(t) = console_task {
+        t.abort();
+    }
+    if let Some(t) = events_task {
+        t.abort();
+    }
+    drop(out_tx);
+    // Let queued replies go out before the socket closes.
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer_task).await;
+    result
+}

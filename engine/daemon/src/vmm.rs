@@ -1,0 +1,365 @@
+//! One `vireo-vmm` process: its files, its command line, its control
+//! socket, and what its exit means.
+//!
+//! Each running domain has a directory `RUNTIME/vms/UUID/` holding the
+//! control, serial and (once vireo-vmm serves VNC) VNC sockets, the serial
+//! log, the VMM's own log (its stderr) and `state.json`, the runtime record
+//! a restarted engine re-attaches from.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use vireo_api::Domain;
+
+/// How long a control command may take before the VMM counts as hung.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether vireo-vmm takes a VNC socket yet. The VNC server is being
+/// written separately; when it lands, set this and the flag name in
+/// [`VmFiles::vmm_args`], and `vncdisplay` reports a live socket.
+pub const VMM_SERVES_VNC: bool = false;
+
+/// The files of one running domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmFiles {
+    /// `RUNTIME/vms/UUID`.
+    pub dir: PathBuf,
+}
+
+impl VmFiles {
+    /// The files under `dir`.
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    /// The QMP-style control socket.
+    pub fn control(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+
+    /// The serial console socket (COM1 in and out).
+    pub fn serial_socket(&self) -> PathBuf {
+        self.dir.join("serial.sock")
+    }
+
+    /// Everything COM1 printed.
+    pub fn serial_log(&self) -> PathBuf {
+        self.dir.join("serial.log")
+    }
+
+    /// The VMM's stderr.
+    pub fn vmm_log(&self) -> PathBuf {
+        self.dir.join("vmm.log")
+    }
+
+    /// The VNC socket, once vireo-vmm serves VNC.
+    pub fn vnc_socket(&self) -> PathBuf {
+        self.dir.join("vnc.sock")
+    }
+
+    /// The runtime record.
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    /// vireo-vmm's arguments for `domain`.
+    pub fn vmm_args(&self, domain: &Domain) -> Result<Vec<String>, String> {
+        let kernel = domain.os.kernel.as_deref().ok_or(
+            "the domain has no <os><kernel>: vireo-vmm boots kernels directly, firmware boot \
+             is not available yet",
+        )?;
+        let memory = domain.memory_bytes().map_err(|e| e.to_string())?;
+        let memory_mib = memory.div_ceil(1 << 20);
+        let cpus = u8::try_from(domain.vcpu.count)
+            .map_err(|_| format!("{} vCPUs: vireo-vmm runs at most 255", domain.vcpu.count))?;
+        let mut args = vec![
+            "--kernel".to_owned(),
+            kernel.to_owned(),
+            "--memory".to_owned(),
+            memory_mib.to_string(),
+            "--cpus".to_owned(),
+            cpus.to_string(),
+        ];
+        if let Some(initrd) = &domain.os.initrd {
+            args.extend(["--initrd".to_owned(), initrd.clone()]);
+        }
+        if let Some(cmdline) = &domain.os.cmdline {
+            args.extend(["--cmdline".to_owned(), cmdline.clone()]);
+        }
+        for (flag, path) in [
+            ("--serial-log", self.serial_log()),
+            ("--serial-socket", self.serial_socket()),
+            ("--control-socket", self.control()),
+        ] {
+            args.push(flag.to_owned());
+            args.push(path.to_string_lossy().into_owned());
+        }
+        // The VNC hook: vireo-vmm will take a socket path for its VNC server.
+        if VMM_SERVES_VNC && domain.devices.graphics.iter().any(|g| g.kind == "vnc") {
+            args.push("--vnc-socket".to_owned());
+            args.push(self.vnc_socket().to_string_lossy().into_owned());
+        }
+        Ok(args)
+    }
+}
+
+/// What a restarted engine needs to re-attach to a running VMM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The domain id shown by `list`.
+    pub id: u32,
+    /// vireo-vmm's PID.
+    pub pid: u32,
+    /// The domain XML the VM was started with.
+    pub live_xml: String,
+    /// Whether the vCPUs are paused.
+    pub paused: bool,
+    /// Start time, milliseconds since the Unix epoch.
+    pub started_ms: u64,
+}
+
+/// Whether `pid` is a live (not zombie) vireo-vmm serving `control`.
+pub fn is_our_vmm(pid: u32, control: &Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let want = control.as_os_str().as_encoded_bytes();
+    let matches = cmdline.split(|&b| b == 0).any(|arg| arg == want);
+    matches && is_alive(pid)
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub fn is_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// Sends SIGKILL to `pid`.
+pub fn kill(pid: u32) -> std::io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(std::io::Error::other)?;
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// How a VMM's exit is shown: the new state, libvirt-style reason, and
+/// whether it counts as a crash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitMeaning {
+    /// True for a crash (state `crashed`), false for `shut off`.
+    pub crashed: bool,
+    /// Why, for `domstate --reason` and the event.
+    pub reason: String,
+}
+
+/// Maps a VMM's exit to a state: exit 0 is a power-off, 3 a guest crash,
+/// 1 a VMM failure, an odd status above 1 the guest's isa-debug-exit code;
+/// SIGKILL is `destroyed` when the engine sent it and a crash otherwise.
+/// `status` is `None` when the VMM was not the engine's child (after a
+/// re-attach) and its status is unknown.
+pub fn exit_meaning(status: Option<ExitStatus>, destroyed: bool, vmm_log: &Path) -> ExitMeaning {
+    let shutoff = |reason: String| ExitMeaning {
+        crashed: false,
+        reason,
+    };
+    if destroyed {
+        return shutoff("destroyed".into());
+    }
+    let Some(status) = status else {
+        return shutoff("unknown: vireo-vmm exited while this engine was not its parent".into());
+    };
+    if let Some(sig) = status.signal() {
+        return ExitMeaning {
+            crashed: true,
+            reason: format!("vireo-vmm was killed by signal {sig}"),
+        };
+    }
+    match status.code() {
+        Some(0) => shutoff("shutdown".into()),
+        Some(3) => ExitMeaning {
+            crashed: true,
+            reason: crash_line(vmm_log).unwrap_or_else(|| "the guest crashed".into()),
+        },
+        Some(1) => shutoff(format!(
+            "failed: {}",
+            last_line(vmm_log).unwrap_or_else(|| "vireo-vmm failed".into())
+        )),
+        Some(c) if c & 1 == 1 => shutoff(format!("guest exited with code {}", c >> 1)),
+        Some(c) => ExitMeaning {
+            crashed: true,
+            reason: format!("vireo-vmm exited with status {c}"),
+        },
+        None => shutoff("unknown".into()),
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The VMM's "guest crashed: …" explanation.
+fn crash_line(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines().rev().find_map(|l| {
+        let l = strip_ansi(l);
+        l.find("guest crashed: ")
+            .map(|i| l[i + "guest ".len()..].trim().to_owned())
+    })
+}
+
+/// The last non-empty line of a log, without ANSI colours.
+pub fn last_line(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines()
+        .rev()
+        .map(strip_ansi)
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_owned())
+}
+
+/// Sends one command to a VMM's control socket.
+pub async fn control(socket: &Path, execute: &str, arguments: Value) -> Result<Value, String> {
+    let work = async {
+        let stream = UnixStream::connect(socket)
+            .await
+            .map_err(|e| format!("cannot reach vireo-vmm's control socket: {e}"))?;
+        let (r, mut w) = stream.into_split();
+        let line = format!(
+            "{}\n",
+            json!({ "execute": execute, "arguments": arguments })
+        );
+        w.write_all(line.as_bytes())
+            .await
+            .map_err(|e| format!("cannot send '{execute}' to vireo-vmm: {e}"))?;
+        let mut answer = String::new();
+        BufReader::new(r)
+            .read_line(&mut answer)
+            .await
+            .map_err(|e| format!("no answer from vireo-vmm to '{execute}': {e}"))?;
+        if answer.is_empty() {
+            return Err(format!("vireo-vmm closed the control socket during '{execute}'"));
+        }
+        let v: Value = serde_json::from_str(&answer)
+            .map_err(|e| format!("vireo-vmm answered '{execute}' with malformed JSON: {e}"))?;
+        if let Some(r) = v.get("return") {
+            return Ok(r.clone());
+        }
+        Err(v["error"]["desc"]
+            .as_str()
+            .unwrap_or("vireo-vmm reported an error")
+            .to_owned())
+    };
+    tokio::time::timeout(CONTROL_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| Err(format!("vireo-vmm did not answer '{execute}' in time")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo() -> Domain {
+        Domain::from_xml(
+            "<domain type='kvm'><name>d</name><memory unit='KiB'>1536</memory><vcpu>2</vcpu>\
+             <os><type>hvm</type><kernel>/k</kernel><cmdline>a b</cmdline></os></domain>",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn vmm_args_follow_the_domain_and_round_memory_up_to_mib() {
+        let f = VmFiles::new("/r/vms/u".into());
+        let args = f.vmm_args(&demo()).unwrap();
+        let pairs: Vec<_> = args.chunks(2).map(|c| (c[0].as_str(), c[1].as_str())).collect();
+        assert_eq!(
+            pairs,
+            [
+                ("--kernel", "/k"),
+                ("--memory", "2"),
+                ("--cpus", "2"),
+                ("--cmdline", "a b"),
+                ("--serial-log", "/r/vms/u/serial.log"),
+                ("--serial-socket", "/r/vms/u/serial.sock"),
+                ("--control-socket", "/r/vms/u/control.sock"),
+            ]
+        );
+    }
+
+    #[test]
+    fn domain_without_kernel_cannot_start() {
+        let mut d = demo();
+        d.os.kernel = None;
+        let err = VmFiles::new("/r".into()).vmm_args(&d).unwrap_err();
+        assert!(err.contains("no <os><kernel>"), "{err}");
+    }
+
+    #[test]
+    fn exit_statuses_map_to_states() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("vmm.log");
+        std::fs::write(
+            &log,
+            "\u{1b}[31mERROR\u{1b}[0m vireo_vmm::machine: guest crashed: triple fault on vCPU 0\nregs\n",
+        )
+        .unwrap();
+        let st = |raw: i32| Some(ExitStatus::from_raw(raw));
+        assert_eq!(
+            exit_meaning(st(0), false, &log),
+            ExitMeaning {
+                crashed: false,
+                reason: "shutdown".into()
+            }
+        );
+        assert_eq!(
+            exit_meaning(st(3 << 8), false, &log),
+            ExitMeaning {
+                crashed: true,
+                reason: "crashed: triple fault on vCPU 0".into()
+            }
+        );
+        assert!(exit_meaning(st(9), false, &log).crashed);
+        assert_eq!(exit_meaning(st(9), true, &log).reason, "destroyed");
+        assert_eq!(
+            exit_meaning(st(7 << 8), false, &log).reason,
+            "guest exited with code 3"
+        );
+        assert_eq!(exit_meaning(st(1 << 8), false, &log).reason, "failed: regs");
+    }
+
+    #[test]
+    fn own_process_is_alive_and_not_a_vmm() {
+        let me = std::process::id();
+        assert!(is_alive(me));
+        assert!(!is_our_vmm(me, Path::new("/nonexistent/control.sock")));
+        assert!(!is_alive(u32::MAX - 1));
+    }
+}

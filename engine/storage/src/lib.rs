@@ -2,7 +2,22 @@
 //!
 //! Images are hostile input: every offset and size read from a header is
 //! checked against the file before it is used, and errors name the image.
+//! qcow2, raw and vmdk are read and written through the `imago` crate.
+//!
+//! - [`probe`]: format detection from the header.
+//! - [`Image`]: an open image with its backing chain: read, write, flush,
+//!   discard, write-zeroes, resize; cache modes; read-only opens.
+//! - [`create_raw`], [`create_qcow2`], [`create_overlay`]: new images.
+//! - [`convert`], [`commit`], [`stream`]: whole-image operations.
 
+pub mod create;
+pub mod error;
+pub mod image;
+pub mod ops;
 pub mod probe;
 
+pub use create::{BackingSpec, Qcow2Options, create_overlay, create_qcow2, create_raw};
+pub use error::{Result, StorageError};
+pub use image::{CacheMode, ChainLink, Image, OpenOptions};
+pub use ops::{TargetFormat, commit, convert, stream};
 pub use probe::{ImageFormat, ImageInfo, ProbeError, probe};

@@ -111,6 +111,13 @@ pub fn probe(path: &Path) -> Result<ImageInfo, ProbeError> {
                 "cluster_bits {cluster_bits} is outside 9..=21"
             )));
         }
+        check_qcow2_tables(header, cluster_bits, file_len).map_err(|e| match e {
+            TableError::Corrupt(reason) => corrupt(reason),
+            TableError::Unsupported(reason) => ProbeError::Unsupported {
+                path: path.to_owned(),
+                reason,
+            },
+        })?;
         let backing_offset = be64(8);
         let backing_len = be32(16);
         let backing_file = if backing_offset == 0 {
@@ -178,6 +185,85 @@ pub fn probe(path: &Path) -> Result<ImageInfo, ProbeError> {
         cluster_size: None,
         backing_file: None,
     })
+}
+
+/// The largest virtual size we accept (64 PiB; QEMU's own limit is higher,
+/// but no real disk comes near this and larger values only serve to make
+/// table sizes overflow).
+const QCOW2_MAX_VIRTUAL_SIZE: u64 = 1 << 56;
+/// QEMU's limit on internal snapshots.
+const QCOW2_MAX_SNAPSHOTS: u32 = 65536;
+
+enum TableError {
+    Corrupt(String),
+    Unsupported(String),
+}
+
+/// Checks the qcow2 header's tables against the file before imago reads
+/// them: the L1 table, the refcount table and the snapshot table must be
+/// cluster-aligned and lie inside the file, the L1 table must cover the
+/// virtual size, and encryption is refused.
+fn check_qcow2_tables(header: &[u8], cluster_bits: u32, file_len: u64) -> Result<(), TableError> {
+    let be32 = |at: usize| u32::from_be_bytes(header[at..at + 4].try_into().unwrap());
+    let be64 = |at: usize| u64::from_be_bytes(header[at..at + 8].try_into().unwrap());
+    let corrupt = |s: String| TableError::Corrupt(s);
+    let cluster_size = 1u64 << cluster_bits;
+    let size = be64(24);
+    if size > QCOW2_MAX_VIRTUAL_SIZE {
+        return Err(corrupt(format!(
+            "virtual size {size} is larger than {QCOW2_MAX_VIRTUAL_SIZE} bytes"
+        )));
+    }
+    if be32(32) != 0 {
+        return Err(TableError::Unsupported(
+            "encrypted qcow2 images are not supported".to_owned(),
+        ));
+    }
+    let inside = |what: &str, offset: u64, len: u64| -> Result<(), TableError> {
+        if !offset.is_multiple_of(cluster_size) {
+            return Err(corrupt(format!(
+                "{what} at offset {offset} is not aligned to a cluster"
+            )));
+        }
+        match offset.checked_add(len) {
+            Some(end) if offset > 0 && end <= file_len => Ok(()),
+            _ => Err(corrupt(format!(
+                "{what} ({len} bytes at offset {offset}) lies outside the file ({file_len} bytes)"
+            ))),
+        }
+    };
+    // One L2 table maps cluster_size / 8 clusters.
+    let bytes_per_l1_entry = cluster_size * (cluster_size / 8);
+    let l1_needed = size.div_ceil(bytes_per_l1_entry);
+    let l1_size = u64::from(be32(36));
+    if l1_size < l1_needed {
+        return Err(corrupt(format!(
+            "the L1 table has {l1_size} entries but the virtual size needs {l1_needed}"
+        )));
+    }
+    if l1_size > 0 {
+        inside("the L1 table", be64(40), l1_size * 8)?;
+    }
+    let reftable_clusters = u64::from(be32(56));
+    if reftable_clusters == 0 {
+        return Err(corrupt("the refcount table is empty".to_owned()));
+    }
+    inside(
+        "the refcount table",
+        be64(48),
+        reftable_clusters.saturating_mul(cluster_size),
+    )?;
+    let snapshots = be32(60);
+    if snapshots > QCOW2_MAX_SNAPSHOTS {
+        return Err(corrupt(format!(
+            "{snapshots} internal snapshots is more than {QCOW2_MAX_SNAPSHOTS}"
+        )));
+    }
+    if snapshots > 0 {
+        // Each snapshot header is at least 40 bytes.
+        inside("the snapshot table", be64(64), u64::from(snapshots) * 40)?;
+    }
+    Ok(())
 }
 
 fn read_up_to(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {

@@ -1,0 +1,254 @@
+//! Whole-image operations: convert (and vmdk import), commit, stream.
+//!
+//! # Why an interrupted commit or stream leaves a chain that reads the same
+//!
+//! **Commit** (merge an overlay down into its backing image) copies every
+//! range that the *overlay itself* defines (allocated data, compressed data
+//! or explicit zeroes) into the backing image, in place, then flushes the
+//! backing image. Ranges the overlay does not define are never touched.
+//! Reading through the overlay, a range the overlay defines comes from the
+//! overlay and not from the backing image, so no write of the commit changes
+//! what the chain reads, at any instant: if the process is killed half-way,
+//! the overlay still shadows every range whose backing data was changed,
+//! and the chain `overlay → backing → …` reads exactly what it read before.
+//! The overlay is left as it is (it stays a valid overlay whose data equals
+//! its backing's); the caller deletes it or keeps using it. The backing
+//! image itself does change: any *other* overlay of the same backing image
+//! sees the committed data, so the snapshot tree must only commit into an
+//! image that has a single child (the caller's responsibility).
+//!
+//! **Stream** (pull the backing data up so the image stands alone) writes
+//! the fully resolved contents of the chain into a *new* qcow2 file next to
+//! the image (`<name>.stream-tmp`), flushes and syncs it, then renames it
+//! over the image and syncs the folder. Until the rename the original image
+//! and its chain are untouched; the rename is atomic, so a reader sees
+//! either the old chain or the new standalone image, which read the same.
+//! A leftover temporary file from an interrupted stream is removed by the
+//! next attempt. The image must not be open elsewhere (e.g. by a running
+//! VM) while it is streamed.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use imago::ShallowMapping;
+
+use crate::create::{DEFAULT_CLUSTER_SIZE, Qcow2Options, create_qcow2, create_raw};
+use crate::error::{Result, StorageError};
+use crate::image::{Image, OpenOptions};
+use crate::probe::ImageFormat;
+
+/// The unit of copying.
+const CHUNK: u64 = 1 << 20;
+
+/// The format of a conversion's target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetFormat {
+    /// Sparse raw.
+    Raw,
+    /// qcow2 with the given cluster size.
+    Qcow2 {
+        /// Cluster size in bytes.
+        cluster_size: usize,
+    },
+}
+
+impl TargetFormat {
+    /// qcow2 with 64 KiB clusters.
+    pub fn qcow2() -> Self {
+        TargetFormat::Qcow2 {
+            cluster_size: DEFAULT_CLUSTER_SIZE,
+        }
+    }
+}
+
+/// Progress of a long operation: `(bytes done, bytes in total)`.
+pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
+
+fn is_zero(buf: &[u8]) -> bool {
+    buf.iter().all(|&b| b == 0)
+}
+
+/// Copies the whole visible contents of `src` into `dst` (same size or
+/// larger), skipping ranges that read as zeroes. `dst` must read as zeroes
+/// (a new image).
+fn copy_contents(src: &Image, dst: &Image, progress: Progress<'_>) -> Result<()> {
+    let size = src.size();
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut offset = 0;
+    while offset < size {
+        let len = CHUNK.min(size - offset);
+        let chunk = &mut buf[..len as usize];
+        src.read_at(chunk, offset)?;
+        if !is_zero(chunk) {
+            dst.write_at(chunk, offset)?;
+        }
+        offset += len;
+        progress(offset, size);
+    }
+    Ok(())
+}
+
+/// Converts `src` (any supported format, with its chain, e.g. a vmdk to
+/// import) into a new standalone image at `dst`. Zero ranges are not
+/// written, so the target stays sparse.
+pub fn convert(
+    src: &Path,
+    src_options: &OpenOptions,
+    dst: &Path,
+    target: TargetFormat,
+    progress: Progress<'_>,
+) -> Result<()> {
+    let src_options = src_options.clone().read_only(true);
+    let source = Image::open(src, &src_options)?;
+    match target {
+        TargetFormat::Raw => create_raw(dst, source.size())?,
+        TargetFormat::Qcow2 { cluster_size } => {
+            let mut options = Qcow2Options::new(source.size());
+            options.cluster_size = cluster_size;
+            create_qcow2(dst, &options)?;
+        }
+    }
+    let result = (|| {
+        let format = match target {
+            TargetFormat::Raw => ImageFormat::Raw,
+            TargetFormat::Qcow2 { .. } => ImageFormat::Qcow2,
+        };
+        let target = Image::open(dst, &OpenOptions::new().format(format))?;
+        copy_contents(&source, &target, progress)?;
+        target.flush()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(dst);
+    }
+    result
+}
+
+/// What a range of the overlay is, for commit.
+enum Defined {
+    /// The overlay holds data for it.
+    Data,
+    /// The overlay says it reads as zeroes.
+    Zero,
+    /// The overlay does not define it (it reads from the backing image).
+    No,
+}
+
+/// Merges the overlay at `overlay` down into its backing image, safely
+/// (see the module documentation). Returns the backing image's path.
+pub fn commit(overlay: &Path, progress: Progress<'_>) -> Result<PathBuf> {
+    let top = Image::open(overlay, &OpenOptions::new().read_only(true))?;
+    let Some(backing_link) = top.chain().get(1).cloned() else {
+        return Err(StorageError::InvalidRequest {
+            path: top.path().to_path_buf(),
+            reason: "the image has no backing file to commit into".into(),
+        });
+    };
+    let mut base = Image::open(
+        &backing_link.path,
+        &OpenOptions::new().format(backing_link.format),
+    )?;
+    let size = top.size();
+    if base.size() < size {
+        base.resize(size)?;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| StorageError::io(top.path(), "starting the I/O runtime", e))?;
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut offset = 0;
+    // Each step advances by at least one byte (a zero-length mapping is an error).
+    while offset < size {
+        let want = CHUNK.min(size - offset);
+        let (defined, len) = runtime
+            .block_on(top.access().inner().get_shallow_mapping(offset, want))
+            .map(|(mapping, len)| {
+                let defined = match mapping {
+                    ShallowMapping::Raw { .. } | ShallowMapping::Special { .. } => Defined::Data,
+                    ShallowMapping::Zero { explicit: true, .. } => Defined::Zero,
+                    _ => Defined::No,
+                };
+                (defined, len.min(want))
+            })
+            .map_err(|e| StorageError::io(top.path(), format!("mapping offset {offset}"), e))?;
+        if len == 0 {
+            return Err(StorageError::InvalidRequest {
+                path: top.path().to_path_buf(),
+                reason: format!("the image maps no data at offset {offset} inside the disk"),
+            });
+        }
+        match defined {
+            Defined::Data => {
+                let chunk = &mut buf[..len as usize];
+                top.read_at(chunk, offset)?;
+                base.write_at(chunk, offset)?;
+            }
+            Defined::Zero => base.write_zeroes(offset, len)?,
+            Defined::No => {}
+        }
+        offset += len;
+        progress(offset, size);
+    }
+    base.flush()?;
+    Ok(base.path().to_path_buf())
+}
+
+/// Makes the image at `path` standalone: the data it reads from its
+/// backing chain is copied into it and the backing file reference is
+/// dropped, safely (see the module documentation). The result is a qcow2
+/// image with the same cluster size as before.
+pub fn stream(path: &Path, progress: Progress<'_>) -> Result<()> {
+    let top = Image::open(path, &OpenOptions::new().read_only(true))?;
+    if top.format() != ImageFormat::Qcow2 {
+        return Err(StorageError::InvalidRequest {
+            path: top.path().to_path_buf(),
+            reason: "only qcow2 images have backing files to stream from".into(),
+        });
+    }
+    if top.chain().len() == 1 {
+        return Ok(());
+    }
+    let canonical = top.path().to_path_buf();
+    let cluster_size = crate::probe::probe(&canonical)?
+        .cluster_size
+        .and_then(|c| usize::try_from(c).ok())
+        .unwrap_or(DEFAULT_CLUSTER_SIZE);
+    let mut tmp_name = canonical.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".stream-tmp");
+    let tmp = canonical.with_file_name(tmp_name);
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(StorageError::io(
+                &tmp,
+                "removing a leftover temporary file",
+                e,
+            ));
+        }
+    }
+    let mut options = Qcow2Options::new(top.size());
+    options.cluster_size = cluster_size;
+    create_qcow2(&tmp, &options)?;
+    let result = (|| {
+        let target = Image::open(&tmp, &OpenOptions::new().format(ImageFormat::Qcow2))?;
+        copy_contents(&top, &target, progress)?;
+        target.flush()?;
+        drop(target);
+        drop(top);
+        fs::rename(&tmp, &canonical)
+            .map_err(|e| StorageError::io(&canonical, "replacing with the streamed image", e))?;
+        sync_parent(&canonical)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Syncs the folder holding `path`, so a rename in it is durable.
+pub(crate) fn sync_parent(path: &Path) -> Result<()> {
+    let parent = path.parent().unwrap_or_else(|| Path::new("."));
+    fs::File::open(parent)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|e| StorageError::io(parent, "syncing the folder", e))
+}

@@ -262,7 +262,11 @@ impl Engine {
             let alive = vmm::is_our_vmm(record.pid, &files.control());
             match inner.domains.get_mut(&uuid) {
                 Some(dom) if alive => {
-                    tracing::info!("re-attached to '{}' (vireo-vmm PID {})", dom.name, record.pid);
+                    tracing::info!(
+                        "re-attached to '{}' (vireo-vmm PID {})",
+                        dom.name,
+                        record.pid
+                    );
                     dom.state = if record.paused {
                         DomainState::Paused
                     } else {
@@ -324,7 +328,9 @@ impl Engine {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
                 tick.tick().await;
-                let Some(engine) = engine.upgrade() else { return };
+                let Some(engine) = engine.upgrade() else {
+                    return;
+                };
                 if engine.events.receiver_count() == 0 {
                     continue;
                 }
@@ -390,10 +396,9 @@ impl Engine {
             Request::VncDisplay { domain } => {
                 let inner = self.lock();
                 let d = inner.find(&domain)?;
-                let run = d
-                    .run
-                    .as_ref()
-                    .ok_or_else(|| invalid_state("Requested operation is not valid: domain is not running"))?;
+                let run = d.run.as_ref().ok_or_else(|| {
+                    invalid_state("Requested operation is not valid: domain is not running")
+                })?;
                 let socket = run.files.vnc_socket();
                 Ok(Response::VncDisplay {
                     socket: socket
@@ -435,7 +440,11 @@ impl Engine {
         })?;
         let mut inner = self.lock();
         let name = imp.domain.name.clone();
-        let by_name = inner.domains.values().find(|d| d.name == name).map(|d| d.uuid);
+        let by_name = inner
+            .domains
+            .values()
+            .find(|d| d.name == name)
+            .map(|d| d.uuid);
         if let Some(uuid) = imp.domain.uuid {
             if let Some(other) = inner.domains.get(&uuid).filter(|d| d.name != name) {
                 return Err(ApiError::new(
@@ -620,11 +629,16 @@ impl Engine {
                 self.config.vmm_binary.display()
             ))
         })?;
-        let pid = child.id().ok_or_else(|| internal("vireo-vmm exited at once"))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| internal("vireo-vmm exited at once"))?;
         // Wait for the control socket, or for the VMM to fail.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if tokio::net::UnixStream::connect(files.control()).await.is_ok() {
+            if tokio::net::UnixStream::connect(files.control())
+                .await
+                .is_ok()
+            {
                 break;
             }
             if let Ok(Some(status)) = child.try_wait() {
@@ -640,6 +654,17 @@ impl Engine {
                 )));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The socket opens before the kernel is loaded; `status` is answered
+        // once the VM is built, or fails when it cannot be.
+        if let Err(e) = vmm::control(&files.control(), "status", Value::Null).await {
+            let status = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+            if !matches!(status, Ok(Ok(_))) {
+                let _ = vmm::kill(pid);
+                let _ = child.wait().await;
+            }
+            let why = vmm::last_line(&files.vmm_log()).unwrap_or(e);
+            return Err(internal(format!("cannot start domain '{name}': {why}")));
         }
         let mut inner = self.lock();
         let id = inner.next_id;
@@ -798,7 +823,11 @@ impl Engine {
         if paused == pause {
             return Err(invalid_state(format!(
                 "Requested operation is not valid: domain '{name}' is {}",
-                if pause { "already paused" } else { "not paused" }
+                if pause {
+                    "already paused"
+                } else {
+                    "not paused"
+                }
             )));
         }
         vmm::control(

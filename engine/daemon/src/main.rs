@@ -110,7 +110,8 @@ fn run(args: Args, scope: Scope, paths: EnginePaths) -> Result<(), String> {
             .map_err(|e| format!("cannot create '{}': {e}", dir.display()))?;
     }
     if scope == Scope::Session {
-        let _ = std::fs::set_permissions(&paths.runtime_dir, std::fs::Permissions::from_mode(0o700));
+        let _ =
+            std::fs::set_permissions(&paths.runtime_dir, std::fs::Permissions::from_mode(0o700));
     }
     let Some(_lock) = lock(&paths)? else {
         eprintln!(
@@ -140,7 +141,11 @@ fn run(args: Args, scope: Scope, paths: EnginePaths) -> Result<(), String> {
             .map_err(|e| format!("cannot listen on '{}': {e}", socket.display()))?;
         // The session socket is the user's alone; the system one is for
         // group vireo (the group is set by the packaging).
-        let mode = if scope == Scope::Session { 0o600 } else { 0o660 };
+        let mode = if scope == Scope::Session {
+            0o600
+        } else {
+            0o660
+        };
         let _ = std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(mode));
         tracing::info!("serving {}", socket.display());
         engine.autostart();

@@ -266,7 +266,9 @@ pub async fn control(socket: &Path, execute: &str, arguments: Value) -> Result<V
             .await
             .map_err(|e| format!("no answer from vireo-vmm to '{execute}': {e}"))?;
         if answer.is_empty() {
-            return Err(format!("vireo-vmm closed the control socket during '{execute}'"));
+            return Err(format!(
+                "vireo-vmm closed the control socket during '{execute}'"
+            ));
         }
         let v: Value = serde_json::from_str(&answer)
             .map_err(|e| format!("vireo-vmm answered '{execute}' with malformed JSON: {e}"))?;
@@ -299,7 +301,10 @@ mod tests {
     fn vmm_args_follow_the_domain_and_round_memory_up_to_mib() {
         let f = VmFiles::new("/r/vms/u".into());
         let args = f.vmm_args(&demo()).unwrap();
-        let pairs: Vec<_> = args.chunks(2).map(|c| (c[0].as_str(), c[1].as_str())).collect();
+        let pairs: Vec<_> = args
+            .chunks(2)
+            .map(|c| (c[0].as_str(), c[1].as_str()))
+            .collect();
         assert_eq!(
             pairs,
             [

@@ -1,0 +1,171 @@
+//! virsh's output formats.
+
+use std::fmt::Write;
+
+use vireo_api::proto::{DomainInfo, DomainStats, DomainSummary};
+
+/// A table as virsh's vshTable prints it: each cell preceded by a space,
+/// columns padded to their widest cell plus two spaces, a dashed rule under
+/// the header, a blank line after.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let width = |s: &str| s.chars().count();
+    let mut widths: Vec<usize> = header.iter().map(|h| width(h)).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(width(cell));
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: &[&str], out: &mut String| {
+        for (i, cell) in cells.iter().enumerate() {
+            out.push(' ');
+            out.push_str(cell);
+            if i + 1 < cells.len() {
+                out.push_str(&" ".repeat(widths[i] - width(cell) + 2));
+            }
+        }
+        out.push('\n');
+    };
+    line(header, &mut out);
+    let rule = widths.iter().sum::<usize>() + 3 * widths.len();
+    out.push_str(&"-".repeat(rule));
+    out.push('\n');
+    for row in rows {
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        line(&cells, &mut out);
+    }
+    out.push('\n');
+    out
+}
+
+/// `list`.
+pub fn list_table(domains: &[DomainSummary]) -> String {
+    let rows: Vec<Vec<String>> = domains
+        .iter()
+        .map(|d| {
+            vec![
+                d.id.map_or_else(|| "-".to_owned(), |i| i.to_string()),
+                d.name.clone(),
+                d.state.as_virsh().to_owned(),
+            ]
+        })
+        .collect();
+    table(&["Id", "Name", "State"], &rows)
+}
+
+fn seconds(ns: u64) -> String {
+    format!("{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000)
+}
+
+/// `dominfo`.
+pub fn dominfo(info: &DomainInfo) -> String {
+    let s = &info.summary;
+    let mut out = String::new();
+    let mut field = |label: &str, value: String| {
+        let _ = writeln!(out, "{:<16}{value}", format!("{label}:"));
+    };
+    field("Id", s.id.map_or_else(|| "-".to_owned(), |i| i.to_string()));
+    field("Name", s.name.clone());
+    field("UUID", s.uuid.to_string());
+    field("OS Type", info.os_type.clone());
+    field("State", s.state.as_virsh().to_owned());
+    field("CPU(s)", info.vcpus.to_string());
+    if let Some(ns) = info.cpu_time_ns {
+        field("CPU time", format!("{:.1}s", ns as f64 / 1e9));
+    }
+    field("Max memory", format!("{} KiB", info.max_memory_kib));
+    field("Used memory", format!("{} KiB", info.memory_kib));
+    field(
+        "Persistent",
+        if info.persistent { "yes" } else { "no" }.into(),
+    );
+    field(
+        "Autostart",
+        if info.autostart { "enable" } else { "disable" }.into(),
+    );
+    field("Managed save", "no".into());
+    field("Security model", "none".into());
+    field("Security DOI", "0".into());
+    out.push('\n');
+    out
+}
+
+/// `domstats`: libvirt's key=value records.
+pub fn domstats(info: &DomainInfo, stats: Option<&DomainStats>) -> String {
+    let s = &info.summary;
+    let mut out = format!("Domain: '{}'\n", s.name);
+    let _ = writeln!(out, "  state.state={}", s.state.number());
+    let _ = writeln!(out, "  state.reason=0");
+    if let Some(st) = stats {
+        let _ = writeln!(out, "  cpu.time={}", st.cpu_time_ns());
+        let _ = writeln!(out, "  balloon.current={}", info.memory_kib);
+        let _ = writeln!(out, "  balloon.maximum={}", info.max_memory_kib);
+        if let Some(rss) = st.rss_bytes {
+            let _ = writeln!(out, "  balloon.rss={}", rss / 1024);
+        }
+        let _ = writeln!(out, "  vcpu.current={}", st.vcpus.len());
+        let _ = writeln!(out, "  vcpu.maximum={}", info.vcpus);
+        for v in &st.vcpus {
+            let _ = writeln!(out, "  vcpu.{}.state=1", v.id);
+            let _ = writeln!(out, "  vcpu.{}.time={}", v.id, v.cpu_time_ns);
+            let _ = writeln!(out, "  vcpu.{}.exits={}", v.id, v.exits);
+        }
+    }
+    out.push('\n');
+    out
+}
+
+/// `cpu-stats`: per vCPU, then the total.
+pub fn cpu_stats(stats: &DomainStats) -> String {
+    let mut out = String::new();
+    for v in &stats.vcpus {
+        let _ = writeln!(out, "CPU{}:", v.id);
+        let _ = writeln!(
+            out,
+            "\t{:<12}{:>20} seconds",
+            "vcpu_time",
+            seconds(v.cpu_time_ns)
+        );
+    }
+    let _ = writeln!(out, "Total:");
+    let _ = writeln!(
+        out,
+        "\t{:<12}{:>20} seconds",
+        "cpu_time",
+        seconds(stats.cpu_time_ns())
+    );
+    out
+}
+
+/// `dommemstat`, in KiB like virsh.
+pub fn dommemstat(info: &DomainInfo, stats: &DomainStats) -> String {
+    let mut out = format!("actual {}\n", info.memory_kib);
+    if let Some(rss) = stats.rss_bytes {
+        let _ = writeln!(out, "rss {}", rss / 1024);
+    }
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use vireo_api::proto::DomainState;
+
+    use super::*;
+
+    #[test]
+    fn list_matches_virsh_layout() {
+        let d = DomainSummary {
+            id: Some(1),
+            name: "test".into(),
+            uuid: uuid::Uuid::nil(),
+            state: DomainState::Running,
+            reason: String::new(),
+        };
+        // Exactly what `virsh -c test:///default list` prints.
+        assert_eq!(
+            list_table(&[d]),
+            " Id   Name   State\n----------------------\n 1    test   running\n\n"
+        );
+    }
+}

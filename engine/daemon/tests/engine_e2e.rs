@@ -1,0 +1,448 @@
+//! End to end: vireoctl → vireod (started on demand) → vireo-vmm on
+//! /dev/kvm, with the tiny test guests.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Session, alive, domain_xml, guest, kvm_or_skip, serial, signal};
+use vireo_api::client::{Client, ClientError};
+use vireo_api::proto::{
+    self, ClientMessage, DomainState, ErrorCode, Event, Hello, Lifecycle, Request, Response,
+    ServerMessage,
+};
+
+const BOOT: Duration = Duration::from_secs(20);
+
+/// Collects lifecycle events of one connection on a thread.
+fn collect_events(
+    mut client: Client<UnixStream, UnixStream>,
+) -> std::sync::mpsc::Receiver<(String, Lifecycle)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        while let Ok(e) = client.next_event() {
+            if let Event::Lifecycle { name, change, .. } = e
+                && tx.send((name, change)).is_err()
+            {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn expect_event(
+    rx: &std::sync::mpsc::Receiver<(String, Lifecycle)>,
+    name: &str,
+    want: impl Fn(&Lifecycle) -> bool,
+) -> Lifecycle {
+    let deadline = Instant::now() + BOOT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (n, change) = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no expected event for '{name}'"));
+        if n == name && want(&change) {
+            return change;
+        }
+    }
+}
+
+#[test]
+fn lifecycle_define_start_screenshot_suspend_resume_shutdown_undefine() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let s = Session::new();
+    // Arrange: the engine starts on demand; an event listener attaches.
+    assert!(!s.socket().exists());
+    assert!(s.ok(&["list", "--all"]).starts_with(" Id   Name   State\n"));
+    let events = collect_events(s.client(true));
+    let fb = guest("fb");
+    let power = guest("power");
+
+    // define → start → the guest draws its picture.
+    s.define(&domain_xml("fb", &fb, "hold"));
+    expect_event(&events, "fb", |c| *c == Lifecycle::Defined);
+    assert_eq!(s.ok(&["start", "fb"]), "Domain 'fb' started\n\n");
+    expect_event(&events, "fb", |c| *c == Lifecycle::Started);
+    let uuid = s.info("fb").summary.uuid;
+    s.wait_serial(&uuid, "done", BOOT);
+    assert_eq!(
+        s.ok(&["list"]),
+        " Id   Name   State\n----------------------\n 1    fb     running\n\n"
+    );
+
+    // screenshot: the PNG crosses the API and shows the fb guest's picture.
+    let png = s.dir.path().join("fb.png");
+    let out = s.ok(&["screenshot", "fb", png.to_str().unwrap()]);
+    assert!(out.starts_with("Screenshot saved to "), "{out}");
+    let img = image::open(&png).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (640, 480));
+    assert_eq!(img.get_pixel(10, 10).0, [0x20, 0x20, 0x20], "background");
+    assert_eq!(img.get_pixel(150, 100).0, [0xff, 0, 0], "red square");
+    assert_eq!(img.get_pixel(99, 100).0, [0x20, 0x20, 0x20], "left of it");
+    assert_eq!(img.get_pixel(5, 305).0, [0, 0xff, 0], "green band");
+
+    // suspend / resume.
+    assert_eq!(s.ok(&["suspend", "fb"]), "Domain 'fb' suspended\n\n");
+    assert_eq!(s.state("fb"), "paused (user)");
+    expect_event(&events, "fb", |c| *c == Lifecycle::Paused);
+    assert_eq!(s.ok(&["resume", "fb"]), "Domain 'fb' resumed\n\n");
+    assert_eq!(s.state("fb"), "running (unpaused)");
+    expect_event(&events, "fb", |c| *c == Lifecycle::Resumed);
+
+    // Statistics come from the VMM.
+    let stats = s.ok(&["domstats", "fb"]);
+    assert!(stats.contains("  state.state=1\n"), "{stats}");
+    assert!(stats.contains("  vcpu.0.time="), "{stats}");
+    assert!(s.ok(&["dommemstat", "fb"]).starts_with("actual 32768\nrss "));
+
+    // shutdown: the power guest sees the ACPI button and powers off.
+    s.define(&domain_xml("power", &power, "timeout=60"));
+    s.ok(&["start", "power"]);
+    let puuid = s.info("power").summary.uuid;
+    s.wait_serial(&puuid, "power=armed", BOOT);
+    assert_eq!(
+        s.ok(&["shutdown", "power"]),
+        "Domain 'power' is being shutdown\n\n"
+    );
+    assert_eq!(s.wait_state("power", "shut off", BOOT), "shut off (shutdown)");
+    assert!(s.serial_log(&puuid).contains("power=button"));
+    expect_event(&events, "power", |c| {
+        *c == Lifecycle::Stopped {
+            reason: "shutdown".into(),
+        }
+    });
+
+    // destroy and undefine.
+    s.ok(&["destroy", "fb"]);
+    assert_eq!(s.state("fb"), "shut off (destroyed)");
+    assert_eq!(
+        s.ok(&["undefine", "fb"]),
+        "Domain 'fb' has been undefined\n\n"
+    );
+    s.ok(&["undefine", "power"]);
+    expect_event(&events, "fb", |c| *c == Lifecycle::Undefined);
+    assert_eq!(
+        s.ok(&["list", "--all"]),
+        " Id   Name   State\n--------------------\n\n"
+    );
+    assert!(
+        std::fs::read_dir(s.data.join("vireo/domains"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}
+
+#[test]
+fn daemon_restart_keeps_two_running_vms_running_and_controllable() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let s = Session::new();
+    let fb = guest("fb");
+    for name in ["a", "b"] {
+        s.define(&domain_xml(name, &fb, "hold mode=320x240"));
+        s.ok(&["start", name]);
+    }
+    let pids: Vec<u32> = ["a", "b"]
+        .iter()
+        .map(|n| s.info(n).pid.unwrap())
+        .collect();
+    let daemon = s.daemon_pid().unwrap();
+
+    // The engine dies hard; the VMs do not notice.
+    s.kill_daemon();
+    assert!(!alive(daemon));
+    assert!(pids.iter().all(|&p| alive(p)));
+
+    // The next client starts a new engine, which re-attaches.
+    assert_eq!(
+        s.ok(&["list"]),
+        " Id   Name   State\n----------------------\n 1    a      running\n 2    b      running\n\n"
+    );
+    assert_ne!(s.daemon_pid(), Some(daemon));
+    assert_eq!(s.info("a").pid, Some(pids[0]));
+    s.ok(&["suspend", "a"]);
+    assert_eq!(s.state("a"), "paused (user)");
+    let uuid = s.info("b").summary.uuid;
+    s.wait_serial(&uuid, "done", BOOT);
+    let png = s.dir.path().join("b.png");
+    s.ok(&["screenshot", "b", png.to_str().unwrap()]);
+    assert_eq!(
+        image::open(&png).unwrap().to_rgb8().get_pixel(150, 100).0,
+        [0xff, 0, 0]
+    );
+
+    // A graceful restart (SIGTERM) keeps the paused state too.
+    signal(s.daemon_pid().unwrap(), libc::SIGTERM);
+    common::wait_gone(s.daemon_pid().unwrap_or(0));
+    assert_eq!(s.state("a"), "paused (user)");
+    s.ok(&["resume", "a"]);
+    s.ok(&["destroy", "a"]);
+    s.ok(&["destroy", "b"]);
+    common::wait_gone(pids[0]);
+    common::wait_gone(pids[1]);
+    assert!(!alive(pids[0]) && !alive(pids[1]));
+    assert_eq!(s.state("b"), "shut off (destroyed)");
+}
+
+#[test]
+fn vmm_killed_with_sigkill_is_reported_crashed() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let s = Session::new();
+    s.define(&domain_xml("victim", &guest("fb"), "hold"));
+    s.ok(&["start", "victim"]);
+    let events = collect_events(s.client(true));
+    let pid = s.info("victim").pid.unwrap();
+
+    signal(pid, libc::SIGKILL);
+
+    let change = expect_event(&events, "victim", |c| matches!(c, Lifecycle::Crashed { .. }));
+    assert_eq!(
+        change,
+        Lifecycle::Crashed {
+            reason: "vireo-vmm was killed by signal 9".into()
+        }
+    );
+    assert_eq!(
+        s.state("victim"),
+        "crashed (vireo-vmm was killed by signal 9)"
+    );
+    assert!(s.ok(&["list", "--all"]).contains(" -    victim   crashed\n"));
+    // A crashed domain starts again.
+    s.ok(&["start", "victim"]);
+    s.ok(&["destroy", "victim"]);
+}
+
+#[test]
+fn fifty_concurrent_clients_list_start_and_stop_within_20_seconds() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let s = Session::new();
+    let fb = guest("fb");
+    const DOMAINS: usize = 5;
+    for i in 0..DOMAINS {
+        s.define(&domain_xml(&format!("vm{i}"), &fb, "hold mode=320x240"));
+    }
+    let socket = s.socket();
+    let started = Instant::now();
+    let ops = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..50)
+        .map(|t| {
+            let socket = socket.clone();
+            let ops = ops.clone();
+            std::thread::spawn(move || {
+                let mut c = Client::connect_unix(&socket, "stress", false).unwrap();
+                let domain = format!("vm{}", t % DOMAINS);
+                for round in 0..6 {
+                    let Response::Domains { domains } =
+                        c.call(Request::ListDomains { all: true }).unwrap()
+                    else {
+                        panic!("not a list");
+                    };
+                    assert_eq!(domains.len(), DOMAINS);
+                    let request = if (t + round) % 2 == 0 {
+                        Request::Start {
+                            domain: domain.clone(),
+                        }
+                    } else {
+                        Request::Destroy {
+                            domain: domain.clone(),
+                        }
+                    };
+                    match c.call(request) {
+                        Ok(_) => {}
+                        // Another client got there first.
+                        Err(ClientError::Api(e)) if e.code == ErrorCode::InvalidState => {}
+                        Err(e) => panic!("client {t}: {e}"),
+                    }
+                    ops.fetch_add(2, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    // Meanwhile a client sends garbage: it alone is dropped.
+    let mut bad = UnixStream::connect(&socket).unwrap();
+    bad.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let answer: ServerMessage = proto::read_message(&mut bad).unwrap();
+    assert!(
+        matches!(&answer, ServerMessage::Rejected { reason } if reason.contains("not a Vireo client")),
+        "{answer:?}"
+    );
+    for t in threads {
+        t.join().expect("a client failed");
+    }
+    let took = started.elapsed();
+    assert_eq!(ops.load(Ordering::Relaxed), 50 * 6 * 2);
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    eprintln!("50 clients × 12 calls in {took:?}");
+
+    // The engine is consistent: every running domain has a live VMM.
+    let mut c = s.client(false);
+    let Response::Domains { domains } = c.call(Request::ListDomains { all: true }).unwrap() else {
+        panic!()
+    };
+    for d in domains {
+        if d.state.is_active() {
+            assert!(alive(s.info(&d.name).pid.unwrap()));
+            c.call(Request::Destroy { domain: d.name }).unwrap();
+        } else {
+            assert_eq!(d.state, DomainState::Shutoff, "{d:?}");
+        }
+    }
+    // No VMM is left behind.
+    assert_eq!(s.processes(), Vec::<u32>::new());
+    assert!(alive(s.daemon_pid().unwrap()));
+}
+
+#[test]
+fn malformed_xml_is_rejected_with_line_column_and_element_and_old_definition_stays() {
+    let _serial = serial();
+    let s = Session::new();
+    let good = domain_xml("keep", std::path::Path::new("/boot/none"), "");
+    s.define(&good);
+    let bad = good.replace("</kernel>", "</kernal>");
+
+    let out = s.ctl_with_input(&["define", "-"], Some(&bad));
+
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: malformed domain XML at line 7, column "),
+        "{err}"
+    );
+    assert!(err.contains("in <domain/os/kernel>"), "{err}");
+    assert_eq!(s.ok(&["dumpxml", "keep"]).replace("  <uuid>", "").lines().count(), good.lines().count() + 1);
+    assert!(s.ok(&["dumpxml", "keep"]).contains("</kernel>"));
+    // Invalid values are refused too, naming the element.
+    let out = s.ctl_with_input(&["define", "-"], Some(&good.replace(">32<", ">0<")));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("<memory>"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn names_and_uuids_are_unique_and_uuid_is_generated() {
+    let _serial = serial();
+    let s = Session::new();
+    let xml = domain_xml("one", std::path::Path::new("/k"), "");
+    s.define(&xml);
+    let uuid = s.info("one").summary.uuid;
+    let dump = s.ok(&["dumpxml", "one"]);
+    assert!(dump.contains(&format!("  <name>one</name>\n  <uuid>{uuid}</uuid>\n")), "{dump}");
+    // Redefining by name keeps the UUID.
+    s.define(&xml.replace("<vcpu>1", "<vcpu>2"));
+    assert_eq!(s.info("one").summary.uuid, uuid);
+    assert_eq!(s.info("one").vcpus, 2);
+    // Another name with the same UUID is refused.
+    let clash = dump.replace("<name>one</name>", "<name>two</name>");
+    let out = s.ctl_with_input(&["define", "-"], Some(&clash));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already exists with uuid"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The UUID works as a name.
+    assert!(s.ok(&["dominfo", &uuid.to_string()]).contains("Name:           one\n"));
+}
+
+#[test]
+fn incompatible_protocol_version_is_refused_with_a_clear_message() {
+    let _serial = serial();
+    let s = Session::new();
+    s.ok(&["list"]);
+    let mut raw = UnixStream::connect(s.socket()).unwrap();
+    let hello = ClientMessage::Hello(Hello {
+        protocol: 99,
+        client: "future".into(),
+        events: false,
+    });
+    proto::write_message(&mut raw, &hello).unwrap();
+    let answer: ServerMessage = proto::read_message(&mut raw).unwrap();
+    assert_eq!(
+        answer,
+        ServerMessage::Rejected {
+            reason: proto::version_mismatch(proto::PROTOCOL_VERSION, 99)
+        }
+    );
+    // The engine still serves others.
+    s.ok(&["list"]);
+}
+
+#[test]
+fn autostart_domains_start_when_the_engine_starts_after_a_reboot() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let mut s = Session::new();
+    s.define(&domain_xml("auto", &guest("fb"), "hold"));
+    assert_eq!(
+        s.ok(&["autostart", "auto"]),
+        "Domain 'auto' marked as autostarted\n\n"
+    );
+    assert!(s.ok(&["dominfo", "auto"]).contains("Autostart:      enable\n"));
+
+    s.reboot();
+
+    let deadline = Instant::now() + BOOT;
+    while !s.ok(&["list"]).contains(" auto   running") {
+        assert!(Instant::now() < deadline, "not autostarted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s.ok(&["autostart", "--disable", "auto"]);
+    s.ok(&["destroy", "auto"]);
+}
+
+#[test]
+fn console_carries_serial_output_over_the_api_connection() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let s = Session::new();
+    s.define(&domain_xml("talk", &guest("spin"), "every=1000000"));
+    s.ok(&["list"]);
+    let mut c = s.client(false);
+    c.call(Request::Start {
+        domain: "talk".into(),
+    })
+    .unwrap();
+    c.call(Request::OpenConsole {
+        domain: "talk".into(),
+    })
+    .unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("tick=1") {
+        match c.next_message().unwrap() {
+            ServerMessage::ConsoleOutput { data } => seen.extend(data),
+            other => panic!("{other:?}"),
+        }
+    }
+    s.ok(&["destroy", "talk"]);
+    loop {
+        match c.next_message().unwrap() {
+            ServerMessage::ConsoleClosed => break,
+            ServerMessage::ConsoleOutput { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}

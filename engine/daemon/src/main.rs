@@ -31,7 +31,12 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     vmm: Option<PathBuf>,
     /// How often running domains' statistics are pushed to clients.
-    #[arg(long, default_value_t = 1000, value_name = "MS", env = "VIREO_STATS_INTERVAL_MS")]
+    #[arg(
+        long,
+        default_value_t = 1000,
+        value_name = "MS",
+        env = "VIREO_STATS_INTERVAL_MS"
+    )]
     stats_interval_ms: u64,
 }
 

@@ -101,7 +101,10 @@ fn lifecycle_define_start_screenshot_suspend_resume_shutdown_undefine() {
     let stats = s.ok(&["domstats", "fb"]);
     assert!(stats.contains("  state.state=1\n"), "{stats}");
     assert!(stats.contains("  vcpu.0.time="), "{stats}");
-    assert!(s.ok(&["dommemstat", "fb"]).starts_with("actual 32768\nrss "));
+    assert!(
+        s.ok(&["dommemstat", "fb"])
+            .starts_with("actual 32768\nrss ")
+    );
 
     // shutdown: the power guest sees the ACPI button and powers off.
     s.define(&domain_xml("power", &power, "timeout=60"));
@@ -112,7 +115,10 @@ fn lifecycle_define_start_screenshot_suspend_resume_shutdown_undefine() {
         s.ok(&["shutdown", "power"]),
         "Domain 'power' is being shutdown\n\n"
     );
-    assert_eq!(s.wait_state("power", "shut off", BOOT), "shut off (shutdown)");
+    assert_eq!(
+        s.wait_state("power", "shut off", BOOT),
+        "shut off (shutdown)"
+    );
     assert!(s.serial_log(&puuid).contains("power=button"));
     expect_event(&events, "power", |c| {
         *c == Lifecycle::Stopped {
@@ -153,10 +159,7 @@ fn daemon_restart_keeps_two_running_vms_running_and_controllable() {
         s.define(&domain_xml(name, &fb, "hold mode=320x240"));
         s.ok(&["start", name]);
     }
-    let pids: Vec<u32> = ["a", "b"]
-        .iter()
-        .map(|n| s.info(n).pid.unwrap())
-        .collect();
+    let pids: Vec<u32> = ["a", "b"].iter().map(|n| s.info(n).pid.unwrap()).collect();
     let daemon = s.daemon_pid().unwrap();
 
     // The engine dies hard; the VMs do not notice.
@@ -209,7 +212,9 @@ fn vmm_killed_with_sigkill_is_reported_crashed() {
 
     signal(pid, libc::SIGKILL);
 
-    let change = expect_event(&events, "victim", |c| matches!(c, Lifecycle::Crashed { .. }));
+    let change = expect_event(&events, "victim", |c| {
+        matches!(c, Lifecycle::Crashed { .. })
+    });
     assert_eq!(
         change,
         Lifecycle::Crashed {
@@ -220,7 +225,10 @@ fn vmm_killed_with_sigkill_is_reported_crashed() {
         s.state("victim"),
         "crashed (vireo-vmm was killed by signal 9)"
     );
-    assert!(s.ok(&["list", "--all"]).contains(" -    victim   crashed\n"));
+    assert!(
+        s.ok(&["list", "--all"])
+            .contains(" -    victim   crashed\n")
+    );
     // A crashed domain starts again.
     s.ok(&["start", "victim"]);
     s.ok(&["destroy", "victim"]);
@@ -326,7 +334,13 @@ fn malformed_xml_is_rejected_with_line_column_and_element_and_old_definition_sta
         "{err}"
     );
     assert!(err.contains("in <domain/os/kernel>"), "{err}");
-    assert_eq!(s.ok(&["dumpxml", "keep"]).replace("  <uuid>", "").lines().count(), good.lines().count() + 1);
+    assert_eq!(
+        s.ok(&["dumpxml", "keep"])
+            .replace("  <uuid>", "")
+            .lines()
+            .count(),
+        good.lines().count() + 1
+    );
     assert!(s.ok(&["dumpxml", "keep"]).contains("</kernel>"));
     // Invalid values are refused too, naming the element.
     let out = s.ctl_with_input(&["define", "-"], Some(&good.replace(">32<", ">0<")));
@@ -346,7 +360,10 @@ fn names_and_uuids_are_unique_and_uuid_is_generated() {
     s.define(&xml);
     let uuid = s.info("one").summary.uuid;
     let dump = s.ok(&["dumpxml", "one"]);
-    assert!(dump.contains(&format!("  <name>one</name>\n  <uuid>{uuid}</uuid>\n")), "{dump}");
+    assert!(
+        dump.contains(&format!("  <name>one</name>\n  <uuid>{uuid}</uuid>\n")),
+        "{dump}"
+    );
     // Redefining by name keeps the UUID.
     s.define(&xml.replace("<vcpu>1", "<vcpu>2"));
     assert_eq!(s.info("one").summary.uuid, uuid);
@@ -361,7 +378,10 @@ fn names_and_uuids_are_unique_and_uuid_is_generated() {
         String::from_utf8_lossy(&out.stderr)
     );
     // The UUID works as a name.
-    assert!(s.ok(&["dominfo", &uuid.to_string()]).contains("Name:           one\n"));
+    assert!(
+        s.ok(&["dominfo", &uuid.to_string()])
+            .contains("Name:           one\n")
+    );
 }
 
 #[test]
@@ -399,7 +419,10 @@ fn autostart_domains_start_when_the_engine_starts_after_a_reboot() {
         s.ok(&["autostart", "auto"]),
         "Domain 'auto' marked as autostarted\n\n"
     );
-    assert!(s.ok(&["dominfo", "auto"]).contains("Autostart:      enable\n"));
+    assert!(
+        s.ok(&["dominfo", "auto"])
+            .contains("Autostart:      enable\n")
+    );
 
     s.reboot();
 

@@ -69,7 +69,10 @@ pub struct Session {
 
 impl Session {
     pub fn new() -> Self {
-        let dir = tempfile::Builder::new().prefix("vireo-e2e").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("vireo-e2e")
+            .tempdir()
+            .unwrap();
         let runtime = dir.path().join("run");
         let data = dir.path().join("data");
         std::fs::create_dir_all(&runtime).unwrap();
@@ -175,7 +178,10 @@ impl Session {
             if s.starts_with(want) {
                 return s;
             }
-            assert!(Instant::now() < deadline, "'{domain}' is '{s}', not '{want}'");
+            assert!(
+                Instant::now() < deadline,
+                "'{domain}' is '{s}', not '{want}'"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -229,13 +235,20 @@ impl Session {
         let needle = self.dir.path().as_os_str().as_encoded_bytes().to_vec();
         let mut pids = Vec::new();
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
                 continue;
             };
             let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
                 continue;
             };
-            if cmdline.windows(needle.len()).any(|w| w == needle.as_slice()) {
+            if cmdline
+                .windows(needle.len())
+                .any(|w| w == needle.as_slice())
+            {
                 pids.push(pid);
             }
         }

@@ -71,6 +71,15 @@ impl Framebuffer {
         })
     }
 
+    /// A 0x0 screen, before the server has said its size.
+    pub fn empty() -> Self {
+        Self {
+            width: 0,
+            height: 0,
+            pixels: Vec::new(),
+        }
+    }
+
     /// Screen width in pixels.
     pub fn width(&self) -> u32 {
         self.width

@@ -5,7 +5,9 @@
 //! of GTK, so it is tested on its own. [`view`] shows it in a GTK widget.
 
 pub mod framebuffer;
+pub mod session;
 pub mod view;
 
 pub use framebuffer::{Framebuffer, Rect};
+pub use session::{ConsoleEvent, Input, Session};
 pub use view::ConsoleView;

@@ -1,0 +1,147 @@
+//! A throwaway X display for GUI tests: Xvfb, programs run in it under
+//! their own D-Bus session, window lookup with xwininfo, screenshots with
+//! ImageMagick's `import`, and key presses with xdotool.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process killed, with its whole process group, when dropped
+/// (dbus-run-session would otherwise leave its bus daemon behind).
+#[derive(Debug)]
+pub struct Reaper(pub Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let pgid = self.0.id() as libc::pid_t;
+        // SAFETY: killpg only sends a signal, to the group the child leads
+        // (it was spawned with `process_group(0)`).
+        unsafe {
+            libc::killpg(pgid, libc::SIGKILL);
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running Xvfb.
+#[derive(Debug)]
+pub struct Xvfb {
+    /// The display name, e.g. `:99`.
+    pub display: String,
+    _server: Reaper,
+}
+
+impl Xvfb {
+    /// Starts Xvfb on a free display (it picks one and reports it).
+    pub fn start() -> Self {
+        let mut server = Command::new("Xvfb")
+            .args([
+                "-displayfd",
+                "1",
+                "-screen",
+                "0",
+                "1280x800x24",
+                "-nolisten",
+                "tcp",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("Xvfb is required (`make test` installs xvfb)");
+        let mut line = String::new();
+        BufReader::new(server.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let number: u32 = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("Xvfb gave no display: {line:?}"));
+        Self {
+            display: format!(":{number}"),
+            _server: Reaper(server),
+        }
+    }
+
+    /// Runs `program` on this display in its own D-Bus session, with GTK on
+    /// X11 and the cairo renderer (no GPU here).
+    pub fn spawn(&self, program: &Path, args: &[&str]) -> Reaper {
+        let child = Command::new("dbus-run-session")
+            .arg("--")
+            .arg(program)
+            .args(args)
+            .env("DISPLAY", &self.display)
+            .env("GDK_BACKEND", "x11")
+            .env("GSK_RENDERER", "cairo")
+            .env("NO_AT_BRIDGE", "1")
+            .env("GTK_A11Y", "none")
+            .env_remove("WAYLAND_DISPLAY")
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .spawn()
+            .expect("dbus-run-session is required (`make test` installs dbus)");
+        Reaper(child)
+    }
+
+    /// Waits until a window titled `title` is mapped and returns its X id.
+    /// Panics if `app` exits first or nothing appears within `timeout`.
+    pub fn wait_for_window(&self, title: &str, app: &mut Reaper, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let quoted = format!("\"{title}\"");
+        loop {
+            let out = Command::new("xwininfo")
+                .args(["-display", &self.display, "-root", "-tree"])
+                .output()
+                .expect("xwininfo is required (`make test` installs x11-utils)");
+            let tree = String::from_utf8_lossy(&out.stdout);
+            if let Some(line) = tree.lines().find(|l| l.contains(&quoted)) {
+                return line
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+            }
+            if let Some(status) = app.0.try_wait().unwrap() {
+                panic!("the program exited early with {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no window titled {title} within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Saves a screenshot of `window` (an X id, or `root`) as `path`.
+    pub fn screenshot(&self, window: &str, path: &Path) {
+        let status = Command::new("import")
+            .args(["-display", &self.display, "-window", window])
+            .arg(path)
+            .status()
+            .expect("import is required (`make test` installs imagemagick)");
+        assert!(status.success(), "import failed for window {window}");
+    }
+
+    /// Focuses `window` and presses `keys` (xdotool key names) in order.
+    pub fn type_keys(&self, window: &str, keys: &[&str]) {
+        let status = Command::new("xdotool")
+            .env("DISPLAY", &self.display)
+            .args(["windowfocus", "--sync", window, "key", "--delay", "80"])
+            .args(keys)
+            .status()
+            .expect("xdotool is required (`make test` installs it)");
+        assert!(status.success(), "xdotool failed");
+    }
+}
+
+/// Where tests keep screenshots for people to look at: `target/test-artifacts`.
+pub fn artifacts_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

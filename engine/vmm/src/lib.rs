@@ -15,3 +15,4 @@ pub mod machine;
 pub mod memory;
 pub mod vcpu;
 pub mod vm;
+pub mod vnc;

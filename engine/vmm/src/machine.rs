@@ -75,6 +75,7 @@ pub struct Machine {
     vm: Option<Vm>,
     paused: bool,
     boots: u64,
+    display: Option<Arc<crate::vnc::Display>>,
 }
 
 impl Machine {
@@ -95,7 +96,15 @@ impl Machine {
             vm: None,
             paused: false,
             boots: 0,
+            display: None,
         }
+    }
+
+    /// Hands each boot's framebuffer and input devices to `display` (the
+    /// VNC frame tracker), which then also answers `dirty-pages`.
+    pub fn with_display(mut self, display: Arc<crate::vnc::Display>) -> Self {
+        self.display = Some(display);
+        self
     }
 
     fn boot(&mut self) -> Result<(), VmError> {
@@ -115,6 +124,12 @@ impl Machine {
             .current_serial
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(vm.serial.clone());
+        if let Some(display) = &self.display {
+            display.set_devices(crate::vnc::Devices {
+                bochs: vm.bochs.clone(),
+                i8042: vm.i8042.clone(),
+            });
+        }
         self.vm = Some(vm);
         self.paused = false;
         self.boots += 1;
@@ -252,9 +267,16 @@ impl Machine {
                 screendump(&lock(&vm.bochs), PathBuf::from(path).as_path())
                     .map_err(|e| ("GenericError".to_owned(), e))
             }
-            "dirty-pages" => match lock(&vm.bochs).take_dirty_pages() {
-                Ok(pages) => Ok(json!({ "page_size": 4096, "pages": pages })),
-                Err(e) => generic(format!("cannot read the dirty log: {e}")),
+            // The tracker is the dirty log's one reader when there is one.
+            "dirty-pages" => match &self.display {
+                Some(display) => match display.take_control_pages() {
+                    Ok(pages) => Ok(json!({ "page_size": 4096, "pages": pages })),
+                    Err(e) => generic(format!("cannot read the dirty log: {e}")),
+                },
+                None => match lock(&vm.bochs).take_dirty_pages() {
+                    Ok(pages) => Ok(json!({ "page_size": 4096, "pages": pages })),
+                    Err(e) => generic(format!("cannot read the dirty log: {e}")),
+                },
             },
             "key-event" => {
                 let (Some(code), Some(down)) = (

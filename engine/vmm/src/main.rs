@@ -16,6 +16,7 @@ use vireo_vmm::devices::serial::{SerialSink, feed_input};
 use vireo_vmm::machine::{CurrentSerial, Event, Machine};
 use vireo_vmm::memory::ram_ranges;
 use vireo_vmm::vm::{Persistent, ReboundIrq, VmConfig};
+use vireo_vmm::vnc::{self, Display};
 
 /// Runs one Vireo virtual machine on /dev/kvm.
 ///
@@ -67,6 +68,16 @@ struct Args {
     /// The framebuffer mode described to a directly booted kernel.
     #[arg(long, default_value = "1024x768", value_parser = parse_resolution)]
     resolution: (u16, u16),
+    /// Serve the screen over VNC on this unix socket (security None).
+    #[arg(long)]
+    vnc_socket: Option<PathBuf>,
+    /// Serve the screen over VNC on this TCP address (ADDR:PORT). Security
+    /// None on loopback; anything else needs --vnc-password-file.
+    #[arg(long)]
+    vnc_listen: Option<std::net::SocketAddr>,
+    /// Require VncAuth with the password on this file's first line.
+    #[arg(long)]
+    vnc_password_file: Option<PathBuf>,
 }
 
 fn parse_resolution(s: &str) -> Result<(u16, u16), String> {
@@ -210,9 +221,41 @@ fn run(args: Args) -> Result<u8, String> {
         .map_err(|e| format!("cannot start the serial thread: {e}"))?;
     }
 
-    let machine = Machine::new(config, persistent, tx, rx, current_serial);
+    let display = Display::new();
+    start_vnc(&args, &display)?;
+    let machine =
+        Machine::new(config, persistent, tx, rx, current_serial).with_display(display.clone());
     let outcome = machine.run().map_err(|e| e.to_string())?;
     Ok(outcome.exit_code())
+}
+
+/// Starts the VNC listeners the command line asks for.
+fn start_vnc(args: &Args, display: &Arc<Display>) -> Result<(), String> {
+    let auth = match &args.vnc_password_file {
+        Some(p) => vnc::Auth::Password(Arc::new(vnc::read_password(p)?)),
+        None => vnc::Auth::None,
+    };
+    if let Some(addr) = &args.vnc_listen {
+        vnc::check_listen(addr, &auth)?;
+    }
+    if args.vnc_socket.is_some() || args.vnc_listen.is_some() {
+        display
+            .spawn_tracker()
+            .map_err(|e| format!("cannot start the VNC frame tracker: {e}"))?;
+    }
+    if let Some(path) = &args.vnc_socket {
+        let listener = control::bind(path)
+            .map_err(|e| format!("cannot listen on VNC socket '{}': {e}", path.display()))?;
+        vnc::serve_unix(listener, display.clone())
+            .map_err(|e| format!("cannot start the VNC thread: {e}"))?;
+    }
+    if let Some(addr) = &args.vnc_listen {
+        let listener = std::net::TcpListener::bind(addr)
+            .map_err(|e| format!("cannot listen for VNC on {addr}: {e}"))?;
+        vnc::serve_tcp(listener, auth, display.clone())
+            .map_err(|e| format!("cannot start the VNC thread: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Accepts console clients: output is copied to them by the sink, their

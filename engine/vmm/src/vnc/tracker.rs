@@ -1,0 +1,421 @@
+//! The frame tracker: the one reader of KVM's dirty log on VRAM.
+//!
+//! KVM clears the log on every read, so a single tracker reads it for every
+//! consumer: it keeps a shadow copy of the last frame, compares the rows the
+//! guest dirtied against it in 16×16 tiles, and marks only the tiles that
+//! really changed in every client's own dirty map. Pages it read are also
+//! kept for the control socket's `dirty-pages` command.
+//!
+//! It follows the current [`crate::vm::Vm`]: the machine hands it the new
+//! devices after each reset, and a new device or mode means a full re-read.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use crate::devices::bochs::{BochsDisplay, Mode};
+use crate::devices::i8042::I8042;
+
+/// Side of a dirty tile, in pixels.
+pub const TILE: usize = 16;
+/// How often the tracker polls while a client waits for an update.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// Size of a VRAM page in the dirty log.
+const PAGE: u64 = 4096;
+
+/// The devices of the current boot.
+#[derive(Clone)]
+pub struct Devices {
+    /// The framebuffer.
+    pub bochs: Arc<Mutex<BochsDisplay>>,
+    /// Keyboard and mouse.
+    pub i8042: Arc<Mutex<I8042>>,
+}
+
+/// The last frame, as `0x00RRGGBB` pixels.
+pub struct Frame {
+    /// Width in pixels (0 while the display is off).
+    pub width: u16,
+    /// Height in pixels.
+    pub height: u16,
+    /// `width * height` pixels.
+    pub pixels: Vec<u32>,
+    /// Bumped on every size change.
+    pub size_serial: u64,
+}
+
+/// What a client is told by the tracker.
+pub struct ClientDirty {
+    /// Tiles changed since the client last took them, `tiles_w * tiles_h`.
+    pub tiles: Vec<bool>,
+    /// Width of the tile map.
+    pub tiles_w: usize,
+    /// Everything changed (new mode or device).
+    pub full: bool,
+    /// The keyboard LEDs changed.
+    pub leds_changed: bool,
+}
+
+impl ClientDirty {
+    /// Anything to send.
+    pub fn any(&self) -> bool {
+        self.full || self.leds_changed || self.tiles.iter().any(|&t| t)
+    }
+}
+
+/// The tracker's view of one client.
+pub struct ClientHandle {
+    /// What changed for this client.
+    pub dirty: Mutex<ClientDirty>,
+    /// Signalled when `dirty` gains something.
+    pub changed: Condvar,
+    /// The client has an update request outstanding.
+    pub wants_update: AtomicBool,
+}
+
+impl ClientHandle {
+    fn new() -> Self {
+        Self {
+            dirty: Mutex::new(ClientDirty {
+                tiles: Vec::new(),
+                tiles_w: 0,
+                full: true,
+                leds_changed: false,
+            }),
+            changed: Condvar::new(),
+            wants_update: AtomicBool::new(false),
+        }
+    }
+}
+
+struct Source {
+    devices: Option<Devices>,
+    generation: u64,
+}
+
+struct PollState {
+    generation: u64,
+    mode: Option<Mode>,
+    leds: u8,
+    /// Pages read from the log and not yet handed to `dirty-pages`.
+    control_pages: Vec<u64>,
+    row: Vec<u32>,
+}
+
+/// The display shared by the machine, the tracker thread and the clients.
+pub struct Display {
+    source: Mutex<Source>,
+    frame: RwLock<Frame>,
+    poll: Mutex<PollState>,
+    clients: Mutex<Vec<Weak<ClientHandle>>>,
+    wake: Condvar,
+    wake_lock: Mutex<()>,
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Display {
+    /// A display with no devices yet.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            source: Mutex::new(Source {
+                devices: None,
+                generation: 0,
+            }),
+            frame: RwLock::new(Frame {
+                width: 0,
+                height: 0,
+                pixels: Vec::new(),
+                size_serial: 0,
+            }),
+            poll: Mutex::new(PollState {
+                generation: 0,
+                mode: None,
+                leds: 0,
+                control_pages: Vec::new(),
+                row: Vec::new(),
+            }),
+            clients: Mutex::new(Vec::new()),
+            wake: Condvar::new(),
+            wake_lock: Mutex::new(()),
+        })
+    }
+
+    /// Points the display at a new boot's devices.
+    pub fn set_devices(&self, devices: Devices) {
+        let mut s = lock(&self.source);
+        s.devices = Some(devices);
+        s.generation += 1;
+    }
+
+    /// The current devices.
+    pub fn devices(&self) -> Option<Devices> {
+        lock(&self.source).devices.clone()
+    }
+
+    /// The last frame.
+    pub fn frame(&self) -> std::sync::RwLockReadGuard<'_, Frame> {
+        self.frame.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a client; it starts with everything dirty.
+    pub fn add_client(&self) -> Arc<ClientHandle> {
+        let c = Arc::new(ClientHandle::new());
+        let mut clients = lock(&self.clients);
+        clients.retain(|w| w.strong_count() > 0);
+        clients.push(Arc::downgrade(&c));
+        c
+    }
+
+    /// Wakes the tracker thread (a client asked for an update).
+    pub fn wake(&self) {
+        let _g = lock(&self.wake_lock);
+        self.wake.notify_all();
+    }
+
+    fn live_clients(&self) -> Vec<Arc<ClientHandle>> {
+        lock(&self.clients)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect()
+    }
+
+    /// Runs the tracker: polls every [`POLL_INTERVAL`] while a client waits
+    /// for an update, and sleeps otherwise.
+    pub fn spawn_tracker(self: &Arc<Self>) -> std::io::Result<()> {
+        let this = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("vnc-tracker".into())
+            .spawn(move || {
+                while let Some(d) = this.upgrade() {
+                    let waiting = d
+                        .live_clients()
+                        .iter()
+                        .any(|c| c.wants_update.load(Ordering::Acquire));
+                    if waiting {
+                        d.poll();
+                        std::thread::sleep(POLL_INTERVAL);
+                    } else {
+                        let g = lock(&d.wake_lock);
+                        let _ = d
+                            .wake
+                            .wait_timeout(g, Duration::from_millis(200))
+                            .unwrap_or_else(|e| e.into_inner());
+                    }
+                }
+            })?;
+        Ok(())
+    }
+
+    /// Reads the dirty log and hands the pages read since the last call,
+    /// ascending, to the control socket.
+    pub fn take_control_pages(&self) -> Result<Vec<u64>, String> {
+        self.poll_inner()?;
+        let mut p = lock(&self.poll);
+        Ok(std::mem::take(&mut p.control_pages))
+    }
+
+    /// One round: dirty log, compare, notify.
+    pub fn poll(&self) {
+        if let Err(e) = self.poll_inner() {
+            tracing::warn!("vnc: cannot read the VRAM dirty log: {e}");
+        }
+    }
+
+    fn poll_inner(&self) -> Result<(), String> {
+        let (devices, generation) = {
+            let s = lock(&self.source);
+            (s.devices.clone(), s.generation)
+        };
+        let Some(devices) = devices else {
+            return Ok(());
+        };
+        let mut p = lock(&self.poll);
+        let leds = {
+            let k = lock(&devices.i8042).keyboard_leds();
+            u8::from(k.scroll_lock) | u8::from(k.num_lock) << 1 | u8::from(k.caps_lock) << 2
+        };
+        let bochs = lock(&devices.bochs);
+        let mode = bochs.mode();
+        let pages = bochs
+            .take_dirty_pages()
+            .map_err(|e| format!("KVM_GET_DIRTY_LOG: {e}"))?;
+        // Pages for `dirty-pages`: a sorted set, bounded by VRAM's size.
+        if !pages.is_empty() {
+            p.control_pages.extend_from_slice(&pages);
+            p.control_pages.sort_unstable();
+            p.control_pages.dedup();
+        }
+        let leds_changed = leds != p.leds;
+        p.leds = leds;
+        let clients = self.live_clients();
+        if generation != p.generation || mode != p.mode {
+            p.generation = generation;
+            p.mode = mode;
+            let (w, h, pixels) = match mode {
+                Some(m) => read_screen(&bochs, &m),
+                None => (0, 0, Vec::new()),
+            };
+            drop(bochs);
+            {
+                let mut f = self.frame.write().unwrap_or_else(|e| e.into_inner());
+                if (f.width, f.height) != (w, h) {
+                    f.size_serial += 1;
+                }
+                f.width = w;
+                f.height = h;
+                f.pixels = pixels;
+            }
+            for c in &clients {
+                let mut d = lock(&c.dirty);
+                d.full = true;
+                d.leds_changed |= leds_changed;
+                c.changed.notify_all();
+            }
+            return Ok(());
+        }
+        let Some(mode) = mode else {
+            return Ok(());
+        };
+        // Rows the dirty pages touch, as merged ranges.
+        let mut rows: Vec<(u32, u32)> = Vec::new();
+        let start = mode.offset;
+        let end = mode.offset + mode.size();
+        for &page in &pages {
+            let (a, b) = (page * PAGE, (page + 1) * PAGE);
+            if b <= start || a >= end {
+                continue;
+            }
+            let y0 = ((a.max(start) - start) / u64::from(mode.stride)) as u32;
+            let y1 = ((b.min(end) - 1 - start) / u64::from(mode.stride)) as u32 + 1;
+            match rows.last_mut() {
+                Some(last) if y0 <= last.1 => last.1 = last.1.max(y1),
+                _ => rows.push((y0, y1)),
+            }
+        }
+        if rows.is_empty() {
+            if leds_changed {
+                for c in &clients {
+                    lock(&c.dirty).leds_changed = true;
+                    c.changed.notify_all();
+                }
+            }
+            return Ok(());
+        }
+        let width = mode.width as usize;
+        let tiles_w = width.div_ceil(TILE);
+        let tiles_h = (mode.height as usize).div_ceil(TILE);
+        let mut changed = vec![false; tiles_w * tiles_h];
+        let mut any = false;
+        {
+            let mut f = self.frame.write().unwrap_or_else(|e| e.into_inner());
+            let mut row = std::mem::take(&mut p.row);
+            for &(y0, y1) in &rows {
+                let len = (y1 - y0) as usize * mode.stride as usize;
+                let Some(bytes) =
+                    bochs.read_vram(mode.offset + u64::from(y0) * u64::from(mode.stride), len)
+                else {
+                    continue;
+                };
+                for (i, line) in bytes.chunks_exact(mode.stride as usize).enumerate() {
+                    let y = y0 as usize + i;
+                    convert_row(line, &mode, &mut row);
+                    let shadow = &mut f.pixels[y * width..(y + 1) * width];
+                    for tx in 0..tiles_w {
+                        let x0 = tx * TILE;
+                        let x1 = (x0 + TILE).min(width);
+                        if shadow[x0..x1] != row[x0..x1] {
+                            shadow[x0..x1].copy_from_slice(&row[x0..x1]);
+                            changed[(y / TILE) * tiles_w + tx] = true;
+                            any = true;
+                        }
+                    }
+                }
+            }
+            p.row = row;
+        }
+        drop(bochs);
+        if any || leds_changed {
+            for c in &clients {
+                let mut d = lock(&c.dirty);
+                if any {
+                    // A map of another size predates this mode: a mode
+                    // change set `full` for that client already.
+                    if d.tiles.len() != changed.len() || d.tiles_w != tiles_w {
+                        d.tiles = vec![false; changed.len()];
+                        d.tiles_w = tiles_w;
+                    }
+                    for (t, &ch) in d.tiles.iter_mut().zip(&changed) {
+                        *t |= ch;
+                    }
+                }
+                d.leds_changed |= leds_changed;
+                c.changed.notify_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One line of VRAM in `mode` as `0x00RRGGBB` pixels.
+fn convert_row(line: &[u8], mode: &Mode, out: &mut Vec<u32>) {
+    out.clear();
+    let width = mode.width as usize;
+    if mode.bpp == 16 {
+        out.extend(line.chunks_exact(2).take(width).map(|p| {
+            let v = u32::from(u16::from_le_bytes([p[0], p[1]]));
+            let (r, g, b) = ((v >> 11) & 31, (v >> 5) & 63, v & 31);
+            (r * 255 / 31) << 16 | (g * 255 / 63) << 8 | (b * 255 / 31)
+        }));
+    } else {
+        out.extend(
+            line.chunks_exact(4)
+                .take(width)
+                .map(|p| u32::from_le_bytes([p[0], p[1], p[2], 0])),
+        );
+    }
+}
+
+fn read_screen(bochs: &BochsDisplay, mode: &Mode) -> (u16, u16, Vec<u32>) {
+    let (Ok(w), Ok(h)) = (u16::try_from(mode.width), u16::try_from(mode.height)) else {
+        return (0, 0, Vec::new());
+    };
+    let Some(bytes) = bochs.read_vram(mode.offset, mode.size() as usize) else {
+        return (0, 0, Vec::new());
+    };
+    let mut pixels = Vec::with_capacity(usize::from(w) * usize::from(h));
+    let mut row = Vec::new();
+    for line in bytes.chunks_exact(mode.stride as usize) {
+        convert_row(line, mode, &mut row);
+        pixels.extend_from_slice(&row);
+    }
+    (w, h, pixels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_convert_from_32_and_16_bpp() {
+        let mode32 = Mode {
+            width: 2,
+            height: 1,
+            bpp: 32,
+            stride: 8,
+            offset: 0,
+        };
+        let mut out = Vec::new();
+        convert_row(&[0x56, 0x34, 0x12, 0xff, 1, 2, 3, 4], &mode32, &mut out);
+        assert_eq!(out, [0x0012_3456, 0x0003_0201]);
+        let mode16 = Mode {
+            bpp: 16,
+            stride: 4,
+            ..mode32
+        };
+        convert_row(&[0x00, 0xf8, 0x1f, 0x00], &mode16, &mut out);
+        assert_eq!(out, [0x00ff_0000, 0x0000_00ff]);
+    }
+}

@@ -209,6 +209,15 @@ pub enum Request {
         /// The domain.
         domain: String,
     },
+    /// Turns this connection into the domain's VNC stream: after the
+    /// successful reply, the bytes that follow in both directions are RFB,
+    /// unframed (as HTTP CONNECT does). Send it as the only call on a fresh
+    /// connection (over SSH: a fresh channel); replies to calls still in
+    /// flight are dropped.
+    AttachVnc {
+        /// The domain.
+        domain: String,
+    },
     /// Attaches this connection to the domain's serial console: output then
     /// arrives as [`ServerMessage::ConsoleOutput`], input goes as
     /// [`ClientMessage::ConsoleInput`].

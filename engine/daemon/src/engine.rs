@@ -113,6 +113,8 @@ pub struct Config {
     pub vmm_binary: PathBuf,
     /// How often statistics events are sent.
     pub stats_interval: Duration,
+    /// Whether the VMM serves VNC (`--vnc-socket`).
+    pub vmm_vnc: bool,
 }
 
 /// The engine's state, shared by every connection.
@@ -406,7 +408,7 @@ impl Engine {
                         .then(|| socket.to_string_lossy().into_owned()),
                 })
             }
-            Request::OpenConsole { .. } => Err(ApiError::new(
+            Request::OpenConsole { .. } | Request::AttachVnc { .. } => Err(ApiError::new(
                 ErrorCode::Unsupported,
                 "the console is opened by the connection",
             )),
@@ -603,7 +605,7 @@ impl Engine {
         };
         let files = self.vm_files(uuid);
         let args = files
-            .vmm_args(&model)
+            .vmm_args(&model, self.config.vmm_vnc)
             .map_err(|e| ApiError::new(ErrorCode::Unsupported, e))?;
         std::fs::create_dir_all(&files.dir)
             .map_err(|e| internal(format!("cannot create '{}': {e}", files.dir.display())))?;
@@ -921,6 +923,22 @@ impl Engine {
     /// The serial socket of a running domain, for the console.
     pub fn serial_socket(&self, key: &str) -> Result<PathBuf, ApiError> {
         Ok(self.running(key)?.1.files.serial_socket())
+    }
+
+    /// The VNC socket of a running domain, when its VMM serves one.
+    pub fn vnc_socket(&self, key: &str) -> Result<PathBuf, ApiError> {
+        let (name, run) = self.running(key)?;
+        let socket = run.files.vnc_socket();
+        if socket.exists() {
+            Ok(socket)
+        } else {
+            Err(ApiError::new(
+                ErrorCode::Unsupported,
+                format!(
+                    "domain '{name}' has no VNC display (no <graphics type='vnc'>, or this vireo-vmm does not serve VNC)"
+                ),
+            ))
+        }
     }
 }
 

@@ -134,9 +134,11 @@ fn run(args: Args, scope: Scope, paths: EnginePaths) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async move {
+        let vmm_binary = args.vmm.unwrap_or_else(default_vmm);
         let config = Config {
             paths: paths.clone(),
-            vmm_binary: args.vmm.unwrap_or_else(default_vmm),
+            vmm_vnc: vireod::vmm::vmm_serves_vnc(&vmm_binary),
+            vmm_binary,
             stats_interval: Duration::from_millis(args.stats_interval_ms.max(50)),
         };
         let engine = Engine::load(config)?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, mpsc, oneshot};
 use vireo_api::proto::{
     self, ApiError, ClientMessage, ErrorCode, PROTOCOL_VERSION, Request, Response, ServerMessage,
 };
@@ -79,12 +79,26 @@ async fn connection(stream: UnixStream, engine: Arc<Engine>) -> Result<(), Strin
     .await
     .map_err(|e| e.to_string())?;
 
-    // Everything this connection sends goes through one writer task.
+    // Everything this connection sends goes through one writer task, which
+    // hands the socket back for an upgrade to a raw stream (AttachVnc).
     let (out_tx, mut out_rx) = mpsc::channel::<ServerMessage>(256);
+    let (upgrade_tx, mut upgrade_rx) = mpsc::channel::<oneshot::Sender<OwnedWriteHalf>>(1);
     let writer_task = tokio::spawn(async move {
-        while let Some(msg) = out_rx.recv().await {
-            if proto::write_message_async(&mut writer, &msg).await.is_err() {
-                return;
+        loop {
+            tokio::select! {
+                biased;
+                msg = out_rx.recv() => match msg {
+                    Some(msg) => {
+                        if proto::write_message_async(&mut writer, &msg).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => return,
+                },
+                Some(back) = upgrade_rx.recv() => {
+                    let _ = back.send(writer);
+                    return;
+                }
             }
         }
     });
@@ -164,6 +178,49 @@ async fn connection(stream: UnixStream, engine: Arc<Engine>) -> Result<(), Strin
                     },
                 };
                 let _ = out_tx.send(ServerMessage::Reply { id, result }).await;
+            }
+            ClientMessage::Call {
+                id,
+                request: Request::AttachVnc { domain },
+            } => {
+                let vnc = match engine.vnc_socket(&domain) {
+                    Ok(path) => UnixStream::connect(&path).await.map_err(|e| {
+                        ApiError::new(
+                            ErrorCode::Internal,
+                            format!("cannot reach the VNC server: {e}"),
+                        )
+                    }),
+                    Err(e) => Err(e),
+                };
+                let mut vnc = match vnc {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let reply = ServerMessage::Reply { id, result: Err(e) };
+                        let _ = out_tx.send(reply).await;
+                        continue;
+                    }
+                };
+                if let Some(t) = events_task.as_ref() {
+                    t.abort();
+                }
+                if let Some(t) = console_task.take() {
+                    t.abort();
+                }
+                let (back_tx, back_rx) = oneshot::channel();
+                let _ = upgrade_tx.send(back_tx).await;
+                let Ok(mut writer) = back_rx.await else {
+                    break Err("the connection closed during the VNC upgrade".into());
+                };
+                let reply = ServerMessage::Reply {
+                    id,
+                    result: Ok(Response::Done),
+                };
+                proto::write_message_async(&mut writer, &reply)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut stream = reader.reunite(writer).map_err(|e| e.to_string())?;
+                let _ = tokio::io::copy_bidirectional(&mut stream, &mut vnc).await;
+                return Ok(());
             }
             ClientMessage::Call { id, request } => {
                 let engine = engine.clone();

@@ -20,10 +20,17 @@ use vireo_api::Domain;
 /// How long a control command may take before the VMM counts as hung.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Whether vireo-vmm takes a VNC socket yet. The VNC server is being
-/// written separately; when it lands, set this and the flag name in
-/// [`VmFiles::vmm_args`], and `vncdisplay` reports a live socket.
-pub const VMM_SERVES_VNC: bool = false;
+/// Whether `binary` serves VNC on a unix socket (`--vnc-socket`), asked
+/// once when the engine starts: the VNC server lands in vireo-vmm
+/// separately, and an engine must work with a VMM that lacks it.
+pub fn vmm_serves_vnc(binary: &Path) -> bool {
+    std::process::Command::new(binary)
+        .arg("--help")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--vnc-socket"))
+}
 
 /// The files of one running domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,8 +75,9 @@ impl VmFiles {
         self.dir.join("state.json")
     }
 
-    /// vireo-vmm's arguments for `domain`.
-    pub fn vmm_args(&self, domain: &Domain) -> Result<Vec<String>, String> {
+    /// vireo-vmm's arguments for `domain`; `vnc` when the VMM serves VNC
+    /// (see [`vmm_serves_vnc`]).
+    pub fn vmm_args(&self, domain: &Domain, vnc: bool) -> Result<Vec<String>, String> {
         let kernel = domain.os.kernel.as_deref().ok_or(
             "the domain has no <os><kernel>: vireo-vmm boots kernels directly, firmware boot \
              is not available yet",
@@ -100,8 +108,9 @@ impl VmFiles {
             args.push(flag.to_owned());
             args.push(path.to_string_lossy().into_owned());
         }
-        // The VNC hook: vireo-vmm will take a socket path for its VNC server.
-        if VMM_SERVES_VNC && domain.devices.graphics.iter().any(|g| g.kind == "vnc") {
+        // A domain with <graphics type='vnc'> gets a VNC socket; the engine
+        // hands it to clients (`AttachVnc`), TCP listeners are not opened.
+        if vnc && domain.devices.graphics.iter().any(|g| g.kind == "vnc") {
             args.push("--vnc-socket".to_owned());
             args.push(self.vnc_socket().to_string_lossy().into_owned());
         }
@@ -300,7 +309,7 @@ mod tests {
     #[test]
     fn vmm_args_follow_the_domain_and_round_memory_up_to_mib() {
         let f = VmFiles::new("/r/vms/u".into());
-        let args = f.vmm_args(&demo()).unwrap();
+        let args = f.vmm_args(&demo(), true).unwrap();
         let pairs: Vec<_> = args
             .chunks(2)
             .map(|c| (c[0].as_str(), c[1].as_str()))
@@ -323,7 +332,7 @@ mod tests {
     fn domain_without_kernel_cannot_start() {
         let mut d = demo();
         d.os.kernel = None;
-        let err = VmFiles::new("/r".into()).vmm_args(&d).unwrap_err();
+        let err = VmFiles::new("/r".into()).vmm_args(&d, false).unwrap_err();
         assert!(err.contains("no <os><kernel>"), "{err}");
     }
 

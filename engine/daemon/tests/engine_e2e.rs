@@ -469,3 +469,41 @@ fn console_carries_serial_output_over_the_api_connection() {
         }
     }
 }
+
+#[test]
+fn vnc_stream_is_handed_out_through_the_api_connection() {
+    if !kvm_or_skip() {
+        return;
+    }
+    if !vireod::vmm::vmm_serves_vnc(&common::bin("vireo-vmm")) {
+        eprintln!("skipping: this vireo-vmm has no --vnc-socket yet");
+        return;
+    }
+    let _serial = serial();
+    let s = Session::new();
+    s.define(&domain_xml("screen", &guest("fb"), "hold"));
+    s.ok(&["start", "screen"]);
+    let display = s.ok(&["vncdisplay", "screen"]);
+    assert!(
+        display.starts_with("unix:") && display.contains("vnc.sock"),
+        "{display}"
+    );
+
+    let mut c = s.client(false);
+    c.call(Request::AttachVnc {
+        domain: "screen".into(),
+    })
+    .unwrap();
+
+    // From here on the connection is the RFB stream itself.
+    let (mut r, mut w, pending) = c.into_parts();
+    assert!(pending.is_empty());
+    let mut version = [0u8; 12];
+    std::io::Read::read_exact(&mut r, &mut version).unwrap();
+    assert_eq!(&version, b"RFB 003.008\n");
+    w.write_all(b"RFB 003.008\n").unwrap();
+    let mut count = [0u8; 1];
+    std::io::Read::read_exact(&mut r, &mut count).unwrap();
+    assert!(count[0] >= 1, "the server offers no security type");
+    s.ok(&["destroy", "screen"]);
+}

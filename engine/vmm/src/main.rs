@@ -13,6 +13,7 @@ use vireo_vmm::boot::KernelConfig;
 use vireo_vmm::control;
 use vireo_vmm::devices::cmos::Cmos;
 use vireo_vmm::devices::serial::{SerialSink, feed_input};
+use vireo_vmm::devices::virtio::block::DiskConfig;
 use vireo_vmm::machine::{CurrentSerial, Event, Machine};
 use vireo_vmm::memory::ram_ranges;
 use vireo_vmm::vm::{Persistent, ReboundIrq, VmConfig};
@@ -68,6 +69,10 @@ struct Args {
     /// The framebuffer mode described to a directly booted kernel.
     #[arg(long, default_value = "1024x768", value_parser = parse_resolution)]
     resolution: (u16, u16),
+    /// Attach a disk image as a virtio-blk PCI device (repeatable):
+    /// path=FILE[,format=qcow2|raw][,readonly=on][,cache=none|writeback|writethrough].
+    #[arg(long, value_parser = DiskConfig::parse)]
+    disk: Vec<DiskConfig>,
     /// Serve the screen over VNC on this unix socket (security None).
     #[arg(long)]
     vnc_socket: Option<PathBuf>,
@@ -160,6 +165,7 @@ fn run(args: Args) -> Result<u8, String> {
         },
         vram_size: vram,
         resolution: args.resolution,
+        disks: args.disk.clone(),
     };
 
     let serial_log = args

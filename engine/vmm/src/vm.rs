@@ -17,13 +17,15 @@ use vm_memory::GuestMemoryMmap;
 use crate::arch;
 use crate::boot::{BootFramebuffer, EntryMode, KernelConfig, load_kernel};
 use crate::bus::{Bus, BusError};
-use crate::devices::bochs::BochsDisplay;
+use crate::devices::bochs::{BochsDisplay, MMIO_BAR_SIZE};
 use crate::devices::cmos::Cmos;
 use crate::devices::debug::{DebugCon, DebugExit};
 use crate::devices::i8042::I8042;
 use crate::devices::pci::{PciBus, PciConfigPorts, PciMmioWindow};
 use crate::devices::pm::Pm;
 use crate::devices::serial::{SerialDevice, SerialSink, com1};
+use crate::devices::virtio::block::{DiskConfig, VirtioBlock};
+use crate::devices::virtio::pci::VirtioPci;
 use crate::devices::{Interrupt, IrqLine, Requests};
 use crate::layout::{self, irqs, ports};
 use crate::memory::{MemoryError, create_guest_memory, register_ram};
@@ -42,6 +44,8 @@ pub struct VmConfig {
     pub vram_size: u64,
     /// The mode set up for a direct boot's screen_info.
     pub resolution: (u16, u16),
+    /// Disks, each a virtio-blk PCI device.
+    pub disks: Vec<DiskConfig>,
 }
 
 /// Why a VM could not be built.
@@ -74,6 +78,9 @@ pub enum VmError {
     /// Configuration out of range.
     #[error("{0}")]
     Config(String),
+    /// A disk image could not be opened.
+    #[error(transparent)]
+    Disk(#[from] vireo_storage::StorageError),
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
@@ -143,6 +150,8 @@ pub struct Vm {
     pub pm: Arc<Mutex<Pm>>,
     /// The framebuffer device.
     pub bochs: Arc<Mutex<BochsDisplay>>,
+    /// The virtio-blk disks.
+    pub disks: Vec<Arc<Mutex<VirtioPci<VirtioBlock>>>>,
     vm_fd: Arc<VmFd>,
     _kvm: Kvm,
     _mem: GuestMemoryMmap,
@@ -267,6 +276,9 @@ impl Vm {
             layout::PCI_MMIO_END - layout::PCI_MMIO_START,
         )?;
 
+        // Disks: virtio-blk PCI devices, BARs after bochs-display's.
+        let disks = attach_disks(&config.disks, &pci, &mem, mmio_addr + MMIO_BAR_SIZE, &irq)?;
+
         // Platform tables.
         let rsdp = arch::acpi::create_acpi_tables(
             &mem,
@@ -377,6 +389,7 @@ impl Vm {
             i8042,
             pm,
             bochs,
+            disks,
             vm_fd,
             _kvm: kvm,
             _mem: mem,
@@ -412,5 +425,57 @@ impl Vm {
 impl Drop for Vm {
     fn drop(&mut self) {
         self.stop();
+        for disk in &self.disks {
+            let dev = disk.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = dev.device().image().flush() {
+                tracing::warn!("disk: {e}");
+            }
+        }
     }
+}
+
+/// The first virtio-blk disk's INTx GSI; disk `n` uses `DISK_GSI_BASE + n`.
+/// GSIs 16..23 are IOAPIC pins with no ISA IRQ and no PIC route (see
+/// `arch::legacy_gsi_routing`). There is no ACPI `_PRT` yet: the GSI is
+/// only written to each device's Interrupt Line register.
+pub const DISK_GSI_BASE: u32 = 16;
+/// At most this many disks (one GSI each, up to the last IOAPIC pin).
+pub const MAX_DISKS: usize = 8;
+/// Each virtio device's BAR (16 KiB, so 16 KiB apart and aligned).
+const VIRTIO_BAR_STRIDE: u64 = crate::devices::virtio::pci::BAR_SIZE;
+
+/// Opens each disk and plugs a virtio-blk device for it into `pci`.
+fn attach_disks(
+    disks: &[DiskConfig],
+    pci: &PciBus,
+    mem: &GuestMemoryMmap,
+    bar_start: u64,
+    irq: &dyn Fn(u32) -> IrqLine,
+) -> Result<Vec<Arc<Mutex<VirtioPci<VirtioBlock>>>>, VmError> {
+    if disks.len() > MAX_DISKS {
+        return Err(VmError::Config(format!(
+            "{} disks requested; at most {MAX_DISKS} are supported",
+            disks.len()
+        )));
+    }
+    let first_bar = bar_start.next_multiple_of(VIRTIO_BAR_STRIDE);
+    let mut devices = Vec::new();
+    for (i, disk) in disks.iter().enumerate() {
+        let image = disk.open()?;
+        let gsi = DISK_GSI_BASE + i as u32;
+        let bar = first_bar + i as u64 * VIRTIO_BAR_STRIDE;
+        let mut dev = VirtioPci::new(
+            VirtioBlock::new(image, &format!("vireo-disk-{i}"), 1),
+            mem.clone(),
+            bar,
+            irq(gsi),
+            gsi as u8,
+        );
+        dev.enable_decoding();
+        let dev = Arc::new(Mutex::new(dev));
+        pci.add(dev.clone())
+            .ok_or_else(|| VmError::Config("no free PCI slot".into()))?;
+        devices.push(dev);
+    }
+    Ok(devices)
 }

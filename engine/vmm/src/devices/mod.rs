@@ -14,6 +14,7 @@ pub mod i8042;
 pub mod pci;
 pub mod pm;
 pub mod serial;
+pub mod virtio;
 
 /// An interrupt line into the in-kernel irqchip (or a test double).
 pub trait Interrupt: Send + Sync {

@@ -1,0 +1,475 @@
+//! The virtio 1.x PCI transport ("modern" virtio-pci, virtio 1.2 §4.1).
+//!
+//! PCI identity: vendor 0x1af4, device 0x1040 + device type (0x1042 for
+//! block), revision 1, subsystem 0x1af4:0x1100, as QEMU's modern-only
+//! devices. Everything lives in BAR4, a 16 KiB 32-bit memory BAR:
+//!
+//! ```text
+//! 0x0000  common configuration (56 bytes)
+//! 0x1000  ISR status (1 byte; reading clears it and lowers INTx)
+//! 0x2000  device-specific configuration
+//! 0x3000  notifications: queue n at 0x3000 + 4 n (notify_off_multiplier 4)
+//! ```
+//!
+//! The capability list in configuration space starts at 0x40: common
+//! (0x40), notify (0x50), ISR (0x64), device (0x74) and the PCI
+//! configuration access capability (0x84), through which the BAR can also
+//! be reached from configuration space.
+
+use virtio_queue::{Queue, QueueT};
+use vm_memory::GuestMemoryMmap;
+
+use super::{VIRTIO_F_VERSION_1, VirtioDevice, status};
+use crate::devices::IrqLine;
+use crate::devices::pci::{Bar, BarKind, ConfigSpace, PciDevice};
+
+/// The virtio PCI vendor.
+pub const VENDOR_ID: u16 = 0x1af4;
+/// Modern device IDs are this plus the device type.
+pub const DEVICE_ID_BASE: u16 = 0x1040;
+/// Subsystem device ID, as QEMU's (PCI_SUBDEVICE_ID_QEMU).
+pub const QEMU_SUBSYSTEM_ID: u16 = 0x1100;
+/// The BAR holding every virtio structure.
+pub const BAR_INDEX: usize = 4;
+/// Its size.
+pub const BAR_SIZE: u64 = 0x4000;
+/// Offsets of the structures in the BAR.
+pub const COMMON_OFFSET: u64 = 0x0000;
+/// Size of the common configuration structure.
+pub const COMMON_SIZE: u64 = 0x38;
+/// ISR status.
+pub const ISR_OFFSET: u64 = 0x1000;
+/// Device-specific configuration.
+pub const DEVICE_OFFSET: u64 = 0x2000;
+/// Size reserved for device configuration.
+pub const DEVICE_SIZE: u64 = 0x1000;
+/// Notifications.
+pub const NOTIFY_OFFSET: u64 = 0x3000;
+/// Bytes between two queues' notify addresses.
+pub const NOTIFY_MULTIPLIER: u32 = 4;
+
+/// Where the capability list starts.
+const CAP_START: usize = 0x40;
+/// Offset of the PCI configuration access capability.
+const PCI_CFG_CAP: usize = 0x84;
+/// End of the capability list.
+const CAP_END: usize = 0x98;
+
+/// virtio_pci_cap cfg_type values.
+mod cap_type {
+    pub const COMMON: u8 = 1;
+    pub const NOTIFY: u8 = 2;
+    pub const ISR: u8 = 3;
+    pub const DEVICE: u8 = 4;
+    pub const PCI_CFG: u8 = 5;
+}
+
+/// ISR bit: a queue has used buffers.
+pub const ISR_QUEUE: u8 = 1;
+/// ISR bit: the device configuration changed.
+pub const ISR_CONFIG: u8 = 2;
+
+/// "No MSI-X vector".
+const NO_VECTOR: u16 = 0xffff;
+
+/// One virtio device on PCI.
+pub struct VirtioPci<D: VirtioDevice> {
+    config: ConfigSpace,
+    caps: [u8; 256],
+    device: D,
+    queues: Vec<Queue>,
+    mem: GuestMemoryMmap,
+    irq: IrqLine,
+    device_feature_select: u32,
+    driver_feature_select: u32,
+    driver_features: u64,
+    status: u8,
+    queue_select: u16,
+    isr: u8,
+    config_generation: u8,
+}
+
+impl<D: VirtioDevice> VirtioPci<D> {
+    /// Wraps `device` with its BAR at `bar_addr`, its INTA# pin driving
+    /// `irq`, whose GSI is written to the Interrupt Line register.
+    pub fn new(device: D, mem: GuestMemoryMmap, bar_addr: u64, irq: IrqLine, gsi: u8) -> Self {
+        let ty = device.device_type();
+        // Class: mass storage (other) for block, "other" otherwise.
+        let class = if ty == 2 { 0x01_80_00 } else { 0xff_00_00 };
+        let mut config = ConfigSpace::new(VENDOR_ID, DEVICE_ID_BASE + ty, class, 1);
+        config.set_subsystem(VENDOR_ID, QEMU_SUBSYSTEM_ID);
+        config.add_bar(
+            BAR_INDEX,
+            Bar {
+                size: BAR_SIZE,
+                kind: BarKind::Memory32 {
+                    prefetchable: false,
+                },
+            },
+            bar_addr,
+        );
+        config.write(0x3c, &[gsi]);
+        let queues = device
+            .queue_max_sizes()
+            .iter()
+            .filter_map(|&max| Queue::new(max).ok())
+            .collect();
+        let mut dev = Self {
+            config,
+            caps: [0; 256],
+            device,
+            queues,
+            mem,
+            irq,
+            device_feature_select: 0,
+            driver_feature_select: 0,
+            driver_features: 0,
+            status: 0,
+            queue_select: 0,
+            isr: 0,
+            config_generation: 0,
+        };
+        dev.build_caps();
+        dev
+    }
+
+    fn build_caps(&mut self) {
+        let notify_len = NOTIFY_MULTIPLIER * self.queues.len().max(1) as u32;
+        let caps: [(usize, u8, u8, u64, u32); 5] = [
+            (
+                0x40,
+                16,
+                cap_type::COMMON,
+                COMMON_OFFSET,
+                COMMON_SIZE as u32,
+            ),
+            (0x50, 20, cap_type::NOTIFY, NOTIFY_OFFSET, notify_len),
+            (0x64, 16, cap_type::ISR, ISR_OFFSET, 1),
+            (
+                0x74,
+                16,
+                cap_type::DEVICE,
+                DEVICE_OFFSET,
+                DEVICE_SIZE as u32,
+            ),
+            (PCI_CFG_CAP, 20, cap_type::PCI_CFG, 0, 0),
+        ];
+        for (i, &(at, len, ty, offset, length)) in caps.iter().enumerate() {
+            let next = caps.get(i + 1).map_or(0, |c| c.0 as u8);
+            self.caps[at] = 0x09; // vendor-specific
+            self.caps[at + 1] = next;
+            self.caps[at + 2] = len;
+            self.caps[at + 3] = ty;
+            self.caps[at + 4] = if ty == cap_type::PCI_CFG {
+                0
+            } else {
+                BAR_INDEX as u8
+            };
+            self.caps[at + 8..at + 12].copy_from_slice(&(offset as u32).to_le_bytes());
+            self.caps[at + 12..at + 16].copy_from_slice(&length.to_le_bytes());
+        }
+        self.caps[0x50 + 16..0x50 + 20].copy_from_slice(&NOTIFY_MULTIPLIER.to_le_bytes());
+    }
+
+    /// The wrapped device.
+    pub fn device(&self) -> &D {
+        &self.device
+    }
+
+    /// The device status the driver set.
+    pub fn status(&self) -> u8 {
+        self.status
+    }
+
+    /// Turns memory decoding on, as firmware would, so the BAR is live for
+    /// a firmware-less boot.
+    pub fn enable_decoding(&mut self) {
+        let cmd = self.config.command() | crate::devices::pci::COMMAND_MEMORY;
+        self.config.write(0x04, &cmd.to_le_bytes());
+    }
+
+    fn device_features(&self) -> u64 {
+        self.device.features() | VIRTIO_F_VERSION_1
+    }
+
+    fn selected_queue(&mut self) -> Option<&mut Queue> {
+        self.queues.get_mut(usize::from(self.queue_select))
+    }
+
+    fn reset(&mut self) {
+        self.device_feature_select = 0;
+        self.driver_feature_select = 0;
+        self.driver_features = 0;
+        self.status = 0;
+        self.queue_select = 0;
+        self.isr = 0;
+        self.irq.set_level(false);
+        for q in &mut self.queues {
+            q.reset();
+        }
+        self.device.reset();
+    }
+
+    fn set_status(&mut self, value: u8) {
+        if value == 0 {
+            self.reset();
+            return;
+        }
+        let mut value = value;
+        if value & status::FEATURES_OK != 0 && self.status & status::FEATURES_OK == 0 {
+            let offered = self.device_features();
+            let ok = self.driver_features & !offered == 0
+                && self.driver_features & VIRTIO_F_VERSION_1 != 0;
+            if !ok {
+                // Leave FEATURES_OK clear: the driver reads it back and fails.
+                value &= !status::FEATURES_OK;
+            }
+        }
+        if value & status::DRIVER_OK != 0 && self.status & status::DRIVER_OK == 0 {
+            if value & status::FEATURES_OK == 0 {
+                value &= !status::DRIVER_OK;
+            } else {
+                self.device.activate(self.driver_features);
+            }
+        }
+        self.status = value;
+    }
+
+    /// The common configuration structure as bytes.
+    fn common_bytes(&self) -> [u8; COMMON_SIZE as usize] {
+        let mut b = [0u8; COMMON_SIZE as usize];
+        let features = self.device_features();
+        let feature_word = match self.device_feature_select {
+            0 => features as u32,
+            1 => (features >> 32) as u32,
+            _ => 0,
+        };
+        let driver_word = match self.driver_feature_select {
+            0 => self.driver_features as u32,
+            1 => (self.driver_features >> 32) as u32,
+            _ => 0,
+        };
+        b[0x00..0x04].copy_from_slice(&self.device_feature_select.to_le_bytes());
+        b[0x04..0x08].copy_from_slice(&feature_word.to_le_bytes());
+        b[0x08..0x0c].copy_from_slice(&self.driver_feature_select.to_le_bytes());
+        b[0x0c..0x10].copy_from_slice(&driver_word.to_le_bytes());
+        b[0x10..0x12].copy_from_slice(&NO_VECTOR.to_le_bytes());
+        b[0x12..0x14].copy_from_slice(&(self.queues.len() as u16).to_le_bytes());
+        b[0x14] = self.status;
+        b[0x15] = self.config_generation;
+        b[0x16..0x18].copy_from_slice(&self.queue_select.to_le_bytes());
+        if let Some(q) = self.queues.get(usize::from(self.queue_select)) {
+            b[0x18..0x1a].copy_from_slice(&q.size().to_le_bytes());
+            b[0x1a..0x1c].copy_from_slice(&NO_VECTOR.to_le_bytes());
+            b[0x1c..0x1e].copy_from_slice(&u16::from(q.ready()).to_le_bytes());
+            b[0x1e..0x20].copy_from_slice(&self.queue_select.to_le_bytes());
+            b[0x20..0x28].copy_from_slice(&q.desc_table().to_le_bytes());
+            b[0x28..0x30].copy_from_slice(&q.avail_ring().to_le_bytes());
+            b[0x30..0x38].copy_from_slice(&q.used_ring().to_le_bytes());
+        } else {
+            b[0x1a..0x1c].copy_from_slice(&NO_VECTOR.to_le_bytes());
+        }
+        b
+    }
+
+    fn common_write(&mut self, offset: u64, data: &[u8]) {
+        let value = match data.len() {
+            1 => u64::from(data[0]),
+            2 => u64::from(u16::from_le_bytes([data[0], data[1]])),
+            4 => u64::from(u32::from_le_bytes([data[0], data[1], data[2], data[3]])),
+            8 => u64::from_le_bytes(data.try_into().unwrap_or([0; 8])),
+            _ => return,
+        };
+        let queue_live = self.status & status::DRIVER_OK != 0;
+        match (offset, data.len()) {
+            (0x00, 4) => self.device_feature_select = value as u32,
+            (0x08, 4) => self.driver_feature_select = value as u32,
+            (0x0c, 4) if self.status & status::FEATURES_OK == 0 => {
+                let shift = match self.driver_feature_select {
+                    0 => 0,
+                    1 => 32,
+                    _ => return,
+                };
+                self.driver_features &= !(0xffff_ffffu64 << shift);
+                self.driver_features |= value << shift;
+            }
+            (0x14, 1) => self.set_status(value as u8),
+            (0x16, 2) => self.queue_select = value as u16,
+            (0x18, 2) => {
+                if let Some(q) = self.selected_queue()
+                    && !q.ready()
+                {
+                    q.set_size(value as u16);
+                }
+            }
+            (0x1c, 2) => {
+                let mem = self.mem.clone();
+                if let Some(q) = self.selected_queue()
+                    && value == 1
+                    && !q.ready()
+                {
+                    q.set_ready(true);
+                    if !q.is_valid(&mem) {
+                        tracing::warn!("virtio: driver enabled a queue outside guest memory");
+                        q.set_ready(false);
+                    }
+                }
+            }
+            (0x20..=0x37, 4) | (0x20 | 0x28 | 0x30, 8) => {
+                let Some(q) = self.queues.get_mut(usize::from(self.queue_select)) else {
+                    return;
+                };
+                if q.ready() || queue_live {
+                    return;
+                }
+                let (low, high) = if data.len() == 8 {
+                    (Some(value as u32), Some((value >> 32) as u32))
+                } else if offset.is_multiple_of(8) {
+                    (Some(value as u32), None)
+                } else {
+                    (None, Some(value as u32))
+                };
+                match offset & !7 {
+                    0x20 => q.set_desc_table_address(low, high),
+                    0x28 => q.set_avail_ring_address(low, high),
+                    _ => q.set_used_ring_address(low, high),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The driver notified queue `index`.
+    fn notify(&mut self, index: usize) {
+        if self.status & status::DRIVER_OK == 0 {
+            return;
+        }
+        let Some(queue) = self.queues.get_mut(index) else {
+            return;
+        };
+        if !queue.ready() {
+            return;
+        }
+        if self.device.process_queue(index, queue, &self.mem) {
+            self.isr |= ISR_QUEUE;
+            self.irq.set_level(true);
+        }
+    }
+
+    /// Reads the BAR.
+    fn read_bar(&mut self, offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        let len = data.len() as u64;
+        match offset {
+            o if o + len <= COMMON_OFFSET + COMMON_SIZE => {
+                let bytes = self.common_bytes();
+                let start = (o - COMMON_OFFSET) as usize;
+                data.copy_from_slice(&bytes[start..start + data.len()]);
+            }
+            ISR_OFFSET => {
+                data[0] = self.isr;
+                self.isr = 0;
+                self.irq.set_level(false);
+            }
+            o if o >= DEVICE_OFFSET && o + len <= DEVICE_OFFSET + DEVICE_SIZE => {
+                self.device.read_config(o - DEVICE_OFFSET, data);
+            }
+            _ => {}
+        }
+    }
+
+    /// Writes the BAR.
+    fn write_bar(&mut self, offset: u64, data: &[u8]) {
+        let len = data.len() as u64;
+        match offset {
+            o if o + len <= COMMON_OFFSET + COMMON_SIZE => {
+                self.common_write(o - COMMON_OFFSET, data);
+            }
+            o if o >= DEVICE_OFFSET && o + len <= DEVICE_OFFSET + DEVICE_SIZE => {
+                self.device.write_config(o - DEVICE_OFFSET, data);
+                self.config_generation = self.config_generation.wrapping_add(1);
+            }
+            o if (NOTIFY_OFFSET..NOTIFY_OFFSET + 0x1000).contains(&o) => {
+                let index = (o - NOTIFY_OFFSET) / u64::from(NOTIFY_MULTIPLIER);
+                self.notify(index as usize);
+            }
+            _ => {}
+        }
+    }
+
+    /// The PCI configuration access capability's window (bar, offset, length).
+    fn pci_cfg_window(&self) -> (u8, u64, usize) {
+        let c = &self.caps[PCI_CFG_CAP..];
+        let offset = u32::from_le_bytes([c[8], c[9], c[10], c[11]]);
+        let length = u32::from_le_bytes([c[12], c[13], c[14], c[15]]);
+        (c[4], u64::from(offset), length as usize)
+    }
+}
+
+impl<D: VirtioDevice> PciDevice for VirtioPci<D> {
+    fn config_read(&mut self, offset: usize) -> u32 {
+        let offset = offset & !3;
+        match offset {
+            // Status: capabilities list present.
+            0x04 => self.config.read_dword(0x04) | (1 << 20),
+            0x34 => CAP_START as u32,
+            // Interrupt pin: INTA#.
+            0x3c => (self.config.read_dword(0x3c) & !0xff00) | 0x0100,
+            o if o == PCI_CFG_CAP + 16 => {
+                let (bar, off, len) = self.pci_cfg_window();
+                let mut data = [0u8; 4];
+                if usize::from(bar) == BAR_INDEX && matches!(len, 1 | 2 | 4) {
+                    self.read_bar(off, &mut data[..len]);
+                }
+                u32::from_le_bytes(data)
+            }
+            o if (CAP_START..CAP_END).contains(&o) => {
+                u32::from_le_bytes(self.caps[o..o + 4].try_into().unwrap_or([0; 4]))
+            }
+            o => self.config.read_dword(o),
+        }
+    }
+
+    fn config_write(&mut self, offset: usize, data: &[u8]) {
+        if offset < CAP_START {
+            self.config.write(offset, data);
+            return;
+        }
+        // The PCI configuration access capability: bar, offset and length
+        // are writable, and pci_cfg_data forwards to the BAR.
+        let data_at = PCI_CFG_CAP + 16;
+        if offset == data_at {
+            let (bar, off, len) = self.pci_cfg_window();
+            if usize::from(bar) == BAR_INDEX && len == data.len() {
+                self.write_bar(off, data);
+            }
+            return;
+        }
+        for (i, &b) in data.iter().enumerate() {
+            let at = offset + i;
+            let writable =
+                at == PCI_CFG_CAP + 4 || (PCI_CFG_CAP + 8..PCI_CFG_CAP + 16).contains(&at);
+            if writable {
+                self.caps[at] = b;
+            }
+        }
+    }
+
+    fn bar_hit(&self, addr: u64) -> Option<(usize, u64)> {
+        self.config.bar_hit(addr)
+    }
+
+    fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
+        if bar == BAR_INDEX {
+            self.read_bar(offset, data);
+        } else {
+            data.fill(0xff);
+        }
+    }
+
+    fn bar_write(&mut self, bar: usize, offset: u64, data: &[u8]) {
+        if bar == BAR_INDEX {
+            self.write_bar(offset, data);
+        }
+    }
+}

@@ -37,3 +37,47 @@ fn bad_uri_fails_with_the_reason() {
     assert!(!ok);
     assert!(err.contains("unsupported URI scheme 'qemu'"), "{err}");
 }
+
+#[test]
+fn help_lists_the_virsh_verbs() {
+    let (ok, out, _) = vireoctl(&["--help"], None);
+    assert!(ok);
+    for verb in [
+        "define",
+        "undefine",
+        "dumpxml",
+        "edit",
+        "list",
+        "dominfo",
+        "domstate",
+        "start",
+        "shutdown",
+        "reboot",
+        "reset",
+        "destroy",
+        "suspend",
+        "resume",
+        "autostart",
+        "domstats",
+        "cpu-stats",
+        "dommemstat",
+        "vncdisplay",
+        "console",
+        "screenshot",
+        "uri",
+        "version",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{verb} "))),
+            "{verb} missing from:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn ssh_uris_fail_with_a_clear_message_for_now() {
+    let (ok, _, err) = vireoctl(&["-c", "vireo+ssh://h/system", "list"], None);
+    assert!(!ok);
+    assert!(err.contains("SSH connections are not available"), "{err}");
+}

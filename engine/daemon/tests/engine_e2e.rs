@@ -5,6 +5,7 @@ mod common;
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -506,4 +507,116 @@ fn vnc_stream_is_handed_out_through_the_api_connection() {
     std::io::Read::read_exact(&mut r, &mut count).unwrap();
     assert!(count[0] >= 1, "the server offers no security type");
     s.ok(&["destroy", "screen"]);
+}
+
+#[test]
+fn async_client_receives_lifecycle_and_periodic_statistics_events() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let s = Session::new();
+    s.define(&domain_xml("busy", &guest("spin"), "every=100000"));
+    s.ok(&["list"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, mut incoming) =
+            vireo_api::AsyncClient::connect_unix(&s.socket(), "e2e-async", true)
+                .await
+                .unwrap();
+        client
+            .call(Request::Start {
+                domain: "busy".into(),
+            })
+            .await
+            .unwrap();
+        let mut started = false;
+        let mut samples = Vec::new();
+        let deadline = tokio::time::Instant::now() + BOOT;
+        while samples.len() < 2 {
+            let msg = tokio::time::timeout_at(deadline, incoming.recv())
+                .await
+                .expect("no statistics in time")
+                .unwrap();
+            match msg {
+                vireo_api::Incoming::Event(Event::Lifecycle { name, change, .. }) => {
+                    assert_eq!(name, "busy");
+                    started |= change == Lifecycle::Started;
+                }
+                vireo_api::Incoming::Event(Event::Stats { domains }) => {
+                    assert_eq!(domains.len(), 1);
+                    assert_eq!(domains[0].name, "busy");
+                    assert_eq!(domains[0].vcpus.len(), 1);
+                    assert_eq!(domains[0].guest_memory_bytes, 32 << 20);
+                    samples.push(domains[0].cpu_time_ns());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(started, "no started event before the statistics");
+        assert!(
+            samples[1] > samples[0],
+            "CPU time does not grow: {samples:?}"
+        );
+        client
+            .call(Request::Destroy {
+                domain: "busy".into(),
+            })
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn edit_saves_a_valid_change_and_keeps_the_definition_on_an_invalid_one() {
+    let _serial = serial();
+    let s = Session::new();
+    s.define(&domain_xml("ed", std::path::Path::new("/k"), ""));
+    let editor = |script: &str| {
+        let path = s.dir.path().join("editor.sh");
+        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+        path
+    };
+    let run = |script: &str| {
+        let path = editor(script);
+        Command::new(common::bin("vireoctl"))
+            .args(["edit", "ed"])
+            .env_remove("VIREO_DEFAULT_URI")
+            .env_remove("VISUAL")
+            .env("EDITOR", format!("sh {}", path.display()))
+            .env("XDG_RUNTIME_DIR", &s.runtime)
+            .env("XDG_DATA_HOME", &s.data)
+            .output()
+            .unwrap()
+    };
+
+    let out = run("sed -i 's|<vcpu>1</vcpu>|<vcpu>3</vcpu>|' \"$1\"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Domain 'ed' XML configuration edited.\n\n"
+    );
+    assert_eq!(s.info("ed").vcpus, 3);
+
+    let out = run("sed -i 's|</kernel>|</kernal>|' \"$1\"");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("malformed domain XML at line 8"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(s.ok(&["dumpxml", "ed"]).contains("<vcpu>3</vcpu>"));
+
+    let out = run("true");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Domain 'ed' XML configuration not changed.\n\n"
+    );
 }

@@ -9,12 +9,15 @@
 //!   discard, write-zeroes, resize; cache modes; read-only opens.
 //! - [`create_raw`], [`create_qcow2`], [`create_overlay`]: new images.
 //! - [`convert`], [`commit`], [`stream`]: whole-image operations.
+//! - [`volume`]: the API the daemon's pools and volumes are built on
+//!   (create, info, delete, resize, clone, upload, download with progress).
 
 pub mod create;
 pub mod error;
 pub mod image;
 pub mod ops;
 pub mod probe;
+pub mod volume;
 
 pub use create::{BackingSpec, Qcow2Options, create_overlay, create_qcow2, create_raw};
 pub use error::{Result, StorageError};

@@ -1,0 +1,398 @@
+//! Volumes: the operations the daemon's storage pools are built on
+//! (`vol-create-as`, `vol-info`, `vol-delete`, `vol-resize`, `vol-clone`,
+//! `vol-upload`, `vol-download`). A volume is one image file; the pool (a
+//! folder) and its bookkeeping belong to the daemon.
+//!
+//! Long operations report progress through a callback with
+//! `(bytes done, bytes in total)`; the daemon forwards it over the API.
+//! Operations that replace a file write a temporary file in the same
+//! folder, sync it and rename it into place, so an interrupted operation
+//! leaves either the old volume or the new one, never half of one; a
+//! leftover `.<name>.vireo-tmp` file can be deleted.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::create::{BackingSpec, Qcow2Options, create_qcow2, create_raw};
+use crate::error::{Result, StorageError};
+use crate::image::{Image, OpenOptions, resolve_backing};
+use crate::ops::{Progress, TargetFormat, convert, sync_parent};
+use crate::probe::{ImageFormat, probe};
+
+/// The unit of streaming.
+const CHUNK: usize = 1 << 20;
+
+/// What `vol-info` shows, and a little more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeInfo {
+    /// The file.
+    pub path: PathBuf,
+    /// Its format.
+    pub format: ImageFormat,
+    /// The size the guest sees (libvirt's capacity).
+    pub capacity: u64,
+    /// Bytes the file occupies on the host (libvirt's allocation).
+    pub allocation: u64,
+    /// The backing file named in the header, as written.
+    pub backing: Option<String>,
+}
+
+/// A new volume.
+#[derive(Debug, Clone)]
+pub struct NewVolume {
+    /// Raw or qcow2.
+    pub format: ImageFormat,
+    /// Capacity in bytes (ignored for a qcow2 with a backing volume, which
+    /// takes the backing volume's size when this is 0).
+    pub capacity: u64,
+    /// A backing volume (qcow2 only): `--backing-vol`, `--backing-vol-format`.
+    pub backing: Option<BackingSpec>,
+}
+
+/// Options for [`upload`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UploadOptions {
+    /// Accept an uploaded qcow2 that names a backing file. Off by default:
+    /// a hostile upload could otherwise make the host read any file it
+    /// names (e.g. `/etc/shadow`) into a guest.
+    pub allow_backing_file: bool,
+}
+
+/// Reads a volume's header and size.
+pub fn info(path: &Path) -> Result<VolumeInfo> {
+    let header = probe(path)?;
+    let meta = fs::metadata(path).map_err(|e| StorageError::io(path, "reading metadata", e))?;
+    Ok(VolumeInfo {
+        path: path.to_path_buf(),
+        format: header.format,
+        capacity: header.virtual_size,
+        allocation: std::os::unix::fs::MetadataExt::blocks(&meta) * 512,
+        backing: header.backing_file,
+    })
+}
+
+/// Creates a volume (never overwriting an existing file).
+pub fn create(path: &Path, spec: &NewVolume) -> Result<VolumeInfo> {
+    match spec.format {
+        ImageFormat::Raw => {
+            if spec.backing.is_some() {
+                return Err(StorageError::InvalidRequest {
+                    path: path.to_path_buf(),
+                    reason: "a raw volume cannot have a backing volume".into(),
+                });
+            }
+            create_raw(path, spec.capacity)?;
+        }
+        ImageFormat::Qcow2 => {
+            let mut capacity = spec.capacity;
+            if let Some(backing) = &spec.backing {
+                // Validate the whole backing chain before writing anything.
+                let chain = Image::open(
+                    &resolve_backing(path, &backing.name),
+                    &OpenOptions::new().format(backing.format).read_only(true),
+                )?;
+                if capacity == 0 {
+                    capacity = chain.size();
+                }
+            }
+            create_qcow2(
+                path,
+                &Qcow2Options {
+                    size: capacity,
+                    cluster_size: crate::create::DEFAULT_CLUSTER_SIZE,
+                    backing: spec.backing.clone(),
+                },
+            )?;
+        }
+        ImageFormat::Vmdk => {
+            return Err(StorageError::Unsupported {
+                path: path.to_path_buf(),
+                reason: "vmdk volumes are imported by conversion, not created".into(),
+            });
+        }
+    }
+    info(path)
+}
+
+/// Deletes a volume file.
+pub fn delete(path: &Path) -> Result<()> {
+    fs::remove_file(path).map_err(|e| StorageError::io(path, "deleting", e))?;
+    sync_parent(path)
+}
+
+/// Changes a volume's capacity. Shrinking loses data at the end and is
+/// refused unless `allow_shrink` (virsh's `--shrink`).
+pub fn resize(path: &Path, capacity: u64, allow_shrink: bool) -> Result<()> {
+    let mut image = Image::open(path, &OpenOptions::new())?;
+    if capacity < image.size() && !allow_shrink {
+        return Err(StorageError::InvalidRequest {
+            path: path.to_path_buf(),
+            reason: format!(
+                "shrinking from {} to {capacity} bytes loses data; pass allow_shrink",
+                image.size()
+            ),
+        });
+    }
+    image.resize(capacity)
+}
+
+/// Copies a volume (with its backing chain flattened) into a new volume
+/// at `dst`, in `format` (the source's format when `None`).
+pub fn clone_volume(
+    src: &Path,
+    dst: &Path,
+    format: Option<ImageFormat>,
+    progress: Progress<'_>,
+) -> Result<VolumeInfo> {
+    let format = match format {
+        Some(f) => f,
+        None => probe(src)?.format,
+    };
+    let target = match format {
+        ImageFormat::Raw => TargetFormat::Raw,
+        ImageFormat::Qcow2 => TargetFormat::qcow2(),
+        ImageFormat::Vmdk => {
+            return Err(StorageError::Unsupported {
+                path: dst.to_path_buf(),
+                reason: "cannot clone into vmdk".into(),
+            });
+        }
+    };
+    let tmp = temp_path(dst);
+    let _ = fs::remove_file(&tmp);
+    convert(src, &OpenOptions::new(), &tmp, target, progress)?;
+    finish_replace(&tmp, dst, false)?;
+    info(dst)
+}
+
+/// Replaces the volume file at `path` with `length` bytes read from
+/// `reader` (libvirt's `vol-upload`: the file's bytes, any format). The
+/// upload lands in a temporary file that is checked (probed; a qcow2 must
+/// open with its chain, and may name a backing file only if allowed) and
+/// then renamed over the volume.
+pub fn upload(
+    path: &Path,
+    reader: &mut dyn Read,
+    length: u64,
+    options: UploadOptions,
+    progress: Progress<'_>,
+) -> Result<VolumeInfo> {
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| StorageError::io(&tmp, "creating", e))?;
+        let mut buf = vec![0u8; CHUNK];
+        let mut done = 0u64;
+        while done < length {
+            let want = (length - done).min(CHUNK as u64) as usize;
+            let n = reader
+                .read(&mut buf[..want])
+                .map_err(|e| StorageError::io(path, "receiving the upload", e))?;
+            if n == 0 {
+                return Err(StorageError::InvalidRequest {
+                    path: path.to_path_buf(),
+                    reason: format!("the upload ended after {done} of {length} bytes"),
+                });
+            }
+            file.write_all(&buf[..n])
+                .map_err(|e| StorageError::io(&tmp, "writing the upload", e))?;
+            done += n as u64;
+            progress(done, length);
+        }
+        file.sync_all()
+            .map_err(|e| StorageError::io(&tmp, "syncing", e))?;
+        drop(file);
+        let header = probe(&tmp)?;
+        if header.backing_file.is_some() && !options.allow_backing_file {
+            return Err(StorageError::InvalidRequest {
+                path: path.to_path_buf(),
+                reason: "the uploaded image names a backing file, which is not allowed".into(),
+            });
+        }
+        if header.format == ImageFormat::Qcow2 {
+            Image::open(&tmp, &OpenOptions::new().read_only(true))?;
+        }
+        finish_replace(&tmp, path, true)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+    info(path)
+}
+
+/// Streams the volume file's bytes to `writer` (libvirt's
+/// `vol-download`); returns the number of bytes sent.
+pub fn download(path: &Path, writer: &mut dyn Write, progress: Progress<'_>) -> Result<u64> {
+    let mut file = fs::File::open(path).map_err(|e| StorageError::io(path, "opening", e))?;
+    let total = file
+        .metadata()
+        .map_err(|e| StorageError::io(path, "reading metadata", e))?
+        .len();
+    let mut buf = vec![0u8; CHUNK];
+    let mut done = 0u64;
+    while done < total {
+        let want = (total - done).min(CHUNK as u64) as usize;
+        let n = file
+            .read(&mut buf[..want])
+            .map_err(|e| StorageError::io(path, "reading", e))?;
+        if n == 0 {
+            break;
+        }
+        writer
+            .write_all(&buf[..n])
+            .map_err(|e| StorageError::io(path, "sending the download", e))?;
+        done += n as u64;
+        progress(done, total);
+    }
+    writer
+        .flush()
+        .map_err(|e| StorageError::io(path, "sending the download", e))?;
+    Ok(done)
+}
+
+/// `.<name>.vireo-tmp` next to `path`.
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(".vireo-tmp");
+    path.with_file_name(name)
+}
+
+/// Renames the finished temporary file into place (refusing to replace an
+/// existing file unless `replace`) and syncs the folder.
+fn finish_replace(tmp: &Path, dst: &Path, replace: bool) -> Result<()> {
+    if !replace && dst.exists() {
+        let _ = fs::remove_file(tmp);
+        return Err(StorageError::io(
+            dst,
+            "creating",
+            std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+        ));
+    }
+    fs::rename(tmp, dst).map_err(|e| StorageError::io(dst, "moving the new file into place", e))?;
+    sync_parent(dst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_info_resize_clone_and_delete_a_qcow2_volume() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.qcow2");
+        let child = dir.path().join("child.qcow2");
+        let copy = dir.path().join("copy.raw");
+
+        let made = create(
+            &base,
+            &NewVolume {
+                format: ImageFormat::Qcow2,
+                capacity: 4 << 20,
+                backing: None,
+            },
+        )
+        .unwrap();
+        Image::open(&base, &OpenOptions::new())
+            .unwrap()
+            .write_at(&[9; 4096], 8192)
+            .unwrap();
+        let overlay = create(
+            &child,
+            &NewVolume {
+                format: ImageFormat::Qcow2,
+                capacity: 0,
+                backing: Some(BackingSpec {
+                    name: "base.qcow2".into(),
+                    format: ImageFormat::Qcow2,
+                }),
+            },
+        )
+        .unwrap();
+        let refused = resize(&child, 1 << 20, false);
+        resize(&child, 8 << 20, false).unwrap();
+        let mut calls = 0;
+        let cloned = clone_volume(&child, &copy, Some(ImageFormat::Raw), &mut |_, _| {
+            calls += 1
+        })
+        .unwrap();
+        delete(&base).unwrap();
+
+        assert_eq!(made.capacity, 4 << 20);
+        assert_eq!(overlay.capacity, 4 << 20);
+        assert_eq!(overlay.backing.as_deref(), Some("base.qcow2"));
+        assert!(refused.is_err());
+        assert_eq!(info(&child).unwrap().capacity, 8 << 20);
+        assert_eq!(cloned.format, ImageFormat::Raw);
+        assert_eq!(cloned.capacity, 8 << 20);
+        assert!(calls > 0);
+        let bytes = fs::read(&copy).unwrap();
+        assert!(bytes[8192..12288].iter().all(|&b| b == 9));
+        assert!(!base.exists());
+    }
+
+    #[test]
+    fn upload_and_download_stream_with_progress_and_refuse_backing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = dir.path().join("vol.raw");
+        create_raw(&vol, 1 << 20).unwrap();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut seen = Vec::new();
+
+        let up = upload(
+            &vol,
+            &mut &data[..],
+            data.len() as u64,
+            UploadOptions::default(),
+            &mut |d, t| seen.push((d, t)),
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        let sent = download(&vol, &mut out, &mut |_, _| {}).unwrap();
+        let short = upload(
+            &vol,
+            &mut &data[..10],
+            100,
+            UploadOptions::default(),
+            &mut |_, _| {},
+        );
+        let overlay = dir.path().join("evil.qcow2");
+        create_qcow2(
+            &overlay,
+            &Qcow2Options {
+                size: 1 << 20,
+                cluster_size: 65536,
+                backing: Some(BackingSpec {
+                    name: "/etc/passwd".into(),
+                    format: ImageFormat::Raw,
+                }),
+            },
+        )
+        .unwrap();
+        let evil = fs::read(&overlay).unwrap();
+        let refused = upload(
+            &vol,
+            &mut &evil[..],
+            evil.len() as u64,
+            UploadOptions::default(),
+            &mut |_, _| {},
+        )
+        .unwrap_err();
+
+        assert_eq!(up.capacity, data.len() as u64);
+        assert_eq!(seen.last(), Some(&(data.len() as u64, data.len() as u64)));
+        assert_eq!(sent, data.len() as u64);
+        assert_eq!(out, data);
+        assert!(short.is_err());
+        assert!(refused.to_string().contains("backing file"), "{refused}");
+        // Failed uploads left the volume as it was.
+        assert_eq!(fs::read(&vol).unwrap(), data);
+        assert!(!temp_path(&vol).exists());
+    }
+}

@@ -620,3 +620,54 @@ fn edit_saves_a_valid_change_and_keeps_the_definition_on_an_invalid_one() {
         "Domain 'ed' XML configuration not changed.\n\n"
     );
 }
+
+#[test]
+fn vireoctl_console_shows_serial_output_and_ctrl_bracket_detaches() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let s = Session::new();
+    s.define(&domain_xml("chat", &guest("spin"), "every=200000"));
+    s.ok(&["start", "chat"]);
+    let mut child = Command::new(common::bin("vireoctl"))
+        .args(["console", "chat"])
+        .env_remove("VIREO_DEFAULT_URI")
+        .env("XDG_RUNTIME_DIR", &s.runtime)
+        .env("XDG_DATA_HOME", &s.data)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("tick=") {
+        let n = std::io::Read::read(&mut stdout, &mut buf).unwrap();
+        assert!(
+            n > 0,
+            "console ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        String::from_utf8_lossy(&seen)
+            .starts_with("Connected to domain 'chat'\nEscape character is ^] (Ctrl + ])\n")
+    );
+
+    child.stdin.as_mut().unwrap().write_all(&[0x1d]).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success());
+            break;
+        }
+        assert!(Instant::now() < deadline, "Ctrl+] did not detach");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Detaching leaves the domain running.
+    assert_eq!(s.state("chat"), "running (booted)");
+    s.ok(&["destroy", "chat"]);
+}

@@ -74,19 +74,42 @@ pub struct Imported {
     pub unsupported: Vec<String>,
     /// Byte offset just after `</name>` (where a generated `<uuid>` goes).
     name_end: Option<usize>,
+    /// Byte offsets just after the start tag of each `<interface>` that has
+    /// no `<mac>` (where a generated one goes).
+    macless: Vec<usize>,
 }
 
 impl Imported {
     /// Parses and validates `xml`.
     pub fn parse(xml: &str) -> Result<Self, ImportError> {
-        let (unsupported, name_end) = scan(xml)?;
+        let scan = scan(xml)?;
         let domain = Domain::from_xml(xml)?;
         Ok(Self {
             domain,
             xml: xml.to_owned(),
-            unsupported,
-            name_end,
+            unsupported: scan.unsupported,
+            name_end: scan.name_end,
+            macless: scan.macless,
         })
+    }
+
+    /// Gives every `<interface>` without a `<mac>` one, as libvirt does:
+    /// `52:54:00` (QEMU's prefix, which libvirt uses for KVM guests) and
+    /// three random bytes. Returns the addresses added, in document order.
+    pub fn ensure_macs(&mut self) -> Vec<String> {
+        let mut added = Vec::new();
+        let offsets = std::mem::take(&mut self.macless);
+        for &at in offsets.iter().rev() {
+            let r = Uuid::new_v4();
+            let b = r.as_bytes();
+            let mac = format!("52:54:00:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2]);
+            let indent = line_indent(&self.xml, at);
+            self.xml
+                .insert_str(at, &format!("\n{indent}  <mac address='{mac}'/>"));
+            added.push(mac);
+        }
+        added.reverse();
+        added
     }
 
     /// Sets the UUID when the document has none, inserting `<uuid>` after
@@ -98,8 +121,13 @@ impl Imported {
         self.domain.uuid = Some(uuid);
         let at = self.name_end.unwrap_or(0);
         let indent = line_indent(&self.xml, at);
-        self.xml
-            .insert_str(at, &format!("\n{indent}<uuid>{uuid}</uuid>"));
+        let text = format!("\n{indent}<uuid>{uuid}</uuid>");
+        self.xml.insert_str(at, &text);
+        for offset in &mut self.macless {
+            if *offset >= at {
+                *offset += text.len();
+            }
+        }
     }
 }
 
@@ -124,9 +152,17 @@ fn position(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// What [`scan`] learns about a document.
+struct Scan {
+    unsupported: Vec<String>,
+    name_end: Option<usize>,
+    macless: Vec<usize>,
+}
+
 /// Walks the document: checks it is well-formed with a `<domain>` root and
-/// collects unsupported element paths and where `</name>` ends.
-fn scan(xml: &str) -> Result<(Vec<String>, Option<usize>), ImportError> {
+/// collects unsupported element paths, where `</name>` ends and which
+/// interfaces lack a MAC address.
+fn scan(xml: &str) -> Result<Scan, ImportError> {
     let mut reader = Reader::from_str(xml);
     reader.config_mut().check_end_names = true;
     let mut stack: Vec<String> = Vec::new();
@@ -135,6 +171,9 @@ fn scan(xml: &str) -> Result<(Vec<String>, Option<usize>), ImportError> {
     let mut skipping: Option<usize> = None;
     let mut unsupported: Vec<String> = Vec::new();
     let mut name_end = None;
+    let mut macless = Vec::new();
+    // The open <interface>: where its start tag ends, and whether it has a <mac>.
+    let mut interface: Option<(usize, bool)> = None;
     let mut seen_root = false;
     let syntax = |stack: &[String], offset: usize, message: String| {
         let (line, column) = position(xml, offset);
@@ -166,6 +205,12 @@ fn scan(xml: &str) -> Result<(Vec<String>, Option<usize>), ImportError> {
             Event::End(_) => {
                 if stack.len() == 2 && stack[1] == "name" && name_end.is_none() {
                     name_end = Some(reader.buffer_position() as usize);
+                }
+                if stack.len() == 3
+                    && stack[2] == "interface"
+                    && let Some((at, false)) = interface.take()
+                {
+                    macless.push(at);
                 }
                 stack.pop();
                 if skipping.is_some_and(|d| stack.len() < d) {
@@ -206,6 +251,13 @@ fn scan(xml: &str) -> Result<(Vec<String>, Option<usize>), ImportError> {
         }
         stack.push(name);
         let path = stack.join("/");
+        if path == "domain/devices/interface" && !empty {
+            interface = Some((reader.buffer_position() as usize, false));
+        } else if path == "domain/devices/interface/mac"
+            && let Some((_, has_mac)) = interface.as_mut()
+        {
+            *has_mac = true;
+        }
         if skipping.is_none() && !SUPPORTED.contains(&path.as_str()) {
             if !unsupported.contains(&path) {
                 unsupported.push(path);
@@ -232,7 +284,11 @@ fn scan(xml: &str) -> Result<(Vec<String>, Option<usize>), ImportError> {
     if !seen_root {
         return Err(syntax(&stack, 0, "no <domain> element".into()));
     }
-    Ok((unsupported, name_end))
+    Ok(Scan {
+        unsupported,
+        name_end,
+        macless,
+    })
 }
 
 #[cfg(test)]
@@ -288,6 +344,32 @@ mod tests {
         let again = Imported::parse(&imp.xml).unwrap();
         assert_eq!(again.domain.uuid, Some(uuid));
         assert_eq!(again.xml, imp.xml);
+    }
+
+    #[test]
+    fn interfaces_without_mac_get_one_and_others_keep_theirs() {
+        let xml = VIRT_INSTALL.replace(
+            "    <console type=\"pty\"/>\n",
+            "    <interface type=\"network\">\n      <source network=\"default\"/>\n    </interface>\n    \
+             <interface type=\"user\"><mac address=\"52:54:00:00:00:01\"/></interface>\n",
+        );
+        let mut imp = Imported::parse(&xml).unwrap();
+        // The UUID goes in first: the interfaces' offsets must follow.
+        imp.ensure_uuid(Uuid::new_v4());
+        let added = imp.ensure_macs();
+        assert_eq!(added.len(), 1);
+        assert!(added[0].starts_with("52:54:00:"), "{added:?}");
+        assert!(
+            imp.xml.contains(&format!(
+                "    <interface type=\"network\">\n      <mac address='{}'/>\n      <source",
+                added[0]
+            )),
+            "{}",
+            imp.xml
+        );
+        assert!(imp.xml.contains("52:54:00:00:00:01"));
+        // A second pass finds nothing to add.
+        assert!(Imported::parse(&imp.xml).unwrap().ensure_macs().is_empty());
     }
 
     #[test]

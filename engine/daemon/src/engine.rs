@@ -467,6 +467,7 @@ impl Engine {
         }
         let uuid = imp.domain.uuid.or(by_name).unwrap_or_else(Uuid::new_v4);
         imp.ensure_uuid(uuid);
+        imp.ensure_macs();
         write_atomic(&self.definition_path(uuid), imp.xml.as_bytes(), 0o600)
             .map_err(|e| internal(e.to_string()))?;
         let dom = inner.domains.entry(uuid).or_insert_with(|| Dom {

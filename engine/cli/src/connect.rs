@@ -56,6 +56,8 @@ fn spawn_engine(paths: &EnginePaths) -> Result<(), String> {
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err)
+        // Hold no directory of the caller's busy.
+        .current_dir("/")
         // Its own process group: a Ctrl+C aimed at vireoctl must not reach it.
         .process_group(0)
         .spawn()

@@ -109,6 +109,16 @@ fn lock(paths: &EnginePaths) -> Result<Option<std::fs::File>, String> {
     }
 }
 
+/// A group's id from /etc/group.
+fn group_id(name: &str) -> Option<u32> {
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    groups.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next()? == name).then_some(())?;
+        fields.nth(1)?.parse().ok()
+    })
+}
+
 fn run(args: Args, scope: Scope, paths: EnginePaths) -> Result<(), String> {
     for dir in [&paths.runtime_dir, &paths.state_dir] {
         std::fs::create_dir_all(dir)
@@ -147,13 +157,23 @@ fn run(args: Args, scope: Scope, paths: EnginePaths) -> Result<(), String> {
         let listener = tokio::net::UnixListener::bind(&socket)
             .map_err(|e| format!("cannot listen on '{}': {e}", socket.display()))?;
         // The session socket is the user's alone; the system one is for
-        // group vireo (the group is set by the packaging).
+        // group vireo when that group exists.
         let mode = if scope == Scope::Session {
             0o600
         } else {
             0o660
         };
         let _ = std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(mode));
+        if scope == Scope::System {
+            match group_id("vireo") {
+                Some(gid) => {
+                    if let Err(e) = std::os::unix::fs::chown(&socket, None, Some(gid)) {
+                        tracing::warn!("cannot give '{}' to group vireo: {e}", socket.display());
+                    }
+                }
+                None => tracing::warn!("group vireo does not exist; only root can connect"),
+            }
+        }
         tracing::info!("serving {}", socket.display());
         engine.autostart();
         engine.spawn_stats();

@@ -38,5 +38,6 @@ bench: deps-test
 	$(CARGO) build --release -p vireo-vmm --bins --locked
 	$(CARGO) bench -p vireo-vmm --bench vmm_vs_qemu --locked
 	$(CARGO) bench -p vireo-vmm --bench vnc_vs_qemu --locked
+	$(CARGO) bench -p vireo-storage --bench storage_vs_qemu_img --locked
 	$(CARGO) build --release -p vireod -p vireoctl --bins --locked
 	$(CARGO) bench -p vireod --bench list_vs_virsh --locked

@@ -661,10 +661,36 @@ impl Engine {
         // The socket opens before the kernel is loaded; `status` is answered
         // once the VM is built, or fails when it cannot be.
         if let Err(e) = vmm::control(&files.control(), "status", Value::Null).await {
-            let status = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
-            if !matches!(status, Ok(Ok(_))) {
-                let _ = vmm::kill(pid);
-                let _ = child.wait().await;
+            let status = match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
+                Ok(Ok(status)) => Some(status),
+                _ => {
+                    let _ = vmm::kill(pid);
+                    let _ = child.wait().await;
+                    None
+                }
+            };
+            // A guest may run and power off before `status` is asked: that
+            // is a start followed by a stop, not a failure.
+            let meaning = status.map(|st| vmm::exit_meaning(Some(st), false, &files.vmm_log()));
+            if let Some(meaning) = meaning.filter(|m| !m.reason.starts_with("failed")) {
+                let mut inner = self.lock();
+                if let Some(dom) = inner.domains.get_mut(&uuid) {
+                    self.emit(dom, Lifecycle::Started);
+                    dom.reason = meaning.reason.clone();
+                    let change = if meaning.crashed {
+                        dom.state = DomainState::Crashed;
+                        Lifecycle::Crashed {
+                            reason: meaning.reason,
+                        }
+                    } else {
+                        dom.state = DomainState::Shutoff;
+                        Lifecycle::Stopped {
+                            reason: meaning.reason,
+                        }
+                    };
+                    self.emit(dom, change);
+                }
+                return Ok(Response::Done);
             }
             let why = vmm::last_line(&files.vmm_log()).unwrap_or(e);
             return Err(internal(format!("cannot start domain '{name}': {why}")));

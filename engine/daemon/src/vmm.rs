@@ -205,6 +205,9 @@ pub fn exit_meaning(status: Option<ExitStatus>, destroyed: bool, vmm_log: &Path)
             crashed: true,
             reason: crash_line(vmm_log).unwrap_or_else(|| "the guest crashed".into()),
         },
+        // isa-debug-exit with 0 also gives 1 ((0 << 1) | 1): the VMM's log
+        // tells the two apart.
+        Some(1) if debug_exit_line(vmm_log) => shutoff("guest exited with code 0".into()),
         Some(1) => shutoff(format!(
             "failed: {}",
             last_line(vmm_log).unwrap_or_else(|| "vireo-vmm failed".into())
@@ -233,6 +236,11 @@ fn strip_ansi(s: &str) -> String {
         }
     }
     out
+}
+
+/// Whether the VMM logged a guest write to isa-debug-exit.
+fn debug_exit_line(log: &Path) -> bool {
+    std::fs::read_to_string(log).is_ok_and(|t| t.contains(" to isa-debug-exit"))
 }
 
 /// The VMM's "guest crashed: …" explanation.
@@ -367,6 +375,11 @@ mod tests {
             "guest exited with code 3"
         );
         assert_eq!(exit_meaning(st(1 << 8), false, &log).reason, "failed: regs");
+        std::fs::write(&log, "INFO guest wrote 0x0 to isa-debug-exit\n").unwrap();
+        assert_eq!(
+            exit_meaning(st(1 << 8), false, &log).reason,
+            "guest exited with code 0"
+        );
     }
 
     #[test]

@@ -671,3 +671,31 @@ fn vireoctl_console_shows_serial_output_and_ctrl_bracket_detaches() {
     assert_eq!(s.state("chat"), "running (booted)");
     s.ok(&["destroy", "chat"]);
 }
+
+#[test]
+fn a_guest_that_exits_at_once_is_started_then_stopped_with_its_exit_code() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let s = Session::new();
+    s.define(&domain_xml("brief", &guest("hello"), ""));
+
+    for _ in 0..3 {
+        assert_eq!(s.ok(&["start", "brief"]), "Domain 'brief' started\n\n");
+        let state = s.wait_state("brief", "shut off", BOOT);
+        assert!(
+            state.starts_with("shut off (guest exited with code ")
+                || state == "shut off (shutdown)",
+            "{state}"
+        );
+    }
+    let out = s.ctl(&["start", "missing"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .starts_with("error: Domain not found: no domain with matching name or uuid 'missing'"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

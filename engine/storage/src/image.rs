@@ -330,6 +330,21 @@ fn open_chain(
                 });
             }
         };
+        // Only regular files and block devices: opening a FIFO named by a
+        // hostile header would block forever, and a character device such
+        // as /dev/zero or /dev/urandom is no disk.
+        let file_type = std::fs::metadata(&canonical)
+            .map_err(|e| StorageError::io(&canonical, "opening", e))?
+            .file_type();
+        if !(file_type.is_file() || std::os::unix::fs::FileTypeExt::is_block_device(&file_type)) {
+            return Err(StorageError::Unsupported {
+                path: named_by.unwrap_or_else(|| top.to_path_buf()),
+                reason: format!(
+                    "'{}' is not a regular file or block device",
+                    canonical.display()
+                ),
+            });
+        }
         if !seen.insert(canonical.clone()) {
             return Err(StorageError::BackingLoop {
                 path: named_by.unwrap_or_else(|| top.to_path_buf()),

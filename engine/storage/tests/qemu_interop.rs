@@ -513,3 +513,52 @@ fn interrupted_stream_leaves_the_original_chain_untouched() {
     assert_eq!(contents_via_qemu(&top, dir.path()), expected);
     assert_check_clean(&top);
 }
+
+#[test]
+fn backing_files_that_are_fifos_or_character_devices_are_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let on_fifo = dir.path().join("on-fifo.qcow2");
+    let on_zero = dir.path().join("on-zero.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-u",
+        "-b",
+        "fifo",
+        "-F",
+        "raw",
+        s(&on_fifo),
+        "1M",
+    ]);
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-u",
+        "-b",
+        "/dev/zero",
+        "-F",
+        "raw",
+        s(&on_zero),
+        "1M",
+    ]);
+
+    let fifo_err = Image::open(&on_fifo, &OpenOptions::new()).unwrap_err();
+    let zero_err = Image::open(&on_zero, &OpenOptions::new()).unwrap_err();
+
+    assert!(fifo_err.to_string().contains("on-fifo.qcow2"), "{fifo_err}");
+    assert!(
+        fifo_err.to_string().contains("not a regular file"),
+        "{fifo_err}"
+    );
+    assert!(zero_err.to_string().contains("/dev/zero"), "{zero_err}");
+}

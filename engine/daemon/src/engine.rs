@@ -621,6 +621,8 @@ impl Engine {
         let log = create(&files.vmm_log())?;
         let mut cmd = tokio::process::Command::new(&self.config.vmm_binary);
         cmd.args(&args)
+            // Its log says how it ended, which a re-attached engine reads.
+            .env("VIREO_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| internal(e.to_string()))?)
             .stderr(log)

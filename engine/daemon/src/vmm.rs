@@ -191,7 +191,7 @@ pub fn exit_meaning(status: Option<ExitStatus>, destroyed: bool, vmm_log: &Path)
         return shutoff("destroyed".into());
     }
     let Some(status) = status else {
-        return shutoff("unknown: vireo-vmm exited while this engine was not its parent".into());
+        return exit_from_log(vmm_log);
     };
     if let Some(sig) = status.signal() {
         return ExitMeaning {
@@ -236,6 +236,45 @@ fn strip_ansi(s: &str) -> String {
         }
     }
     out
+}
+
+/// How a VMM this engine did not start (it re-attached after a restart)
+/// ended, from what the VMM logged: its exit status went to the engine that
+/// spawned it. A VMM that logged no ending was killed.
+fn exit_from_log(vmm_log: &Path) -> ExitMeaning {
+    let text = std::fs::read_to_string(vmm_log).unwrap_or_default();
+    for line in text.lines().rev().map(strip_ansi) {
+        if let Some(i) = line.find("guest crashed: ") {
+            return ExitMeaning {
+                crashed: true,
+                reason: line[i + "guest ".len()..].trim().to_owned(),
+            };
+        }
+        if line.contains("guest powered off") {
+            return ExitMeaning {
+                crashed: false,
+                reason: "shutdown".into(),
+            };
+        }
+        if let Some(i) = line.find("guest wrote 0x") {
+            let value = line[i + "guest wrote 0x".len()..]
+                .split_whitespace()
+                .next()
+                .and_then(|v| u64::from_str_radix(v, 16).ok());
+            if let Some(v) = value {
+                return ExitMeaning {
+                    crashed: false,
+                    reason: format!("guest exited with code {v}"),
+                };
+            }
+        }
+    }
+    ExitMeaning {
+        crashed: true,
+        reason: "vireo-vmm ended without a word (killed?) while the engine was restarting or \
+                 re-attached"
+            .into(),
+    }
 }
 
 /// Whether the VMM logged a guest write to isa-debug-exit.
@@ -380,6 +419,15 @@ mod tests {
             exit_meaning(st(1 << 8), false, &log).reason,
             "guest exited with code 0"
         );
+        // Without a status (after a re-attach) the log tells.
+        assert_eq!(
+            exit_meaning(None, false, &log).reason,
+            "guest exited with code 0"
+        );
+        std::fs::write(&log, "INFO machine started\nINFO guest powered off\n").unwrap();
+        assert_eq!(exit_meaning(None, false, &log).reason, "shutdown");
+        std::fs::write(&log, "INFO machine started\n").unwrap();
+        assert!(exit_meaning(None, false, &log).crashed);
     }
 
     #[test]

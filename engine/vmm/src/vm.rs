@@ -465,7 +465,7 @@ fn attach_disks(
         let gsi = DISK_GSI_BASE + i as u32;
         let bar = first_bar + i as u64 * VIRTIO_BAR_STRIDE;
         let mut dev = VirtioPci::new(
-            VirtioBlock::new(image, &format!("vireo-disk-{i}"), 1),
+            VirtioBlock::new(image, &format!("vireo-disk-{i}"), disk.queues),
             mem.clone(),
             bar,
             irq(gsi),

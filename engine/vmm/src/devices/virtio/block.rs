@@ -519,15 +519,21 @@ pub struct DiskConfig {
     pub read_only: bool,
     /// The host cache mode.
     pub cache: vireo_storage::CacheMode,
+    /// Number of request queues (1 to [`MAX_QUEUES`]).
+    pub queues: u16,
 }
 
+/// Most request queues a disk offers.
+pub const MAX_QUEUES: u16 = 16;
+
 impl DiskConfig {
-    /// Parses `path=FILE[,format=qcow2|raw][,readonly=on|off][,cache=none|writeback|writethrough]`.
+    /// Parses `path=FILE[,format=qcow2|raw][,readonly=on|off][,cache=none|writeback|writethrough][,queues=N]`.
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut path = None;
         let mut format = None;
         let mut read_only = false;
         let mut cache = vireo_storage::CacheMode::default();
+        let mut queues = 1;
         for part in s.split(',') {
             let (key, value) = part
                 .split_once('=')
@@ -549,6 +555,13 @@ impl DiskConfig {
                     }
                 }
                 "cache" => cache = value.parse().map_err(|e| format!("{e}"))?,
+                "queues" => {
+                    queues = value
+                        .parse::<u16>()
+                        .ok()
+                        .filter(|q| (1..=MAX_QUEUES).contains(q))
+                        .ok_or_else(|| format!("queues={value}: expected 1 to {MAX_QUEUES}"))?
+                }
                 other => return Err(format!("unknown --disk option '{other}'")),
             }
         }
@@ -558,6 +571,7 @@ impl DiskConfig {
             format,
             read_only,
             cache,
+            queues,
         })
     }
 
@@ -592,5 +606,9 @@ mod disk_config_tests {
         assert!(DiskConfig::parse("path=x,format=vmdk").is_err());
         assert!(DiskConfig::parse("path=x,cache=sometimes").is_err());
         assert!(DiskConfig::parse("path=x,bogus=1").is_err());
+        assert_eq!(plain.queues, 1);
+        assert_eq!(DiskConfig::parse("path=x,queues=4").unwrap().queues, 4);
+        assert!(DiskConfig::parse("path=x,queues=0").is_err());
+        assert!(DiskConfig::parse("path=x,queues=17").is_err());
     }
 }

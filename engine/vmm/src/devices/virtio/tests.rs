@@ -35,6 +35,10 @@ struct Rig {
 
 impl Rig {
     fn new(read_only: bool) -> Self {
+        Self::with_queues(read_only, 1)
+    }
+
+    fn with_queues(read_only: bool, queues: u16) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("disk.raw");
         create_raw(&path, DISK).unwrap();
@@ -42,7 +46,7 @@ impl Rig {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
         let irq = Arc::new(RecordingIrq::default());
         let mut dev = VirtioPci::new(
-            VirtioBlock::new(image, "vireo-disk-0", 1),
+            VirtioBlock::new(image, "vireo-disk-0", queues),
             mem.clone(),
             BAR,
             irq.clone(),
@@ -417,4 +421,42 @@ fn queue_outside_ram_is_not_enabled_and_notify_before_driver_ok_is_ignored() {
     assert_eq!(rig.r16(0x1c), 0, "queue must stay disabled");
     let used_idx: u16 = rig.mem.read_obj(GuestAddress(USED + 2)).unwrap();
     assert_eq!(used_idx, 0);
+}
+
+#[test]
+fn several_queues_are_offered_with_their_own_notify_offsets() {
+    let mut rig = Rig::with_queues(false, 4);
+    let offered = rig.features();
+    let num_queues = rig.r16(0x12);
+    let config_queues = rig.r16(0x2000 + 34);
+    rig.setup(VIRTIO_F_VERSION_1 | super::block::features::MQ);
+    rig.w16(0x16, 3);
+    let notify_off = rig.r16(0x1e);
+    let max = rig.r16(0x18);
+
+    let (status, _) = rig.data_request(request::IN, 0, 0x20000, 512);
+
+    assert_ne!(offered & super::block::features::MQ, 0);
+    assert_eq!(num_queues, 4);
+    assert_eq!(config_queues, 4);
+    assert_eq!(notify_off, 3);
+    assert_eq!(max, super::block::QUEUE_SIZE);
+    assert_eq!(status, req_status::OK);
+}
+
+#[test]
+fn pci_cfg_capability_reaches_the_bar_from_configuration_space() {
+    let mut rig = Rig::new(false);
+    // pci_cfg cap at 0x84: bar at +4, offset at +8, length at +12, data at +16.
+    rig.dev.config_write(0x84 + 4, &[BAR_INDEX as u8]);
+    rig.dev.config_write(0x84 + 8, &0x12u32.to_le_bytes());
+    rig.dev.config_write(0x84 + 12, &2u32.to_le_bytes());
+
+    let num_queues = rig.dev.config_read(0x84 + 16) & 0xffff;
+    rig.dev.config_write(0x84 + 8, &0x14u32.to_le_bytes());
+    rig.dev.config_write(0x84 + 12, &1u32.to_le_bytes());
+    rig.dev.config_write(0x84 + 16, &[status::ACKNOWLEDGE]);
+
+    assert_eq!(num_queues, 1);
+    assert_eq!(rig.r8(0x14), status::ACKNOWLEDGE);
 }

@@ -69,8 +69,20 @@ impl Xvfb {
     /// Runs `program` on this display in its own D-Bus session, with GTK on
     /// X11 and the cairo renderer (no GPU here).
     pub fn spawn(&self, program: &Path, args: &[&str]) -> Reaper {
-        let child = Command::new("dbus-run-session")
-            .arg("--")
+        self.spawn_with(program, args, &[], None)
+    }
+
+    /// Like [`Xvfb::spawn`], with extra environment variables and the
+    /// program's stderr sent to `stderr` (else inherited).
+    pub fn spawn_with(
+        &self,
+        program: &Path,
+        args: &[&str],
+        envs: &[(&str, &std::ffi::OsStr)],
+        stderr: Option<std::fs::File>,
+    ) -> Reaper {
+        let mut cmd = Command::new("dbus-run-session");
+        cmd.arg("--")
             .arg(program)
             .args(args)
             .env("DISPLAY", &self.display)
@@ -80,9 +92,14 @@ impl Xvfb {
             .env("GTK_A11Y", "none")
             .env_remove("WAYLAND_DISPLAY")
             .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .process_group(0)
+            .process_group(0);
+        match stderr {
+            Some(f) => cmd.stderr(f),
+            None => cmd.stderr(Stdio::inherit()),
+        };
+        let child = cmd
             .spawn()
             .expect("dbus-run-session is required (`make test` installs dbus)");
         Reaper(child)

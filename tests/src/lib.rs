@@ -7,6 +7,7 @@
 //! reference that vireo-vmm is compared with.
 
 pub mod desktop;
+pub mod engine;
 pub mod guest;
 pub mod qemu;
 pub mod report;

@@ -262,6 +262,9 @@ impl Engine {
                 .and_then(|b| serde_json::from_slice(&b).ok());
             let Some(record) = record else { continue };
             let alive = vmm::is_our_vmm(record.pid, &files.control());
+            if alive && inner.domains.contains_key(&uuid) {
+                inner.next_id = inner.next_id.max(record.id.saturating_add(1));
+            }
             match inner.domains.get_mut(&uuid) {
                 Some(dom) if alive => {
                     tracing::info!(
@@ -276,8 +279,6 @@ impl Engine {
                     };
                     dom.reason = if record.paused { "user" } else { "booted" }.into();
                     let pid = record.pid;
-                    inner.next_id = inner.next_id.max(record.id + 1);
-                    let dom = inner.domains.get_mut(&uuid).expect("present");
                     dom.run = Some(Run {
                         record,
                         files,
@@ -699,7 +700,7 @@ impl Engine {
         }
         let mut inner = self.lock();
         let id = inner.next_id;
-        inner.next_id += 1;
+        inner.next_id = inner.next_id.saturating_add(1);
         let record = RunRecord {
             id,
             pid,

@@ -83,34 +83,36 @@ pub fn attach(conn: Connection, domain: &str, name: &str) -> Result<(), String> 
             }
         }
     });
-    // Input: terminal → engine, here, until Ctrl+] or end of input.
-    let mut buf = [0u8; 256];
-    let mut input = stdin.lock();
-    loop {
-        if output.is_finished() {
-            break;
-        }
-        let n = match input.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let (data, detach) = match buf[..n].iter().position(|&b| b == ESCAPE) {
-            Some(i) => (&buf[..i], true),
-            None => (&buf[..n], false),
-        };
-        if !data.is_empty() {
-            let msg = proto::ClientMessage::ConsoleInput {
-                data: data.to_vec(),
+    // Input: terminal → engine, on its own thread, until Ctrl+] or end of
+    // input; either shuts the socket down, which ends the output thread.
+    // The console also ends when the VM stops (the output thread returns).
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        let mut input = std::io::stdin().lock();
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
             };
-            if proto::write_message(&mut writer, &msg).is_err() {
+            let (data, detach) = match buf[..n].iter().position(|&b| b == ESCAPE) {
+                Some(i) => (&buf[..i], true),
+                None => (&buf[..n], false),
+            };
+            if !data.is_empty() {
+                let msg = proto::ClientMessage::ConsoleInput {
+                    data: data.to_vec(),
+                };
+                if proto::write_message(&mut writer, &msg).is_err() {
+                    break;
+                }
+            }
+            if detach {
                 break;
             }
         }
-        if detach {
-            break;
-        }
-    }
-    let _ = writer.shutdown(std::net::Shutdown::Both);
+        let _ = writer.shutdown(std::net::Shutdown::Both);
+    });
+    let _ = output.join();
     drop(_raw);
     println!();
     Ok(())

@@ -624,7 +624,7 @@ fn edit_saves_a_valid_change_and_keeps_the_definition_on_an_invalid_one() {
 }
 
 #[test]
-fn vireoctl_console_shows_serial_output_and_ctrl_bracket_detaches() {
+fn vireoctl_console_shows_serial_output_detaches_on_ctrl_bracket_and_ends_with_the_vm() {
     if !kvm_or_skip() {
         return;
     }
@@ -671,7 +671,30 @@ fn vireoctl_console_shows_serial_output_and_ctrl_bracket_detaches() {
     }
     // Detaching leaves the domain running.
     assert_eq!(s.state("chat"), "running (booted)");
+
+    // A console whose VM stops ends by itself.
+    let mut child = Command::new(common::bin("vireoctl"))
+        .args(["console", "chat"])
+        .env_remove("VIREO_DEFAULT_URI")
+        .env("XDG_RUNTIME_DIR", &s.runtime)
+        .env("XDG_DATA_HOME", &s.data)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 8];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
     s.ok(&["destroy", "chat"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success());
+            break;
+        }
+        assert!(Instant::now() < deadline, "the console outlived its VM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]

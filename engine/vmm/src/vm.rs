@@ -24,6 +24,7 @@ use crate::devices::i8042::I8042;
 use crate::devices::pci::{PciBus, PciConfigPorts, PciMmioWindow};
 use crate::devices::pm::Pm;
 use crate::devices::serial::{SerialDevice, SerialSink, com1};
+use crate::devices::virtio::MsiSink;
 use crate::devices::virtio::block::{DiskConfig, VirtioBlock};
 use crate::devices::virtio::pci::VirtioPci;
 use crate::devices::{Interrupt, IrqLine, Requests};
@@ -277,7 +278,14 @@ impl Vm {
         )?;
 
         // Disks: virtio-blk PCI devices, BARs after bochs-display's.
-        let disks = attach_disks(&config.disks, &pci, &mem, mmio_addr + MMIO_BAR_SIZE, &irq)?;
+        let disks = attach_disks(
+            &config.disks,
+            &pci,
+            &mem,
+            mmio_addr + MMIO_BAR_SIZE,
+            &vm_fd,
+            &irq,
+        )?;
 
         // Platform tables.
         let rsdp = arch::acpi::create_acpi_tables(
@@ -434,6 +442,9 @@ impl Drop for Vm {
     }
 }
 
+/// Disks interrupt through MSI-X (KVM_SIGNAL_MSI) once the guest driver
+/// enables it, and through INTx otherwise.
+///
 /// The first virtio-blk disk's INTx GSI; disk `n` uses `DISK_GSI_BASE + n`.
 /// GSIs 16..23 are IOAPIC pins with no ISA IRQ and no PIC route (see
 /// `arch::legacy_gsi_routing`). There is no ACPI `_PRT` yet: the GSI is
@@ -444,12 +455,32 @@ pub const MAX_DISKS: usize = 8;
 /// Each virtio device's BAR (16 KiB, so 16 KiB apart and aligned).
 const VIRTIO_BAR_STRIDE: u64 = crate::devices::virtio::pci::BAR_SIZE;
 
+/// MSI-X messages into the VM through KVM_SIGNAL_MSI.
+struct KvmMsi {
+    vm: Arc<VmFd>,
+}
+
+impl MsiSink for KvmMsi {
+    fn send(&self, address: u64, data: u32) {
+        let msi = kvm_bindings::kvm_msi {
+            address_lo: address as u32,
+            address_hi: (address >> 32) as u32,
+            data,
+            ..Default::default()
+        };
+        if let Err(e) = self.vm.signal_msi(msi) {
+            tracing::warn!("cannot signal MSI to {address:#x}: {e}");
+        }
+    }
+}
+
 /// Opens each disk and plugs a virtio-blk device for it into `pci`.
 fn attach_disks(
     disks: &[DiskConfig],
     pci: &PciBus,
     mem: &GuestMemoryMmap,
     bar_start: u64,
+    vm_fd: &Arc<VmFd>,
     irq: &dyn Fn(u32) -> IrqLine,
 ) -> Result<Vec<Arc<Mutex<VirtioPci<VirtioBlock>>>>, VmError> {
     if disks.len() > MAX_DISKS {
@@ -459,6 +490,7 @@ fn attach_disks(
         )));
     }
     let first_bar = bar_start.next_multiple_of(VIRTIO_BAR_STRIDE);
+    let msi: Arc<dyn MsiSink> = Arc::new(KvmMsi { vm: vm_fd.clone() });
     let mut devices = Vec::new();
     for (i, disk) in disks.iter().enumerate() {
         let image = disk.open()?;
@@ -470,6 +502,7 @@ fn attach_disks(
             bar,
             irq(gsi),
             gsi as u8,
+            Some(msi.clone()),
         );
         dev.enable_decoding();
         let dev = Arc::new(Mutex::new(dev));

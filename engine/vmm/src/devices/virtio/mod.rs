@@ -6,11 +6,14 @@
 //! interrupt, and hands queue work to a [`VirtioDevice`] such as
 //! [`block::VirtioBlock`].
 //!
-//! Interrupts are INTx only (no MSI-X): the device asserts its legacy pin
-//! (INTA#), routed to an IOAPIC GSI of its own (see
-//! [`pci::VirtioPci::new`]), level-triggered, and lowers it when the driver
-//! reads the ISR. There is no ACPI `_PRT` yet, so a guest learns the GSI
-//! from the Interrupt Line register (0x3c) only.
+//! Interrupts: MSI-X when the driver enables it (one vector per queue plus
+//! one for configuration changes, table and PBA in the same BAR, messages
+//! sent through an [`MsiSink`]: `KVM_SIGNAL_MSI` in a VM); otherwise INTx:
+//! the device asserts its legacy pin (INTA#), routed to an IOAPIC GSI of
+//! its own (see [`pci::VirtioPci::new`]), level-triggered, and lowers it
+//! when the driver reads the ISR. There is no ACPI `_PRT` yet, so a guest
+//! learns the GSI from the Interrupt Line register (0x3c) only; guests with
+//! MSI-X support (Linux) do not need it.
 //!
 //! Queue notifications are handled synchronously on the vCPU thread that
 //! wrote the notify register.
@@ -38,6 +41,12 @@ pub mod status {
     pub const DEVICE_NEEDS_RESET: u8 = 0x40;
     /// The driver gave up.
     pub const FAILED: u8 = 0x80;
+}
+
+/// Where MSI-X messages go (KVM_SIGNAL_MSI in a VM, a recorder in tests).
+pub trait MsiSink: Send + Sync {
+    /// Delivers the message `data` to `address`.
+    fn send(&self, address: u64, data: u32);
 }
 
 /// A virtio device behind a transport: features, configuration space and

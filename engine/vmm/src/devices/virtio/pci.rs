@@ -9,17 +9,22 @@
 //! 0x1000  ISR status (1 byte; reading clears it and lowers INTx)
 //! 0x2000  device-specific configuration
 //! 0x3000  notifications: queue n at 0x3000 + 4 n (notify_off_multiplier 4)
+//! 0x3800  MSI-X table (16 bytes per vector; queues + 1 vectors)
+//! 0x3c00  MSI-X pending bit array
 //! ```
 //!
 //! The capability list in configuration space starts at 0x40: common
-//! (0x40), notify (0x50), ISR (0x64), device (0x74) and the PCI
+//! (0x40), notify (0x50), ISR (0x64), device (0x74), the PCI
 //! configuration access capability (0x84), through which the BAR can also
-//! be reached from configuration space.
+//! be reached from configuration space, and MSI-X (0x98) when the device
+//! has an [`MsiSink`].
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
-use super::{VIRTIO_F_VERSION_1, VirtioDevice, status};
+use std::sync::Arc;
+
+use super::{MsiSink, VIRTIO_F_VERSION_1, VirtioDevice, status};
 use crate::devices::IrqLine;
 use crate::devices::pci::{Bar, BarKind, ConfigSpace, PciDevice};
 
@@ -47,13 +52,27 @@ pub const DEVICE_SIZE: u64 = 0x1000;
 pub const NOTIFY_OFFSET: u64 = 0x3000;
 /// Bytes between two queues' notify addresses.
 pub const NOTIFY_MULTIPLIER: u32 = 4;
+/// End of the notification window.
+pub const NOTIFY_END: u64 = 0x3800;
+/// The MSI-X table.
+pub const MSIX_TABLE_OFFSET: u64 = 0x3800;
+/// The MSI-X pending bit array.
+pub const MSIX_PBA_OFFSET: u64 = 0x3c00;
+/// Most MSI-X vectors (the table's room in the BAR).
+pub const MSIX_MAX_VECTORS: usize = 64;
 
 /// Where the capability list starts.
 const CAP_START: usize = 0x40;
 /// Offset of the PCI configuration access capability.
 const PCI_CFG_CAP: usize = 0x84;
+/// Offset of the MSI-X capability (present only with an MSI sink).
+const MSIX_CAP: usize = 0x98;
 /// End of the capability list.
-const CAP_END: usize = 0x98;
+const CAP_END: usize = 0xa4;
+/// MSI-X message control: enable.
+const MSIX_ENABLE: u16 = 1 << 15;
+/// MSI-X message control: function mask.
+const MSIX_FUNCTION_MASK: u16 = 1 << 14;
 
 /// virtio_pci_cap cfg_type values.
 mod cap_type {
@@ -87,12 +106,72 @@ pub struct VirtioPci<D: VirtioDevice> {
     queue_select: u16,
     isr: u8,
     config_generation: u8,
+    msix: Option<Msix>,
+}
+
+/// MSI-X state: the table, pending bits, vector assignments.
+struct Msix {
+    sink: Arc<dyn MsiSink>,
+    control: u16,
+    /// (address low, address high, data, vector control) per vector.
+    table: Vec<[u32; 4]>,
+    pending: u64,
+    config_vector: u16,
+    queue_vectors: Vec<u16>,
+}
+
+impl Msix {
+    fn enabled(&self) -> bool {
+        self.control & MSIX_ENABLE != 0
+    }
+
+    /// Sends `vector`'s message, or marks it pending while masked.
+    fn fire(&mut self, vector: u16) {
+        let Some(entry) = self.table.get(usize::from(vector)) else {
+            return;
+        };
+        if self.control & MSIX_FUNCTION_MASK != 0 || entry[3] & 1 != 0 {
+            self.pending |= 1 << vector;
+            return;
+        }
+        let address = u64::from(entry[0]) | (u64::from(entry[1]) << 32);
+        self.sink.send(address, entry[2]);
+    }
+
+    /// Sends every pending message whose vector is no longer masked.
+    fn flush_pending(&mut self) {
+        if !self.enabled() || self.control & MSIX_FUNCTION_MASK != 0 {
+            return;
+        }
+        for v in 0..self.table.len() {
+            if self.pending & (1 << v) != 0 && self.table[v][3] & 1 == 0 {
+                self.pending &= !(1 << v);
+                self.fire(v as u16);
+            }
+        }
+    }
+
+    fn valid_vector(&self, v: u16) -> u16 {
+        if usize::from(v) < self.table.len() {
+            v
+        } else {
+            NO_VECTOR
+        }
+    }
 }
 
 impl<D: VirtioDevice> VirtioPci<D> {
     /// Wraps `device` with its BAR at `bar_addr`, its INTA# pin driving
     /// `irq`, whose GSI is written to the Interrupt Line register.
-    pub fn new(device: D, mem: GuestMemoryMmap, bar_addr: u64, irq: IrqLine, gsi: u8) -> Self {
+    /// With `msi`, the device also offers MSI-X (queues + 1 vectors).
+    pub fn new(
+        device: D,
+        mem: GuestMemoryMmap,
+        bar_addr: u64,
+        irq: IrqLine,
+        gsi: u8,
+        msi: Option<Arc<dyn MsiSink>>,
+    ) -> Self {
         let ty = device.device_type();
         // Class: mass storage (other) for block, "other" otherwise.
         let class = if ty == 2 { 0x01_80_00 } else { 0xff_00_00 };
@@ -113,7 +192,16 @@ impl<D: VirtioDevice> VirtioPci<D> {
             .queue_max_sizes()
             .iter()
             .filter_map(|&max| Queue::new(max).ok())
-            .collect();
+            .collect::<Vec<_>>();
+        let vectors = (queues.len() + 1).min(MSIX_MAX_VECTORS);
+        let msix = msi.map(|sink| Msix {
+            sink,
+            control: 0,
+            table: vec![[0, 0, 0, 1]; vectors],
+            pending: 0,
+            config_vector: NO_VECTOR,
+            queue_vectors: vec![NO_VECTOR; queues.len()],
+        });
         let mut dev = Self {
             config,
             caps: [0; 256],
@@ -128,6 +216,7 @@ impl<D: VirtioDevice> VirtioPci<D> {
             queue_select: 0,
             isr: 0,
             config_generation: 0,
+            msix,
         };
         dev.build_caps();
         dev
@@ -169,6 +258,17 @@ impl<D: VirtioDevice> VirtioPci<D> {
             self.caps[at + 12..at + 16].copy_from_slice(&length.to_le_bytes());
         }
         self.caps[0x50 + 16..0x50 + 20].copy_from_slice(&NOTIFY_MULTIPLIER.to_le_bytes());
+        if let Some(msix) = &self.msix {
+            self.caps[PCI_CFG_CAP + 1] = MSIX_CAP as u8;
+            self.caps[MSIX_CAP] = 0x11;
+            self.caps[MSIX_CAP + 1] = 0;
+            let size = (msix.table.len() - 1) as u16;
+            self.caps[MSIX_CAP + 2..MSIX_CAP + 4].copy_from_slice(&size.to_le_bytes());
+            let table = MSIX_TABLE_OFFSET as u32 | BAR_INDEX as u32;
+            let pba = MSIX_PBA_OFFSET as u32 | BAR_INDEX as u32;
+            self.caps[MSIX_CAP + 4..MSIX_CAP + 8].copy_from_slice(&table.to_le_bytes());
+            self.caps[MSIX_CAP + 8..MSIX_CAP + 12].copy_from_slice(&pba.to_le_bytes());
+        }
     }
 
     /// The wrapped device.
@@ -204,6 +304,10 @@ impl<D: VirtioDevice> VirtioPci<D> {
         self.queue_select = 0;
         self.isr = 0;
         self.irq.set_level(false);
+        if let Some(msix) = &mut self.msix {
+            msix.config_vector = NO_VECTOR;
+            msix.queue_vectors.fill(NO_VECTOR);
+        }
         for q in &mut self.queues {
             q.reset();
         }
@@ -253,14 +357,20 @@ impl<D: VirtioDevice> VirtioPci<D> {
         b[0x04..0x08].copy_from_slice(&feature_word.to_le_bytes());
         b[0x08..0x0c].copy_from_slice(&self.driver_feature_select.to_le_bytes());
         b[0x0c..0x10].copy_from_slice(&driver_word.to_le_bytes());
-        b[0x10..0x12].copy_from_slice(&NO_VECTOR.to_le_bytes());
+        let config_vector = self.msix.as_ref().map_or(NO_VECTOR, |m| m.config_vector);
+        b[0x10..0x12].copy_from_slice(&config_vector.to_le_bytes());
         b[0x12..0x14].copy_from_slice(&(self.queues.len() as u16).to_le_bytes());
         b[0x14] = self.status;
         b[0x15] = self.config_generation;
         b[0x16..0x18].copy_from_slice(&self.queue_select.to_le_bytes());
         if let Some(q) = self.queues.get(usize::from(self.queue_select)) {
             b[0x18..0x1a].copy_from_slice(&q.size().to_le_bytes());
-            b[0x1a..0x1c].copy_from_slice(&NO_VECTOR.to_le_bytes());
+            let vector = self
+                .msix
+                .as_ref()
+                .and_then(|m| m.queue_vectors.get(usize::from(self.queue_select)).copied())
+                .unwrap_or(NO_VECTOR);
+            b[0x1a..0x1c].copy_from_slice(&vector.to_le_bytes());
             b[0x1c..0x1e].copy_from_slice(&u16::from(q.ready()).to_le_bytes());
             b[0x1e..0x20].copy_from_slice(&self.queue_select.to_le_bytes());
             b[0x20..0x28].copy_from_slice(&q.desc_table().to_le_bytes());
@@ -292,6 +402,20 @@ impl<D: VirtioDevice> VirtioPci<D> {
                 };
                 self.driver_features &= !(0xffff_ffffu64 << shift);
                 self.driver_features |= value << shift;
+            }
+            (0x10, 2) => {
+                if let Some(m) = &mut self.msix {
+                    m.config_vector = m.valid_vector(value as u16);
+                }
+            }
+            (0x1a, 2) => {
+                let select = usize::from(self.queue_select);
+                if let Some(m) = &mut self.msix {
+                    let v = m.valid_vector(value as u16);
+                    if let Some(slot) = m.queue_vectors.get_mut(select) {
+                        *slot = v;
+                    }
+                }
             }
             (0x14, 1) => self.set_status(value as u8),
             (0x16, 2) => self.queue_select = value as u16,
@@ -351,8 +475,19 @@ impl<D: VirtioDevice> VirtioPci<D> {
             return;
         }
         if self.device.process_queue(index, queue, &self.mem) {
-            self.isr |= ISR_QUEUE;
-            self.irq.set_level(true);
+            match &mut self.msix {
+                Some(m) if m.enabled() => {
+                    if let Some(&v) = m.queue_vectors.get(index)
+                        && v != NO_VECTOR
+                    {
+                        m.fire(v);
+                    }
+                }
+                _ => {
+                    self.isr |= ISR_QUEUE;
+                    self.irq.set_level(true);
+                }
+            }
         }
     }
 
@@ -374,6 +509,26 @@ impl<D: VirtioDevice> VirtioPci<D> {
             o if o >= DEVICE_OFFSET && o + len <= DEVICE_OFFSET + DEVICE_SIZE => {
                 self.device.read_config(o - DEVICE_OFFSET, data);
             }
+            o if (MSIX_TABLE_OFFSET..MSIX_PBA_OFFSET).contains(&o) && matches!(len, 4 | 8) => {
+                if let Some(m) = &self.msix {
+                    let rel = o - MSIX_TABLE_OFFSET;
+                    for (i, chunk) in data.chunks_mut(4).enumerate() {
+                        let word = rel / 4 + i as u64;
+                        let value = m
+                            .table
+                            .get((word / 4) as usize)
+                            .map_or(0, |e| e[(word % 4) as usize]);
+                        chunk.copy_from_slice(&value.to_le_bytes());
+                    }
+                }
+            }
+            o if o >= MSIX_PBA_OFFSET && o + len <= MSIX_PBA_OFFSET + 8 => {
+                if let Some(m) = &self.msix {
+                    let bytes = m.pending.to_le_bytes();
+                    let start = (o - MSIX_PBA_OFFSET) as usize;
+                    data.copy_from_slice(&bytes[start..start + data.len()]);
+                }
+            }
             _ => {}
         }
     }
@@ -389,11 +544,43 @@ impl<D: VirtioDevice> VirtioPci<D> {
                 self.device.write_config(o - DEVICE_OFFSET, data);
                 self.config_generation = self.config_generation.wrapping_add(1);
             }
-            o if (NOTIFY_OFFSET..NOTIFY_OFFSET + 0x1000).contains(&o) => {
+            o if (MSIX_TABLE_OFFSET..MSIX_PBA_OFFSET).contains(&o) && matches!(len, 4 | 8) => {
+                if let Some(m) = &mut self.msix {
+                    let rel = o - MSIX_TABLE_OFFSET;
+                    for (i, chunk) in data.chunks(4).enumerate() {
+                        let word = rel / 4 + i as u64;
+                        let value = u32::from_le_bytes(chunk.try_into().unwrap_or([0; 4]));
+                        if let Some(e) = m.table.get_mut((word / 4) as usize) {
+                            e[(word % 4) as usize] = value;
+                        }
+                    }
+                    m.flush_pending();
+                }
+            }
+            o if (NOTIFY_OFFSET..NOTIFY_END).contains(&o) => {
                 let index = (o - NOTIFY_OFFSET) / u64::from(NOTIFY_MULTIPLIER);
                 self.notify(index as usize);
             }
             _ => {}
+        }
+    }
+
+    /// Writes to the MSI-X capability: only the enable and function-mask
+    /// bits of message control are writable.
+    fn msix_config_write(&mut self, offset: usize, data: &[u8]) {
+        for (i, &b) in data.iter().enumerate() {
+            if offset + i == MSIX_CAP + 3 {
+                self.caps[MSIX_CAP + 3] = (self.caps[MSIX_CAP + 3] & 0x3f) | (b & 0xc0);
+            }
+        }
+        let control = u16::from_le_bytes([self.caps[MSIX_CAP + 2], self.caps[MSIX_CAP + 3]]);
+        if let Some(m) = &mut self.msix {
+            m.control = control;
+            m.flush_pending();
+            if m.enabled() {
+                // INTx is off while MSI-X is enabled.
+                self.irq.set_level(false);
+            }
         }
     }
 
@@ -437,6 +624,10 @@ impl<D: VirtioDevice> PciDevice for VirtioPci<D> {
         }
         // The PCI configuration access capability: bar, offset and length
         // are writable, and pci_cfg_data forwards to the BAR.
+        if self.msix.is_some() && (MSIX_CAP..MSIX_CAP + 12).contains(&offset) {
+            self.msix_config_write(offset, data);
+            return;
+        }
         let data_at = PCI_CFG_CAP + 16;
         if offset == data_at {
             let (bar, off, len) = self.pci_cfg_window();

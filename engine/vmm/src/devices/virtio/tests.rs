@@ -14,6 +14,18 @@ use super::{VIRTIO_F_VERSION_1, status};
 use crate::devices::pci::PciDevice;
 use crate::devices::testing::RecordingIrq;
 
+/// Records MSI-X messages.
+#[derive(Default)]
+struct RecordingMsi {
+    sent: std::sync::Mutex<Vec<(u64, u32)>>,
+}
+
+impl super::MsiSink for RecordingMsi {
+    fn send(&self, address: u64, data: u32) {
+        self.sent.lock().unwrap().push((address, data));
+    }
+}
+
 const MEM_SIZE: usize = 4 << 20;
 const BAR: u64 = 0xc000_0000;
 const DESC: u64 = 0x1000;
@@ -28,6 +40,7 @@ struct Rig {
     dev: VirtioPci<VirtioBlock>,
     mem: GuestMemoryMmap,
     irq: Arc<RecordingIrq>,
+    msi: Arc<RecordingMsi>,
     avail_idx: u16,
     path: std::path::PathBuf,
     _dir: tempfile::TempDir,
@@ -45,18 +58,21 @@ impl Rig {
         let image = Image::open(&path, &OpenOptions::new().read_only(read_only)).unwrap();
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
         let irq = Arc::new(RecordingIrq::default());
+        let msi = Arc::new(RecordingMsi::default());
         let mut dev = VirtioPci::new(
             VirtioBlock::new(image, "vireo-disk-0", queues),
             mem.clone(),
             BAR,
             irq.clone(),
             16,
+            Some(msi.clone()),
         );
         dev.enable_decoding();
         Self {
             dev,
             mem,
             irq,
+            msi,
             avail_idx: 0,
             path,
             _dir: dir,
@@ -193,13 +209,18 @@ fn pci_identity_and_capability_list_are_virtio_modern() {
     let id = rig.dev.config_read(0);
     let status_reg = rig.dev.config_read(4) >> 16;
     let mut caps = Vec::new();
+    let mut others = Vec::new();
     let mut at = (rig.dev.config_read(0x34) & 0xff) as usize;
     for _ in 0..16 {
         if at == 0 {
             break;
         }
         let head = rig.dev.config_read(at);
-        caps.push(((head >> 24) as u8, rig.dev.config_read(at + 4) as u8));
+        if head & 0xff == 0x09 {
+            caps.push(((head >> 24) as u8, rig.dev.config_read(at + 4) as u8));
+        } else {
+            others.push((head & 0xff, head >> 16));
+        }
         at = ((head >> 8) & 0xff) as usize;
     }
 
@@ -209,6 +230,8 @@ fn pci_identity_and_capability_list_are_virtio_modern() {
     assert_eq!(rig.dev.config_read(0x3c) & 0xffff, 0x0110, "INTA#, GSI 16");
     // (cfg_type, bar): common, notify, ISR, device, PCI cfg.
     assert_eq!(caps, [(1, 4), (2, 4), (3, 4), (4, 4), (5, 0)]);
+    // MSI-X with queues + 1 = 2 vectors (table size field N - 1).
+    assert_eq!(others, [(0x11, 1)]);
 }
 
 #[test]
@@ -459,4 +482,39 @@ fn pci_cfg_capability_reaches_the_bar_from_configuration_space() {
 
     assert_eq!(num_queues, 1);
     assert_eq!(rig.r8(0x14), status::ACKNOWLEDGE);
+}
+
+#[test]
+fn msix_delivers_queue_interrupts_and_holds_them_while_masked() {
+    let mut rig = Rig::ready(false);
+    // Enable MSI-X (message control bit 15) and point queue 0 at vector 1.
+    rig.dev.config_write(0x98 + 3, &[0x80]);
+    rig.w16(0x16, 0);
+    rig.w16(0x1a, 1);
+    let vector = rig.r16(0x1a);
+    rig.w16(0x1a, 7);
+    let refused = rig.r16(0x1a);
+    rig.w16(0x1a, 1);
+    // Vector 1: address 0xfee00000, data 0x41, masked at first.
+    let entry = super::pci::MSIX_TABLE_OFFSET + 16;
+    rig.w32(entry, 0xfee0_0000);
+    rig.w32(entry + 4, 0);
+    rig.w32(entry + 8, 0x41);
+
+    rig.data_request(request::IN, 0, 0x20000, 512);
+    let while_masked = rig.msi.sent.lock().unwrap().len();
+    let pending = rig.r32(super::pci::MSIX_PBA_OFFSET);
+    rig.w32(entry + 12, 0);
+    let after_unmask = rig.msi.sent.lock().unwrap().clone();
+    rig.data_request(request::IN, 0, 0x20000, 512);
+    let after_second = rig.msi.sent.lock().unwrap().len();
+
+    assert_eq!(vector, 1);
+    assert_eq!(refused, 0xffff, "vector beyond the table reads NO_VECTOR");
+    assert_eq!(while_masked, 0);
+    assert_eq!(pending, 1 << 1);
+    assert_eq!(after_unmask, [(0xfee0_0000, 0x41)]);
+    assert_eq!(after_second, 2);
+    assert!(!rig.irq.level(), "INTx stays low with MSI-X on");
+    assert_eq!(rig.r32(super::pci::MSIX_PBA_OFFSET), 0);
 }

@@ -58,6 +58,9 @@ struct Dom {
     xml: String,
     model: Domain,
     autostart: bool,
+    /// False for a running domain whose definition was removed: it goes
+    /// away when it stops (libvirt's transient domain).
+    persistent: bool,
     state: DomainState,
     reason: String,
     run: Option<Run>,
@@ -235,6 +238,7 @@ impl Engine {
                     xml: imp.xml,
                     model: imp.domain,
                     autostart,
+                    persistent: true,
                     state: DomainState::Shutoff,
                     reason: "unknown".into(),
                     run: None,
@@ -286,10 +290,50 @@ impl Engine {
                     });
                     self.watch_foreign(uuid, pid);
                 }
-                _ => {
-                    if alive {
-                        tracing::warn!("vireo-vmm PID {} runs an undefined domain", record.pid);
+                None if alive => match Imported::parse(&record.live_xml) {
+                    // Undefined while it ran: keep it as a transient domain.
+                    Ok(imp) if !inner.domains.values().any(|d| d.name == imp.domain.name) => {
+                        tracing::info!(
+                            "re-attached to transient '{}' (vireo-vmm PID {})",
+                            imp.domain.name,
+                            record.pid
+                        );
+                        inner.next_id = inner.next_id.max(record.id.saturating_add(1));
+                        let pid = record.pid;
+                        let paused = record.paused;
+                        inner.domains.insert(
+                            uuid,
+                            Dom {
+                                name: imp.domain.name.clone(),
+                                uuid,
+                                xml: imp.xml,
+                                model: imp.domain,
+                                autostart: false,
+                                persistent: false,
+                                state: if paused {
+                                    DomainState::Paused
+                                } else {
+                                    DomainState::Running
+                                },
+                                reason: if paused { "user" } else { "booted" }.into(),
+                                run: Some(Run {
+                                    record,
+                                    files,
+                                    destroying: false,
+                                }),
+                                busy: Arc::default(),
+                            },
+                        );
+                        self.watch_foreign(uuid, pid);
                     }
+                    _ => {
+                        tracing::warn!(
+                            "vireo-vmm PID {} runs a domain that cannot be re-attached",
+                            record.pid
+                        );
+                    }
+                },
+                _ => {
                     let _ = std::fs::remove_file(files.state());
                 }
             }
@@ -477,11 +521,13 @@ impl Engine {
             xml: String::new(),
             model: imp.domain.clone(),
             autostart: false,
+            persistent: true,
             state: DomainState::Shutoff,
             reason: "unknown".into(),
             run: None,
             busy: Arc::default(),
         });
+        dom.persistent = true;
         dom.xml = imp.xml;
         dom.model = imp.domain;
         self.emit(dom, Lifecycle::Defined);
@@ -497,13 +543,33 @@ impl Engine {
         let _guard = busy.lock().await;
         let mut inner = self.lock();
         let dom = inner.find(key)?;
-        if dom.state.is_active() {
-            return Err(invalid_state(format!(
-                "Requested operation is not valid: domain '{}' is running; destroy it first",
-                dom.name
-            )));
-        }
         let uuid = dom.uuid;
+        if dom.state.is_active() {
+            // libvirt's way: the running domain becomes transient and
+            // disappears when it stops; its disks stay while it uses them.
+            if remove_storage {
+                return Err(invalid_state(format!(
+                    "Requested operation is not valid: domain '{}' is running; its storage \
+                     cannot be removed",
+                    dom.name
+                )));
+            }
+            let path = self.definition_path(uuid);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(internal(format!("cannot remove '{}': {e}", path.display())));
+                }
+                _ => {}
+            }
+            let _ = std::fs::remove_file(self.autostart_path(uuid));
+            let dom = inner.find_mut(key)?;
+            dom.persistent = false;
+            dom.autostart = false;
+            self.emit(dom, Lifecycle::Undefined);
+            return Ok(Response::Undefined {
+                removed_storage: Vec::new(),
+            });
+        }
         let mut removed = Vec::new();
         if remove_storage {
             for disk in &dom.model.devices.disks {
@@ -536,7 +602,7 @@ impl Engine {
     }
 
     async fn info(self: &Arc<Self>, key: &str) -> ApiResult {
-        let (summary, model, autostart, pid) = {
+        let (summary, model, autostart, persistent, pid) = {
             let inner = self.lock();
             let d = inner.find(key)?;
             let model = match &d.run {
@@ -547,6 +613,7 @@ impl Engine {
                 d.summary(),
                 model,
                 d.autostart,
+                d.persistent,
                 d.run.as_ref().map(|r| r.record.pid),
             )
         };
@@ -565,7 +632,7 @@ impl Engine {
                 max_memory_kib: max,
                 memory_kib: cur,
                 cpu_time_ns,
-                persistent: true,
+                persistent,
                 autostart,
                 pid,
             },
@@ -575,6 +642,12 @@ impl Engine {
     fn set_autostart(&self, key: &str, enabled: bool) -> ApiResult {
         let mut inner = self.lock();
         let dom = inner.find_mut(key)?;
+        if !dom.persistent {
+            return Err(invalid_state(format!(
+                "Requested operation is not valid: domain '{}' is transient; define it first",
+                dom.name
+            )));
+        }
         let path = self.autostart_path(dom.uuid);
         let result = if enabled {
             write_atomic(&path, b"", 0o600).map_err(|e| e.to_string())
@@ -792,6 +865,10 @@ impl Engine {
         };
         tracing::info!("domain '{}' stopped: {}", dom.name, dom.reason);
         self.emit(dom, change);
+        if !dom.persistent {
+            let _ = std::fs::remove_dir_all(&run.files.dir);
+            inner.domains.remove(&uuid);
+        }
     }
 
     fn running(&self, key: &str) -> Result<(String, Run), ApiError> {

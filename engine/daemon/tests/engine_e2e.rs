@@ -724,3 +724,38 @@ fn a_guest_that_exits_at_once_is_started_then_stopped_with_its_exit_code() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn undefining_a_running_domain_makes_it_transient_until_it_stops() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let s = Session::new();
+    s.define(&domain_xml("fleeting", &guest("fb"), "hold"));
+    s.ok(&["start", "fleeting"]);
+
+    assert_eq!(
+        s.ok(&["undefine", "fleeting"]),
+        "Domain 'fleeting' has been undefined\n\n"
+    );
+
+    assert!(s.ok(&["list"]).contains(" 1    fleeting   running\n"));
+    assert!(
+        s.ok(&["dominfo", "fleeting"])
+            .contains("Persistent:     no\n")
+    );
+    assert!(!s.ctl(&["autostart", "fleeting"]).status.success());
+    // It survives an engine restart...
+    s.kill_daemon();
+    assert!(
+        s.ok(&["dominfo", "fleeting"])
+            .contains("Persistent:     no\n")
+    );
+    // ...and is gone once it stops.
+    s.ok(&["destroy", "fleeting"]);
+    assert_eq!(
+        s.ok(&["list", "--all"]),
+        " Id   Name   State\n--------------------\n\n"
+    );
+}

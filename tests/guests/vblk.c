@@ -22,6 +22,11 @@
  *   oob_status=  unsupp_status=  isr=
  *   done
  * On failure `error=<why>` then `done` and exit status 1.
+ *
+ * Command line: sector=S (default 2); loop: after set-up, write 4 sectors
+ * at scattered places over and over (flushing every 16 writes), printing
+ * `looping` after the first 8, for crash tests that kill the VMM; ends
+ * with `done` after 100000 writes.
  */
 #include "lib/bootinfo.h"
 #include "lib/virtio.h"
@@ -126,9 +131,23 @@ void guest_main(u32 kind, u64 info)
         fail("queue too small");
     virtio_driver_ok(&v);
 
+    u8 status;
+    if (cmdline_has(cmdline, "loop")) {
+        for (u64 i = 0; i < 100000; i++) {
+            fill32(wbuf, 0x01010101u * (u32)(i & 0xff), sizeof(wbuf) / 4);
+            request(&v, VBLK_T_OUT, (i * 2053) % (capacity - 4), wbuf, sizeof(wbuf), 0, &status);
+            if (status != 0)
+                fail("write in loop");
+            if (i % 16 == 15)
+                request(&v, VBLK_T_FLUSH, 0, 0, 0, 0, &status);
+            if (i == 8)
+                put_line("looping");
+        }
+        finish(0);
+    }
+
     for (u32 k = 0; k < 4; k++)
         fill32(wbuf + 512 * k, 0x01010101u * (0xa0 + k), 128);
-    u8 status;
     long used = request(&v, VBLK_T_OUT, sector, wbuf, sizeof(wbuf), 0, &status);
     put_dec("write_status", status);
     put_dec("write_used", (u64)used);

@@ -15,6 +15,7 @@
  *   guest=vblk
  *   virtio_blk=found|missing  device_id=0x1042  revision=  subsystem=
  *   irq_pin=  irq_line=  caps=<cfg_types in list order, hex nibbles>
+ *   msix_vectors=<MSI-X table size, 0 without MSI-X>
  *   bars=preset|assigned  features_lo=0x..  features_hi=0x..
  *   features_ok=1|0  capacity=<sectors>  blk_size=  num_queues=
  *   queue_max=  write_status=  write_used=  write2_status=  flush_status=
@@ -108,6 +109,7 @@ void guest_main(u32 kind, u64 info)
     if (!virtio_find_caps(&v))
         fail("capabilities");
     put_hex("caps", v.cap_order);
+    put_dec("msix_vectors", v.msix_vectors);
     put_str("bars", v.bar_assigned ? "assigned" : "preset");
 
     u64 features = virtio_begin(&v);

@@ -102,6 +102,7 @@ const SHARED_FACTS: &[&str] = &[
     "revision",
     "subsystem",
     "irq_pin",
+    "msix_vectors",
     "features_ok",
     "capacity",
     "num_queues",
@@ -145,6 +146,7 @@ fn vblk_guest_writes_a_qcow2_disk_that_qemu_reads_back() {
     assert_eq!(report.number("irq_pin"), Some(1));
     assert_eq!(report.number("irq_line"), Some(16));
     assert_eq!(report.number("caps"), Some(0x54321));
+    assert_eq!(report.number("msix_vectors"), Some(2));
     assert_eq!(report.number("features_ok"), Some(1));
     assert_eq!(report.number("capacity"), Some(8 * 2048));
     assert_eq!(report.number("blk_size"), Some(512));

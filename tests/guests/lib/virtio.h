@@ -85,6 +85,7 @@ struct virtio_dev {
     u32 caps_seen; /* bit n set: cfg_type n found */
     u32 cap_order; /* cfg_types in list order, 4 bits each */
     int bar_assigned;
+    u32 msix_vectors; /* MSI-X table size, 0 without MSI-X */
     u64 notify_addr;
 };
 
@@ -95,12 +96,15 @@ static inline int virtio_find_caps(struct virtio_dev *v)
     v->caps_seen = 0;
     v->cap_order = 0;
     v->bar_assigned = 0;
+    v->msix_vectors = 0;
     if (!((pci_read32(v->df, 0x04) >> 16) & 0x10))
         return 0;
     u8 at = (u8)(pci_read32(v->df, 0x34) & 0xfc);
     for (int n = 0; at && n < 48; n++) {
         u32 head = pci_read32(v->df, at);
         u8 next = (u8)((head >> 8) & 0xfc);
+        if ((head & 0xff) == 0x11)
+            v->msix_vectors = ((head >> 16) & 0x7ff) + 1;
         if ((head & 0xff) == 0x09) {
             u8 type = (u8)(head >> 24);
             u8 bar = (u8)(pci_read32(v->df, (u8)(at + 4)) & 0xff);

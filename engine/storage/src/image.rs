@@ -3,7 +3,8 @@
 //! [`Image::open`] walks the backing chain itself rather than letting imago
 //! open backing files implicitly: each layer is opened with imago's
 //! `DenyImplicitOpenGate` and no backing, the header's backing file name is
-//! resolved against the layer's folder (as QEMU does), checked for existence
+//! resolved against the folder of the layer's path as opened, symlinks not
+//! followed (as QEMU does), checked for existence
 //! and for loops (by canonical path), and only then opened; the layers are
 //! linked bottom-up at the end. So a loop or a missing file is reported with
 //! the name of the image that refers to it, and nothing is opened twice.
@@ -369,7 +370,7 @@ fn open_chain(
                 .map(|f| parse_format(&canonical, &f))
                 .transpose()?;
             next = Some((
-                resolve_backing(&canonical, &name),
+                resolve_backing(&path, &name),
                 backing_format,
                 Some(canonical.clone()),
             ));

@@ -562,3 +562,35 @@ fn backing_files_that_are_fifos_or_character_devices_are_refused_without_blockin
     );
     assert!(zero_err.to_string().contains("/dev/zero"), "{zero_err}");
 }
+
+#[test]
+fn relative_backing_names_resolve_against_the_path_as_opened_like_qemu() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    let link_dir = dir.path().join("links");
+    std::fs::create_dir_all(&real).unwrap();
+    std::fs::create_dir_all(&link_dir).unwrap();
+    // base.raw next to the symlink, not next to the real overlay.
+    std::fs::write(link_dir.join("base.raw"), vec![0x42u8; 65536]).unwrap();
+    let overlay = real.join("top.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-u",
+        "-b",
+        "base.raw",
+        "-F",
+        "raw",
+        s(&overlay),
+        "64K",
+    ]);
+    let link = link_dir.join("top.qcow2");
+    std::os::unix::fs::symlink(&overlay, &link).unwrap();
+
+    let image = Image::open(&link, &OpenOptions::new().read_only(true)).unwrap();
+
+    assert_eq!(read_all(&image), contents_via_qemu(&link, dir.path()));
+    assert_eq!(read_all(&image), vec![0x42u8; 65536]);
+}

@@ -70,7 +70,8 @@ struct Args {
     #[arg(long, default_value = "1024x768", value_parser = parse_resolution)]
     resolution: (u16, u16),
     /// Attach a disk image as a virtio-blk PCI device (repeatable):
-    /// path=FILE[,format=qcow2|raw][,readonly=on][,cache=none|writeback|writethrough].
+    /// path=FILE[,format=qcow2|raw][,readonly=on][,cache=none|writeback|writethrough]
+    /// [,queues=N][,discard=unmap|ignore].
     #[arg(long, value_parser = DiskConfig::parse)]
     disk: Vec<DiskConfig>,
     /// Serve the screen over VNC on this unix socket (security None).

@@ -83,6 +83,7 @@ pub struct VirtioBlock {
     queue_sizes: Vec<u16>,
     read_only: bool,
     features: u64,
+    unmap: bool,
 }
 
 /// Why a request failed (logged; the guest sees a status byte).
@@ -142,7 +143,16 @@ impl VirtioBlock {
             queue_sizes: vec![QUEUE_SIZE; usize::from(queues)],
             read_only,
             features,
+            unmap: true,
         }
+    }
+
+    /// Whether guest discards free space in the image (libvirt's
+    /// `discard='unmap'`, the default here) or are accepted and ignored
+    /// (`discard='ignore'`, as QEMU's `-drive discard=ignore`).
+    pub fn with_unmap(mut self, unmap: bool) -> Self {
+        self.unmap = unmap;
+        self
     }
 
     /// The image.
@@ -352,7 +362,11 @@ impl VirtioBlock {
                         if flags != 0 {
                             return Err(Failure::Unsupported(ty));
                         }
-                        self.image.discard(offset, bytes)
+                        if self.unmap {
+                            self.image.discard(offset, bytes)
+                        } else {
+                            Ok(())
+                        }
                     } else {
                         if flags & !1 != 0 {
                             return Err(Failure::Unsupported(ty));
@@ -521,19 +535,23 @@ pub struct DiskConfig {
     pub cache: vireo_storage::CacheMode,
     /// Number of request queues (1 to [`MAX_QUEUES`]).
     pub queues: u16,
+    /// Whether guest discards free space (`discard=unmap`, the default)
+    /// or are ignored (`discard=ignore`).
+    pub unmap: bool,
 }
 
 /// Most request queues a disk offers.
 pub const MAX_QUEUES: u16 = 16;
 
 impl DiskConfig {
-    /// Parses `path=FILE[,format=qcow2|raw][,readonly=on|off][,cache=none|writeback|writethrough][,queues=N]`.
+    /// Parses `path=FILE[,format=qcow2|raw][,readonly=on|off][,cache=none|writeback|writethrough][,queues=N][,discard=unmap|ignore]`.
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut path = None;
         let mut format = None;
         let mut read_only = false;
         let mut cache = vireo_storage::CacheMode::default();
         let mut queues = 1;
+        let mut unmap = true;
         for part in s.split(',') {
             let (key, value) = part
                 .split_once('=')
@@ -555,6 +573,13 @@ impl DiskConfig {
                     }
                 }
                 "cache" => cache = value.parse().map_err(|e| format!("{e}"))?,
+                "discard" => {
+                    unmap = match value {
+                        "unmap" | "on" => true,
+                        "ignore" | "off" => false,
+                        other => return Err(format!("discard={other}: expected unmap or ignore")),
+                    }
+                }
                 "queues" => {
                     queues = value
                         .parse::<u16>()
@@ -572,6 +597,7 @@ impl DiskConfig {
             read_only,
             cache,
             queues,
+            unmap,
         })
     }
 
@@ -607,6 +633,9 @@ mod disk_config_tests {
         assert!(DiskConfig::parse("path=x,cache=sometimes").is_err());
         assert!(DiskConfig::parse("path=x,bogus=1").is_err());
         assert_eq!(plain.queues, 1);
+        assert!(plain.unmap);
+        assert!(!DiskConfig::parse("path=x,discard=ignore").unwrap().unmap);
+        assert!(DiskConfig::parse("path=x,discard=maybe").is_err());
         assert_eq!(DiskConfig::parse("path=x,queues=4").unwrap().queues, 4);
         assert!(DiskConfig::parse("path=x,queues=0").is_err());
         assert!(DiskConfig::parse("path=x,queues=17").is_err());

@@ -518,3 +518,36 @@ fn msix_delivers_queue_interrupts_and_holds_them_while_masked() {
     assert!(!rig.irq.level(), "INTx stays low with MSI-X on");
     assert_eq!(rig.r32(super::pci::MSIX_PBA_OFFSET), 0);
 }
+
+#[test]
+fn discard_ignore_accepts_discards_and_keeps_the_data() {
+    let mut rig = Rig::ready(false);
+    let dev = std::mem::replace(&mut rig.dev, {
+        let image = Image::open(&rig.path, &OpenOptions::new()).unwrap();
+        VirtioPci::new(
+            VirtioBlock::new(image, "x", 1).with_unmap(false),
+            rig.mem.clone(),
+            BAR,
+            rig.irq.clone(),
+            16,
+            None,
+        )
+    });
+    drop(dev);
+    rig.dev.enable_decoding();
+    rig.avail_idx = 0;
+    rig.setup(VIRTIO_F_VERSION_1);
+    rig.mem
+        .write_slice(&[0xbb; 1024], GuestAddress(0x20000))
+        .unwrap();
+    rig.data_request(request::OUT, 0, 0x20000, 1024);
+    rig.mem.write_obj(0u64, GuestAddress(0x20000)).unwrap();
+    rig.mem.write_obj(2u32, GuestAddress(0x20008)).unwrap();
+    rig.mem.write_obj(0u32, GuestAddress(0x2000c)).unwrap();
+
+    let (status, _) = rig.data_request(request::DISCARD, 0, 0x20000, 16);
+
+    assert_eq!(status, req_status::OK);
+    let file = std::fs::read(&rig.path).unwrap();
+    assert!(file[..1024].iter().all(|&b| b == 0xbb));
+}

@@ -22,5 +22,5 @@ pub mod volume;
 pub use create::{BackingSpec, Qcow2Options, create_overlay, create_qcow2, create_raw};
 pub use error::{Result, StorageError};
 pub use image::{CacheMode, ChainLink, Image, OpenOptions};
-pub use ops::{TargetFormat, commit, convert, stream};
+pub use ops::{TargetFormat, commit, convert, stream, stream_above};
 pub use probe::{ImageFormat, ImageInfo, ProbeError, probe};

@@ -26,6 +26,8 @@
 //! A leftover temporary file from an interrupted stream is removed by the
 //! next attempt. The image must not be open elsewhere (e.g. by a running
 //! VM) while it is streamed.
+//! [`stream_above`] does the same but keeps a base image of the chain as
+//! the new backing image, pulling up only the layers above it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -243,6 +245,135 @@ pub fn stream(path: &Path, progress: Progress<'_>) -> Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Like [`stream`], but keeps `base` (an image of the chain below the
+/// immediate backing image) as the new backing image: only the data of the
+/// layers between the image and `base` is pulled up, and the layers
+/// between can then be deleted (how a snapshot in the middle of a tree is
+/// removed). Safe in the same way: the result is built in a temporary file
+/// (backed by `base`, with explicit zeroes where an upper layer reads as
+/// zeroes over data in `base`) and renamed over the image.
+pub fn stream_above(path: &Path, base: &Path, progress: Progress<'_>) -> Result<()> {
+    let top = Image::open(path, &OpenOptions::new().read_only(true))?;
+    let base_canonical =
+        fs::canonicalize(base).map_err(|e| StorageError::io(base, "opening", e))?;
+    let depth = top
+        .chain()
+        .iter()
+        .position(|l| l.path == base_canonical)
+        .filter(|&d| d > 0)
+        .ok_or_else(|| StorageError::InvalidRequest {
+            path: top.path().to_path_buf(),
+            reason: format!("'{}' is not below it in its backing chain", base.display()),
+        })?;
+    if depth == 1 {
+        return Ok(());
+    }
+    let base_link = top.chain()[depth].clone();
+    let canonical = top.path().to_path_buf();
+    // Name the base relative to the image when they share a folder.
+    let name = if base_link.path.parent() == canonical.parent() {
+        base_link
+            .path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned()
+    } else {
+        base_link.path.to_string_lossy().into_owned()
+    };
+    let cluster_size = crate::probe::probe(&canonical)?
+        .cluster_size
+        .and_then(|c| usize::try_from(c).ok())
+        .unwrap_or(DEFAULT_CLUSTER_SIZE);
+    let mut tmp_name = canonical.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".stream-tmp");
+    let tmp = canonical.with_file_name(tmp_name);
+    let _ = fs::remove_file(&tmp);
+    let mut options = Qcow2Options::new(top.size());
+    options.cluster_size = cluster_size;
+    options.backing = Some(crate::create::BackingSpec {
+        name,
+        format: base_link.format,
+    });
+    create_qcow2(&tmp, &options)?;
+    let result = (|| {
+        let mut target = Image::open(&tmp, &OpenOptions::new().format(ImageFormat::Qcow2))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| StorageError::io(&canonical, "starting the I/O runtime", e))?;
+        let size = top.size();
+        let mut buf = vec![0u8; CHUNK as usize];
+        let mut offset = 0;
+        while offset < size {
+            let want = CHUNK.min(size - offset);
+            let (above, len) = defined_above(&runtime, top.access().inner(), offset, want, depth)
+                .map_err(|e| {
+                StorageError::io(&canonical, format!("mapping offset {offset}"), e)
+            })?;
+            if len == 0 {
+                return Err(StorageError::InvalidRequest {
+                    path: canonical.clone(),
+                    reason: format!("the image maps no data at offset {offset} inside the disk"),
+                });
+            }
+            if above {
+                let chunk = &mut buf[..len as usize];
+                top.read_at(chunk, offset)?;
+                if is_zero(chunk) {
+                    target.write_zeroes(offset, len)?;
+                } else {
+                    target.write_at(chunk, offset)?;
+                }
+            }
+            offset += len;
+            progress(offset, size);
+        }
+        target.flush()?;
+        drop(target);
+        fs::rename(&tmp, &canonical)
+            .map_err(|e| StorageError::io(&canonical, "replacing with the streamed image", e))?;
+        sync_parent(&canonical)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Whether the range at `offset` is defined by one of the first `depth`
+/// layers of the chain starting at `layer` (rather than by the layer at
+/// `depth` or below), and for how many bytes.
+fn defined_above(
+    runtime: &tokio::runtime::Runtime,
+    layer: &imago::FormatAccess<imago::file::File>,
+    offset: u64,
+    want: u64,
+    depth: usize,
+) -> std::io::Result<(bool, u64)> {
+    let mut layer = layer;
+    let mut at = offset;
+    let mut len = want;
+    for _ in 0..depth {
+        let (mapping, l) = runtime.block_on(layer.get_shallow_mapping(at, len))?;
+        len = len.min(l);
+        match mapping {
+            ShallowMapping::Indirect {
+                layer: next,
+                offset: next_at,
+                ..
+            } => {
+                layer = next;
+                at = next_at;
+            }
+            ShallowMapping::Zero {
+                explicit: false, ..
+            } => return Ok((false, len)),
+            _ => return Ok((true, len)),
+        }
+    }
+    Ok((false, len))
 }
 
 /// Syncs the folder holding `path`, so a rename in it is durable.

@@ -9,7 +9,7 @@ use std::path::Path;
 use common::*;
 use vireo_storage::{
     CacheMode, Image, ImageFormat, OpenOptions, Qcow2Options, StorageError, TargetFormat, commit,
-    convert, create_overlay, create_qcow2, create_raw, stream,
+    convert, create_overlay, create_qcow2, create_raw, stream, stream_above,
 };
 
 const MIB: u64 = 1 << 20;
@@ -593,4 +593,59 @@ fn relative_backing_names_resolve_against_the_path_as_opened_like_qemu() {
 
     assert_eq!(read_all(&image), contents_via_qemu(&link, dir.path()));
     assert_eq!(read_all(&image), vec![0x42u8; 65536]);
+}
+
+#[test]
+fn stream_above_a_base_drops_the_middle_layer_and_reads_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.qcow2");
+    let mid = dir.path().join("mid.qcow2");
+    let top = dir.path().join("top.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", s(&base), "4M"]);
+    qemu_io(&base, "qcow2", &["write -P 0x10 0 4M".into()]);
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.qcow2",
+        "-F",
+        "qcow2",
+        s(&mid),
+    ]);
+    qemu_io(
+        &mid,
+        "qcow2",
+        &["write -P 0x20 64k 64k".into(), "write -z 3M 128k".into()],
+    );
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "mid.qcow2",
+        "-F",
+        "qcow2",
+        s(&top),
+    ]);
+    qemu_io(&top, "qcow2", &["write -P 0x30 1M 1M".into()]);
+    let expected = contents_via_qemu(&top, dir.path());
+
+    stream_above(&top, &base, &mut |_, _| {}).unwrap();
+    std::fs::remove_file(&mid).unwrap();
+
+    let info = info_json(&top);
+    assert!(
+        info.contains("\"backing-filename\": \"base.qcow2\""),
+        "{info}"
+    );
+    assert_check_clean(&top);
+    assert_eq!(contents_via_qemu(&top, dir.path()), expected);
+    let not_in_chain = stream_above(&top, &top, &mut |_, _| {}).unwrap_err();
+    assert!(
+        not_in_chain.to_string().contains("not below it"),
+        "{not_in_chain}"
+    );
 }

@@ -4,7 +4,7 @@
 //! checked against the file before it is used, and errors name the image.
 //! qcow2, raw and vmdk are read and written through the `imago` crate.
 //!
-//! - [`probe`]: format detection from the header.
+//! - [`probe()`]: format detection from the header.
 //! - [`Image`]: an open image with its backing chain: read, write, flush,
 //!   discard, write-zeroes, resize; cache modes; read-only opens.
 //! - [`create_raw`], [`create_qcow2`], [`create_overlay`]: new images.

@@ -8,6 +8,7 @@ CARGO ?= cargo
 run: deps-run
 	@printf '\033[1m==> Building Vireo (release)\033[0m\n'
 	$(CARGO) build --release --bins
+	@build-aux/define-demo
 	@printf '\033[1m==> Starting the app\033[0m\n'
 	./target/release/vireo
 

@@ -17,25 +17,30 @@ use crate::vm::{Persistent, Vm, VmConfig, VmError};
 /// Everything the main loop reacts to.
 #[derive(Debug)]
 pub enum Event {
-    /// A device asked for a machine-level action.
-    Request(VmRequest),
-    /// A vCPU thread ended on its own.
-    VcpuStopped(u32, VcpuStop),
+    /// A device of boot `generation` asked for a machine-level action.
+    Request(u64, VmRequest),
+    /// A vCPU thread of boot `generation` ended on its own.
+    VcpuStopped(u64, u32, VcpuStop),
     /// A control-socket command.
     Control(Command),
 }
 
-/// Sends device requests to the main loop.
+/// Sends device requests to the main loop, tagged with the boot they come
+/// from so that requests queued by a VM that has since been replaced (a
+/// reset requested twice, a crash right after a reset) are ignored.
 #[derive(Debug)]
-pub struct EventRequests(pub Mutex<Sender<Event>>);
+pub struct EventRequests {
+    events: Mutex<Sender<Event>>,
+    generation: u64,
+}
 
 impl RequestSink for EventRequests {
     fn request(&self, req: VmRequest) {
         let _ = self
-            .0
+            .events
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .send(Event::Request(req));
+            .send(Event::Request(self.generation, req));
     }
 }
 
@@ -111,15 +116,26 @@ impl Machine {
         if let Some(mut old) = self.vm.take() {
             old.stop();
         }
-        let requests = Arc::new(EventRequests(Mutex::new(self.events_tx.clone())));
+        let generation = self.boots + 1;
+        let requests = Arc::new(EventRequests {
+            events: Mutex::new(self.events_tx.clone()),
+            generation,
+        });
         let tx = Mutex::new(self.events_tx.clone());
         let on_stop: OnStop = Arc::new(move |id, why| {
             let _ = tx
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .send(Event::VcpuStopped(id, why));
+                .send(Event::VcpuStopped(generation, id, why));
         });
-        let vm = Vm::start(&self.config, &self.persistent, requests, on_stop)?;
+        // A reset keeps a paused machine paused, as QEMU does.
+        let vm = Vm::start(
+            &self.config,
+            &self.persistent,
+            requests,
+            on_stop,
+            self.paused,
+        )?;
         *self
             .current_serial
             .lock()
@@ -131,8 +147,7 @@ impl Machine {
             });
         }
         self.vm = Some(vm);
-        self.paused = false;
-        self.boots += 1;
+        self.boots = generation;
         tracing::info!(boot = self.boots, "machine started");
         Ok(())
     }
@@ -144,33 +159,43 @@ impl Machine {
             let Ok(event) = self.events.recv() else {
                 return Ok(Outcome::PoweredOff);
             };
+            let current = self.boots;
+            let stale = match &event {
+                Event::Request(g, _) | Event::VcpuStopped(g, _, _) => *g != current,
+                Event::Control(_) => false,
+            };
+            if stale {
+                tracing::debug!("ignored an event from an earlier boot: {event:?}");
+                continue;
+            }
             let outcome = match event {
-                Event::Request(VmRequest::Reset) | Event::VcpuStopped(_, VcpuStop::Reset) => {
+                Event::Request(_, VmRequest::Reset) | Event::VcpuStopped(_, _, VcpuStop::Reset) => {
                     tracing::info!("guest reset: rebooting");
                     self.boot()?;
                     None
                 }
-                Event::Request(VmRequest::PowerOff) | Event::VcpuStopped(_, VcpuStop::PowerOff) => {
+                Event::Request(_, VmRequest::PowerOff)
+                | Event::VcpuStopped(_, _, VcpuStop::PowerOff) => {
                     tracing::info!("guest powered off");
                     Some(Outcome::PoweredOff)
                 }
-                Event::Request(VmRequest::DebugExit(v)) => {
+                Event::Request(_, VmRequest::DebugExit(v)) => {
                     tracing::info!("guest wrote {v:#x} to isa-debug-exit");
                     Some(Outcome::DebugExit(v))
                 }
-                Event::VcpuStopped(id, VcpuStop::TripleFault(regs)) => {
+                Event::VcpuStopped(_, id, VcpuStop::TripleFault(regs)) => {
                     let why = format!("triple fault on vCPU {id}");
                     tracing::error!("guest crashed: {why}\n{regs}");
                     Some(Outcome::Crashed(why))
                 }
-                Event::VcpuStopped(id, VcpuStop::Failure(msg)) => {
+                Event::VcpuStopped(_, id, VcpuStop::Failure(msg)) => {
                     let why = format!("vCPU {id}: {msg}");
                     tracing::error!("guest crashed: {why}");
                     Some(Outcome::Crashed(
                         msg.lines().next().unwrap_or("").to_owned(),
                     ))
                 }
-                Event::VcpuStopped(_, VcpuStop::Requested) => None,
+                Event::VcpuStopped(_, _, VcpuStop::Requested) => None,
                 Event::Control(cmd) => {
                     let quit = cmd.request.execute == "quit";
                     let answer = self.handle(&cmd.request.execute, &cmd.request.arguments);
@@ -216,7 +241,9 @@ impl Machine {
                 Ok(json!({ "armed": armed }))
             }
             "system_reset" => {
-                let _ = self.events_tx.send(Event::Request(VmRequest::Reset));
+                let _ = self
+                    .events_tx
+                    .send(Event::Request(self.boots, VmRequest::Reset));
                 Ok(json!({}))
             }
             "quit" => Ok(json!({})),
@@ -304,7 +331,12 @@ impl Machine {
                 }
                 // The guest's keyboard buffer is small (16 bytes, as Linux
                 // expects): pace the keys to what the guest has read.
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                if self.paused {
+                    return generic("the VM is paused: resume it before sending keys".into());
+                }
+                // Bounded: the main loop must not stall for long on a guest
+                // that does not read its keyboard.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
                 for c in codes {
                     loop {
                         let mut kbd = lock(&vm.i8042);

@@ -156,6 +156,15 @@ fn run(args: Args) -> Result<u8, String> {
             args.vram
         ));
     }
+    let (width, height) = args.resolution;
+    let needed = u64::from(width) * u64::from(height) * 4;
+    if needed > vram {
+        return Err(format!(
+            "--resolution {width}x{height} needs {} MiB of VRAM at 32 bpp; --vram is {} MiB",
+            needed.div_ceil(1 << 20),
+            args.vram
+        ));
+    }
     let config = VmConfig {
         vcpus: args.cpus,
         memory,
@@ -296,7 +305,16 @@ fn serve_serial(
                             };
                             let serial = current.lock().unwrap_or_else(|e| e.into_inner()).clone();
                             if let Some(serial) = serial {
-                                feed_input(&serial, &buf[..n], || false);
+                                // Give up on a UART a reset has replaced:
+                                // nothing drains it any more.
+                                let replaced = || {
+                                    current
+                                        .lock()
+                                        .unwrap_or_else(|e| e.into_inner())
+                                        .as_ref()
+                                        .is_none_or(|now| !Arc::ptr_eq(now, &serial))
+                                };
+                                feed_input(&serial, &buf[..n], replaced);
                             }
                         }
                     });

@@ -91,9 +91,11 @@ pub fn register_ram(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<u32, MemoryError
             memory_size: region.len(),
             userspace_addr: region.as_ptr() as u64,
         };
-        // SAFETY: the region is a live mmap owned by `mem`, which outlives
-        // the VM (the Vm struct drops the VmFd before the memory), and the
-        // slot does not overlap another: ranges come from `ram_ranges`.
+        // SAFETY: the region is a live mmap owned by `mem`, and the slot
+        // does not overlap another (ranges come from `ram_ranges`). The VmFd
+        // may outlive `mem` through Arcs held by devices, but no vCPU runs
+        // then: `Vm::stop` joins every vCPU thread before the memory is
+        // unmapped, and KVM only touches a slot's memory from KVM_RUN.
         unsafe { vm.set_user_memory_region(r) }
             .map_err(|source| MemoryError::Slot { slot, source })?;
         slot += 1;
@@ -169,9 +171,9 @@ impl DeviceMemory {
                 memory_size,
                 userspace_addr: self.region.as_ptr() as u64,
             };
-            // SAFETY: the mapping is owned by `self.region`, which lives as
-            // long as the VM (Arc held by the device and the Vm); a size of
-            // 0 deletes the slot.
+            // SAFETY: the mapping is owned by `self.region` and outlives
+            // every KVM_RUN of this VM (vCPUs are joined before a device is
+            // dropped); a size of 0 deletes the slot.
             unsafe { vm.set_user_memory_region(r) }.map_err(|source| MemoryError::Slot {
                 slot: self.slot,
                 source,

@@ -70,6 +70,17 @@ pub struct VcpuControl {
 }
 
 impl VcpuControl {
+    /// Control for a new VM; with `paused`, vCPUs park before their first
+    /// instruction until [`resume_all`].
+    pub fn new(paused: bool) -> Self {
+        let control = Self::default();
+        if paused {
+            control.lock().pause = true;
+            control.attention.store(true, Ordering::Release);
+        }
+        control
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, RunState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -159,8 +170,13 @@ impl VcpuHandle {
 pub fn pause_all(control: &VcpuControl, vcpus: &[VcpuHandle]) {
     control.lock().pause = true;
     control.attention.store(true, Ordering::Release);
-    let live = vcpus.iter().filter(|v| v.thread.is_some()).count();
     loop {
+        // A thread that ended on its own (crash, reset) never parks: count
+        // only the live ones, afresh on every pass.
+        let live = vcpus
+            .iter()
+            .filter(|v| v.thread.as_ref().is_some_and(|t| !t.is_finished()))
+            .count();
         for v in vcpus {
             v.kick();
         }
@@ -199,16 +215,27 @@ pub fn stop_all(control: &VcpuControl, vcpus: &mut [VcpuHandle]) {
     for v in vcpus.iter() {
         v.kick();
     }
+    let deadline = std::time::Instant::now() + STOP_TIMEOUT;
     for v in vcpus.iter_mut() {
         // A vCPU blocked in the kernel (e.g. an AP waiting for SIPI) leaves
         // KVM_RUN on the kick; keep kicking until it has gone.
         while v.thread.as_ref().is_some_and(|t| !t.is_finished()) {
+            if std::time::Instant::now() > deadline {
+                // Stuck outside KVM_RUN (e.g. a write to a stalled pipe):
+                // leave it; it exits at its next checkpoint.
+                tracing::error!("vCPU {} did not stop within {STOP_TIMEOUT:?}", v.id);
+                v.thread = None;
+                break;
+            }
             v.kick();
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         v.join();
     }
 }
+
+/// How long stopping a VM waits for each vCPU thread.
+const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Called when a vCPU thread ends on its own (not on request).
 pub type OnStop = Arc<dyn Fn(u32, VcpuStop) + Send + Sync>;
@@ -252,7 +279,8 @@ fn run_loop(
     stats
         .tid
         .store(unsafe { libc::gettid() }, Ordering::Relaxed);
-    KVM_RUN.with(|p| p.set(fd.get_kvm_run() as *mut _));
+    let run_ptr: *mut kvm_bindings::kvm_run = fd.get_kvm_run();
+    KVM_RUN.with(|p| p.set(run_ptr));
     let reason = loop {
         if !control.checkpoint() {
             break VcpuStop::Requested;
@@ -262,15 +290,21 @@ fn run_loop(
         match exit {
             Ok(VcpuExit::IoOut(port, data)) => {
                 stats.io_exits.fetch_add(1, Ordering::Relaxed);
-                if pio.write(u64::from(port), data).is_err() {
-                    tracing::debug!(vcpu = id, "unhandled port write {port:#x} {data:02x?}");
+                // `rep outs` arrives as `count` accesses of `size` bytes.
+                for access in data.chunks(io_size(run_ptr, data.len())) {
+                    if pio.write(u64::from(port), access).is_err() {
+                        tracing::debug!(vcpu = id, "unhandled port write {port:#x} {access:02x?}");
+                    }
                 }
             }
             Ok(VcpuExit::IoIn(port, data)) => {
                 stats.io_exits.fetch_add(1, Ordering::Relaxed);
-                if pio.read(u64::from(port), data).is_err() {
-                    data.fill(0xff);
-                    tracing::debug!(vcpu = id, "unhandled port read {port:#x}");
+                let size = io_size(run_ptr, data.len());
+                for access in data.chunks_mut(size) {
+                    if pio.read(u64::from(port), access).is_err() {
+                        access.fill(0xff);
+                        tracing::debug!(vcpu = id, "unhandled port read {port:#x}");
+                    }
                 }
             }
             Ok(VcpuExit::MmioWrite(addr, data)) => {
@@ -340,6 +374,19 @@ fn run_loop(
     };
     KVM_RUN.with(|p| p.set(std::ptr::null_mut()));
     reason
+}
+
+/// The size of one access of the port I/O exit in `run`, clamped to
+/// 1..=`len` (string I/O hands over `count` accesses in one buffer).
+fn io_size(run: *const kvm_bindings::kvm_run, len: usize) -> usize {
+    // SAFETY: `run` is this vCPU's kvm_run mapping, live for the whole run
+    // loop; for KVM_EXIT_IO the `io` member of the exit union is the one KVM
+    // filled in. Only the header is read; the data buffer it describes (at
+    // data_offset, past the header) is borrowed separately by the caller.
+    let field = unsafe { std::ptr::addr_of!((*run).__bindgen_anon_1.io.size) };
+    // SAFETY: `field` points at a u8 inside the live mapping (above).
+    let size = unsafe { field.read_volatile() };
+    usize::from(size).clamp(1, len.max(1))
 }
 
 /// The registers of a stopped vCPU, for the log.

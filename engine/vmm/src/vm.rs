@@ -165,6 +165,7 @@ impl Vm {
         persistent: &Persistent,
         requests: Requests,
         on_stop: OnStop,
+        start_paused: bool,
     ) -> Result<Self, VmError> {
         if config.vcpus == 0 || config.vcpus > arch::MAX_VCPUS {
             return Err(VmError::Config(format!(
@@ -333,7 +334,7 @@ impl Vm {
             .map_err(kvm_err("get supported CPUID"))?;
         let pio = Arc::new(pio);
         let mmio = Arc::new(mmio);
-        let control = Arc::new(VcpuControl::default());
+        let control = Arc::new(VcpuControl::new(start_paused));
         let mut fds = Vec::new();
         for id in 0..config.vcpus {
             let fd = vm_fd

@@ -500,3 +500,38 @@ fn demo_guest_draws_a_test_card_and_shows_typed_text() {
 fn artifacts() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts")
 }
+
+#[test]
+fn reset_keeps_a_paused_machine_paused() {
+    if !kvm_present() {
+        return;
+    }
+    let guest = build("spin", Flavor::Pvh);
+    let mut vmm = Vmm::start(&guest, &[]);
+    vmm.wait_line("spinning");
+    vmm.call("pause", Value::Null);
+    vmm.call("system_reset", Value::Null);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while vmm.call("status", Value::Null)["boots"] != 2 {
+        assert!(Instant::now() < deadline, "the reset did not happen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(vmm.call("status", Value::Null)["state"], "paused");
+    let before = vmm.serial().len();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        vmm.serial().len(),
+        before,
+        "the reset machine ran while paused"
+    );
+    vmm.call("resume", Value::Null);
+    // The second boot prints its banner again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while vmm.serial().matches("spinning").count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the resumed machine did not boot"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

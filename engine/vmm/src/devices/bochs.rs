@@ -83,6 +83,8 @@ pub struct BochsDisplay {
     vm: Arc<VmFd>,
     regs: [u16; dispi::COUNT],
     big_endian: bool,
+    /// The BAR0 target that last failed to map, to warn only once.
+    failed_map: Option<Option<u64>>,
 }
 
 impl BochsDisplay {
@@ -122,6 +124,7 @@ impl BochsDisplay {
             vm,
             regs: [0; dispi::COUNT],
             big_endian: false,
+            failed_map: None,
         };
         dev.regs[dispi::ID] = dispi::ID5;
         Ok(dev)
@@ -256,8 +259,16 @@ impl PciDevice for BochsDisplay {
     fn config_write(&mut self, offset: usize, data: &[u8]) {
         self.config.write(offset, data);
         // BAR0 or the command register may have moved or hidden VRAM.
+        let target = self.config.bar_address(0);
         if let Err(e) = self.remap() {
-            tracing::warn!("bochs-display: cannot map VRAM: {e}");
+            // Warn once per target: a guest looping on a bad BAR must not
+            // flood the log.
+            if self.failed_map != Some(target) {
+                tracing::warn!("bochs-display: cannot map VRAM at {target:x?}: {e}");
+                self.failed_map = Some(target);
+            }
+        } else {
+            self.failed_map = None;
         }
     }
 

@@ -34,7 +34,8 @@ pub type IrqLine = Arc<dyn Interrupt>;
 /// Something only the whole machine can do, asked for by a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VmRequest {
-    /// Reset the machine (i8042 pulse, reset control register, triple fault).
+    /// Reset the machine (i8042 pulse, reset control register). A triple
+    /// fault is not a reset here: it ends the VM as crashed.
     Reset,
     /// Power off (ACPI S5).
     PowerOff,

@@ -69,3 +69,28 @@ pub async fn connect_session() -> Result<(AsyncClient, UnboundedReceiver<Incomin
         }
     }
 }
+
+/// Opens `domain`'s graphical console: a fresh engine connection upgraded
+/// to the domain's VNC stream, decoded by a console session.
+pub async fn open_console(
+    domain: &str,
+) -> Result<
+    (
+        vireo_console::Session,
+        UnboundedReceiver<vireo_console::ConsoleEvent>,
+    ),
+    String,
+> {
+    let paths = EnginePaths::for_scope(Scope::Session, |k| std::env::var(k).ok())
+        .map_err(|e| e.to_string())?;
+    let stream = tokio::net::UnixStream::connect(paths.socket())
+        .await
+        .map_err(|e| format!("cannot reach the engine: {e}"))?;
+    let client = format!("vireo {}", env!("CARGO_PKG_VERSION"));
+    let stream = vireo_api::client::attach_vnc(stream, &client, domain)
+        .await
+        .map_err(|e| e.to_string())?;
+    vireo_console::Session::connect(stream, None)
+        .await
+        .map_err(|e| e.to_string())
+}

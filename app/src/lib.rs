@@ -4,6 +4,7 @@ pub mod config;
 mod engine;
 mod i18n;
 mod vm_row;
+mod vm_window;
 mod window;
 
 use gtk::{gio, glib};
@@ -21,9 +22,18 @@ pub fn run() -> glib::ExitCode {
     gio::resources_register_include!("vireo.gresource").expect("bundled resources are valid");
     glib::set_application_name(&gettextrs::gettext("Vireo"));
 
+    // virt-manager's option: open this domain's console at start-up.
+    let mut show_console = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--show-domain-console" {
+            show_console = args.next();
+        }
+    }
+
     // Initialises GTK and libadwaita, so the display exists from here on.
-    let app = relm4::RelmApp::new(config::APP_ID);
+    let app = relm4::RelmApp::new(config::APP_ID).with_args(Vec::new());
     relm4::set_global_css(include_str!("../../resources/style.css"));
-    app.run::<window::ManagerWindow>(());
+    app.run::<window::ManagerWindow>(show_console);
     glib::ExitCode::SUCCESS
 }

@@ -17,6 +17,8 @@ pub struct VmRow {
 /// Actions a row asks the window to perform on its domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VmAction {
+    /// Open its window (the console).
+    Open,
     /// Start it.
     Run,
     /// Pause it.
@@ -68,6 +70,8 @@ impl FactoryComponent for VmRow {
     view! {
         adw::ActionRow {
             set_title: &self.name,
+            set_activatable: true,
+            connect_activated => VmAction::Open,
             #[watch]
             set_subtitle: &state_label(self.state),
             add_prefix = &gtk::Image {
@@ -78,6 +82,11 @@ impl FactoryComponent for VmRow {
                 set_spacing: 6,
                 set_valign: gtk::Align::Center,
 
+                gtk::Button {
+                    set_icon_name: "video-display-symbolic",
+                    set_tooltip_text: Some(&gettext("Open")),
+                    connect_clicked => VmAction::Open,
+                },
                 gtk::Button {
                     set_icon_name: "media-playback-start-symbolic",
                     set_tooltip_text: Some(&gettext("Run")),

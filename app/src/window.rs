@@ -9,9 +9,12 @@ use vireo_api::ConnectUri;
 use vireo_api::client::{AsyncClient, Incoming};
 use vireo_api::proto::{DomainState, DomainSummary, Event, Lifecycle, Request};
 
+use std::collections::HashMap;
+
 use crate::config;
 use crate::engine;
 use crate::vm_row::{RowRequest, VmAction, VmRow};
+use crate::vm_window::VmWindow;
 
 /// The main window of the app.
 #[derive(Debug)]
@@ -21,6 +24,10 @@ pub struct ManagerWindow {
     client: Option<AsyncClient>,
     vms: FactoryVecDeque<VmRow>,
     toasts: adw::ToastOverlay,
+    /// Open VM windows, by domain name.
+    windows: HashMap<String, Controller<VmWindow>>,
+    /// A console to open once connected (`--show-domain-console`).
+    pending_console: Option<String>,
 }
 
 /// Input from widgets.
@@ -77,6 +84,19 @@ impl ManagerWindow {
         }
     }
 
+    fn open_vm(&mut self, name: &str) {
+        if let Some(existing) = self.windows.get(name)
+            && existing.widget().is_visible()
+        {
+            existing.widget().present();
+            return;
+        }
+        let controller = VmWindow::builder().launch(name.to_owned()).detach();
+        relm4::main_application().add_window(controller.widget());
+        controller.widget().present();
+        self.windows.insert(name.to_owned(), controller);
+    }
+
     fn toast(&self, headline: &str, details: String, sender: &ComponentSender<Self>) {
         let toast = adw::Toast::new(headline);
         toast.set_button_label(Some(&gettext("Details")));
@@ -91,7 +111,8 @@ impl ManagerWindow {
 
 #[relm4::component(pub)]
 impl Component for ManagerWindow {
-    type Init = ();
+    /// A domain whose console to open once connected.
+    type Init = Option<String>;
     type Input = Msg;
     type Output = ();
     type CommandOutput = CmdOut;
@@ -178,7 +199,7 @@ impl Component for ManagerWindow {
     }
 
     fn init(
-        _init: Self::Init,
+        pending_console: Self::Init,
         root: Self::Root,
         sender: ComponentSender<Self>,
     ) -> ComponentParts<Self> {
@@ -197,6 +218,8 @@ impl Component for ManagerWindow {
             client: None,
             vms,
             toasts: adw::ToastOverlay::new(),
+            windows: HashMap::new(),
+            pending_console,
         };
         let vm_list = model.vms.widget();
         let toasts = &model.toasts;
@@ -241,11 +264,16 @@ impl Component for ManagerWindow {
 
     fn update(&mut self, msg: Self::Input, sender: ComponentSender<Self>, root: &Self::Root) {
         match msg {
+            Msg::Row(RowRequest {
+                name,
+                action: VmAction::Open,
+            }) => self.open_vm(&name),
             Msg::Row(RowRequest { name, action }) => {
                 let Some(client) = self.client.clone() else {
                     return;
                 };
                 let request = match action {
+                    VmAction::Open => return,
                     VmAction::Run => Request::Start {
                         domain: name.clone(),
                     },
@@ -264,6 +292,7 @@ impl Component for ManagerWindow {
                 };
                 // Translated here, on the GTK thread.
                 let headline = match action {
+                    VmAction::Open => String::new(),
                     VmAction::Run => gettext("Could not start “{name}”"),
                     VmAction::Pause => gettext("Could not pause “{name}”"),
                     VmAction::Resume => gettext("Could not resume “{name}”"),
@@ -296,6 +325,9 @@ impl Component for ManagerWindow {
                 self.status = gettext("Connected");
                 for d in domains {
                     self.set_state(&d.name, Some(d.state));
+                }
+                if let Some(name) = self.pending_console.take() {
+                    self.open_vm(&name);
                 }
             }
             CmdOut::ConnectFailed(e) => {

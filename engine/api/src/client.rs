@@ -319,6 +319,31 @@ impl AsyncClient {
     }
 }
 
+/// Turns a fresh connection into a domain's VNC stream: shakes hands, asks
+/// for [`Request::AttachVnc`], and on success returns the stream, which from
+/// then on carries RFB in both directions (the engine relays it to the
+/// domain's VNC server). Over SSH, `stream` is a fresh channel.
+pub async fn attach_vnc<S>(mut stream: S, client: &str, domain: &str) -> Result<S, ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    proto::write_message_async(&mut stream, &hello(client, false)).await?;
+    welcome(proto::read_message_async(&mut stream).await?)?;
+    let request = Request::AttachVnc {
+        domain: domain.to_owned(),
+    };
+    proto::write_message_async(&mut stream, &ClientMessage::Call { id: 1, request }).await?;
+    match proto::read_message_async(&mut stream).await? {
+        ServerMessage::Reply { id: 1, result } => {
+            result?;
+            Ok(stream)
+        }
+        other => Err(ClientError::Protocol(format!(
+            "expected the reply to AttachVnc, got {other:?}"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,180 @@
+//! One VM's window: its graphical console, embedded.
+
+use adw::prelude::*;
+use gettextrs::gettext;
+use relm4::prelude::*;
+use tokio::sync::mpsc::UnboundedReceiver;
+use vireo_console::{ConsoleEvent, ConsoleView, Input, Session};
+
+use crate::engine;
+
+/// X keysyms used by the Send Key menu.
+mod keysym {
+    pub const CONTROL_L: u32 = 0xffe3;
+    pub const ALT_L: u32 = 0xffe9;
+    pub const DELETE: u32 = 0xffff;
+    pub const BACKSPACE: u32 = 0xff08;
+    pub const PRINT: u32 = 0xff61;
+    pub const F1: u32 = 0xffbe;
+}
+
+/// A VM window.
+#[derive(Debug)]
+pub struct VmWindow {
+    name: String,
+    console: ConsoleView,
+    session: Option<Session>,
+    message: Option<String>,
+}
+
+/// Input to a VM window.
+#[derive(Debug)]
+pub enum VmMsg {
+    /// Press a key combination (keysyms, pressed in order, released in
+    /// reverse).
+    SendKeys(Vec<u32>),
+    /// The console session ended.
+    Closed(String),
+}
+
+/// Results of work off the GTK thread.
+#[derive(Debug)]
+pub enum VmCmd {
+    /// The console is connected.
+    Attached(Session, UnboundedReceiver<ConsoleEvent>),
+    /// It could not be.
+    Failed(String),
+}
+
+#[relm4::component(pub)]
+impl Component for VmWindow {
+    type Init = String;
+    type Input = VmMsg;
+    type Output = ();
+    type CommandOutput = VmCmd;
+
+    view! {
+        adw::Window {
+            #[watch]
+            set_title: Some(&gettext("{name} – Vireo").replace("{name}", &model.name)),
+            set_default_size: (860, 700),
+
+            #[wrap(Some)]
+            set_content = &gtk::Box {
+                set_orientation: gtk::Orientation::Vertical,
+
+                adw::HeaderBar {
+                    pack_end = &gtk::MenuButton {
+                        set_icon_name: "input-keyboard-symbolic",
+                        set_tooltip_text: Some(&gettext("Send Key")),
+                        #[wrap(Some)]
+                        set_popover = &gtk::Popover {
+                            gtk::Box {
+                                set_orientation: gtk::Orientation::Vertical,
+                                gtk::Button {
+                                    set_label: &gettext("Ctrl+Alt+Del"),
+                                    add_css_class: "flat",
+                                    connect_clicked => VmMsg::SendKeys(vec![
+                                        keysym::CONTROL_L, keysym::ALT_L, keysym::DELETE,
+                                    ]),
+                                },
+                                gtk::Button {
+                                    set_label: &gettext("Ctrl+Alt+Backspace"),
+                                    add_css_class: "flat",
+                                    connect_clicked => VmMsg::SendKeys(vec![
+                                        keysym::CONTROL_L, keysym::ALT_L, keysym::BACKSPACE,
+                                    ]),
+                                },
+                                gtk::Button {
+                                    set_label: &gettext("Ctrl+Alt+F1"),
+                                    add_css_class: "flat",
+                                    connect_clicked => VmMsg::SendKeys(vec![
+                                        keysym::CONTROL_L, keysym::ALT_L, keysym::F1,
+                                    ]),
+                                },
+                                gtk::Button {
+                                    set_label: &gettext("Print Screen"),
+                                    add_css_class: "flat",
+                                    connect_clicked => VmMsg::SendKeys(vec![keysym::PRINT]),
+                                },
+                            },
+                        },
+                    },
+                },
+
+                gtk::Stack {
+                    set_vexpand: true,
+                    #[watch]
+                    set_visible_child_name: if model.message.is_some() { "message" } else { "console" },
+
+                    add_named[Some("console")] = model.console.widget(),
+
+                    add_named[Some("message")] = &adw::StatusPage {
+                        set_icon_name: Some("computer-symbolic"),
+                        set_title: &gettext("The Console Is Not Available"),
+                        #[watch]
+                        set_description: model.message.as_deref(),
+                    },
+                },
+            },
+        }
+    }
+
+    fn init(name: String, root: Self::Root, sender: ComponentSender<Self>) -> ComponentParts<Self> {
+        let model = VmWindow {
+            name: name.clone(),
+            console: ConsoleView::new(),
+            session: None,
+            message: None,
+        };
+        let widgets = view_output!();
+        sender.oneshot_command(async move {
+            match engine::open_console(&name).await {
+                Ok((session, events)) => VmCmd::Attached(session, events),
+                Err(e) => VmCmd::Failed(e),
+            }
+        });
+        ComponentParts { model, widgets }
+    }
+
+    fn update(&mut self, msg: VmMsg, _sender: ComponentSender<Self>, _root: &Self::Root) {
+        match msg {
+            VmMsg::SendKeys(keys) => {
+                if let Some(s) = &self.session {
+                    for &keysym in &keys {
+                        s.send(Input::Key { keysym, down: true });
+                    }
+                    for &keysym in keys.iter().rev() {
+                        s.send(Input::Key {
+                            keysym,
+                            down: false,
+                        });
+                    }
+                }
+            }
+            VmMsg::Closed(why) => {
+                self.session = None;
+                self.message = Some(why);
+            }
+        }
+    }
+
+    fn update_cmd(&mut self, cmd: VmCmd, sender: ComponentSender<Self>, _root: &Self::Root) {
+        match cmd {
+            VmCmd::Attached(session, events) => {
+                let input = sender.input_sender().clone();
+                self.console.attach(session.clone(), events, move |why| {
+                    input.emit(VmMsg::Closed(why));
+                });
+                self.session = Some(session);
+                self.message = None;
+                self.console.widget().grab_focus();
+                tracing::info!("console {}: attached", self.name);
+            }
+            VmCmd::Failed(why) => {
+                tracing::info!("console {}: {why}", self.name);
+                self.message = Some(why);
+            }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! A VM window with the embedded console, opened by the app against a real
+//! session engine and a real vireo-vmm: the demo guest's test card shows in
+//! the window, and keys typed into it reach the guest.
+
+use std::time::{Duration, Instant};
+
+use vireo_tests::desktop::{Xvfb, artifacts_dir};
+use vireo_tests::engine::{Session, domain_xml, guest, kvm_or_skip, serial};
+
+/// The demo guest's eight 75% colour bars.
+const BARS: [[u8; 3]; 8] = [
+    [0xc0, 0xc0, 0xc0],
+    [0xc0, 0xc0, 0x00],
+    [0x00, 0xc0, 0xc0],
+    [0x00, 0xc0, 0x00],
+    [0xc0, 0x00, 0xc0],
+    [0xc0, 0x00, 0x00],
+    [0x00, 0x00, 0xc0],
+    [0x00, 0x00, 0x00],
+];
+
+#[test]
+fn console_window_shows_the_guest_and_types_into_it() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let _one_at_a_time = serial();
+    let session = Session::new();
+    session.define(&domain_xml("demo", &guest("demo"), ""));
+    session.ok(&["start", "demo"]);
+    let uuid = session.info("demo").summary.uuid;
+    session.wait_serial(&uuid, "demo=ready", Duration::from_secs(60));
+
+    let x = Xvfb::start();
+    let log = session.dir.path().join("app.log");
+    let mut app = x.spawn_with(
+        std::path::Path::new(env!("CARGO_BIN_EXE_vireo")),
+        &["--show-domain-console", "demo"],
+        &[
+            ("XDG_RUNTIME_DIR", session.runtime.as_os_str()),
+            ("XDG_DATA_HOME", session.data.as_os_str()),
+            ("VIREO_LOG", std::ffi::OsStr::new("vireo_app=info")),
+        ],
+        Some(std::fs::File::create(&log).unwrap()),
+    );
+    let window = x.wait_for_window("demo – Vireo", &mut app, Duration::from_secs(60));
+
+    let shot = artifacts_dir().join("vm-window-console.png");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        x.screenshot(&window, &shot);
+        let img = image::open(&shot).unwrap().to_rgb8();
+        let all = BARS.iter().all(|bar| {
+            img.pixels()
+                .any(|p| p.0.iter().zip(bar).all(|(&a, &b)| a.abs_diff(b) <= 8))
+        });
+        if all {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the test card never showed; see {} and {}:\n{}",
+            shot.display(),
+            log.display(),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    x.type_keys(&window, &["h", "i", "Return"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !session.serial_log(&uuid).ends_with("hi\n") {
+        assert!(
+            Instant::now() < deadline,
+            "typed keys did not reach the guest:\n{}",
+            session.serial_log(&uuid)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    session.ok(&["destroy", "demo"]);
+}

@@ -3,6 +3,8 @@
 //! Images are hostile input: every offset and size read from a header is
 //! checked against the file before it is used, and errors name the image.
 //! qcow2, raw and vmdk are read and written through the `imago` crate.
+//! The API is synchronous (imago's `sync-wrappers`, each with a private
+//! tokio current-thread runtime): async callers use `spawn_blocking`.
 //!
 //! - [`probe()`]: format detection from the header.
 //! - [`Image`]: an open image with its backing chain: read, write, flush,

@@ -9,6 +9,11 @@
 //! folder, sync it and rename it into place, so an interrupted operation
 //! leaves either the old volume or the new one, never half of one; a
 //! leftover `.<name>.vireo-tmp` file can be deleted.
+//!
+//! Every function here blocks, and imago's synchronous wrappers run their
+//! I/O on a tokio current-thread runtime of their own. From async code
+//! (vireod), call them inside `tokio::task::spawn_blocking`: tokio panics
+//! when a runtime is started or dropped inside an async task.
 
 use std::fs;
 use std::io::{Read, Write};

@@ -501,7 +501,7 @@ impl<D: VirtioDevice> VirtioPci<D> {
                 let start = (o - COMMON_OFFSET) as usize;
                 data.copy_from_slice(&bytes[start..start + data.len()]);
             }
-            ISR_OFFSET => {
+            ISR_OFFSET if !data.is_empty() => {
                 data[0] = self.isr;
                 self.isr = 0;
                 self.irq.set_level(false);

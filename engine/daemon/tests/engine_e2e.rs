@@ -759,3 +759,44 @@ fn undefining_a_running_domain_makes_it_transient_until_it_stops() {
         " Id   Name   State\n--------------------\n\n"
     );
 }
+
+#[test]
+fn console_input_reaches_the_guest_over_the_api_connection() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let s = Session::new();
+    s.define(&domain_xml("echo", &guest("echo"), ""));
+    s.ok(&["start", "echo"]);
+    let uuid = s.info("echo").summary.uuid;
+    s.wait_serial(&uuid, "echo=ready", BOOT);
+    let mut c = s.client(false);
+    c.call(Request::OpenConsole {
+        domain: "echo".into(),
+    })
+    .unwrap();
+
+    c.console_input(b"vireo").unwrap();
+
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("VIREO") {
+        match c.next_message().unwrap() {
+            ServerMessage::ConsoleOutput { data } => seen.extend(data),
+            other => panic!("{other:?}"),
+        }
+    }
+    // 'q' ends the guest; the console closes and the domain is off.
+    c.console_input(b"q").unwrap();
+    loop {
+        match c.next_message().unwrap() {
+            ServerMessage::ConsoleClosed => break,
+            ServerMessage::ConsoleOutput { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        s.wait_state("echo", "shut off", BOOT),
+        "shut off (guest exited with code 0)"
+    );
+}

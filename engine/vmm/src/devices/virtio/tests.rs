@@ -551,3 +551,73 @@ fn discard_ignore_accepts_discards_and_keeps_the_data() {
     let file = std::fs::read(&rig.path).unwrap();
     assert!(file[..1024].iter().all(|&b| b == 0xbb));
 }
+
+/// A small deterministic generator for the random-input test.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[test]
+fn random_descriptor_tables_and_register_writes_never_panic_or_hang() {
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    for round in 0..200 {
+        let mut rig = Rig::ready(round % 7 == 0);
+        // Garbage descriptors: addresses near RAM's end, beyond it, or
+        // wild; lengths from 0 to huge; random flags and next indices.
+        for i in 0..QSIZE {
+            let addr = match rng.next() % 4 {
+                0 => rng.next() % MEM_SIZE as u64,
+                1 => MEM_SIZE as u64 - rng.next() % 4096,
+                2 => rng.next(),
+                _ => 0x10000 + (rng.next() % 64) * 16,
+            };
+            let len = match rng.next() % 3 {
+                0 => (rng.next() % 4096) as u32,
+                1 => (rng.next() % 64) as u32 * 512 + 1,
+                _ => rng.next() as u32,
+            };
+            rig.desc(
+                i,
+                addr,
+                len,
+                (rng.next() % 8) as u16,
+                (rng.next() % 20) as u16,
+            );
+        }
+        // Plausible headers in the first descriptors' buffers.
+        for h in 0..4u64 {
+            let ty = [0u32, 1, 4, 8, 11, 13, 99][(rng.next() % 7) as usize];
+            rig.header(0x10000 + h * 16, ty, rng.next() % 4096);
+        }
+        // Heads, including out-of-range ones, several per notify.
+        for _ in 0..4 {
+            let head = (rng.next() % 24) as u16;
+            let slot = AVAIL + 4 + 2 * u64::from(rig.avail_idx % QSIZE);
+            rig.mem.write_obj(head, GuestAddress(slot)).unwrap();
+            rig.avail_idx = rig.avail_idx.wrapping_add(1);
+        }
+        rig.mem
+            .write_obj(rig.avail_idx, GuestAddress(AVAIL + 2))
+            .unwrap();
+        rig.w16(NOTIFY_OFFSET, 0);
+        // Random register traffic, including past the structures.
+        for _ in 0..16 {
+            let off = rng.next() % super::pci::BAR_SIZE;
+            match rng.next() % 3 {
+                0 => rig.w8(off, rng.next() as u8),
+                1 => rig.w16(off, rng.next() as u16),
+                _ => {
+                    rig.r32(off);
+                }
+            }
+        }
+        rig.w16(NOTIFY_OFFSET, 0);
+    }
+}

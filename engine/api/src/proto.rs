@@ -204,6 +204,15 @@ pub enum Request {
         /// The domain.
         domain: String,
     },
+    /// Presses keys together (in order) and releases them (in reverse),
+    /// as `virsh send-key` does: XT set-1 scancodes, `0xE0xx` for extended
+    /// keys.
+    SendKey {
+        /// The domain.
+        domain: String,
+        /// The scancodes.
+        keys: Vec<u16>,
+    },
     /// Where the domain's VNC server listens.
     VncDisplay {
         /// The domain.

@@ -2,6 +2,7 @@
 
 mod connect;
 mod console;
+mod keys;
 mod output;
 
 use std::io::Read;
@@ -145,6 +146,20 @@ enum Command {
     Dommemstat {
         /// Domain name or UUID.
         domain: String,
+    },
+    /// Send keys to the domain: pressed together, then released. Keys are
+    /// Linux key codes, as numbers or KEY_* names (e.g. KEY_LEFTCTRL
+    /// KEY_LEFTALT KEY_DELETE).
+    #[command(name = "send-key")]
+    SendKey {
+        /// Domain name or UUID.
+        domain: String,
+        /// Only `linux` is supported.
+        #[arg(long, default_value = "linux")]
+        codeset: String,
+        /// The keys.
+        #[arg(required = true)]
+        keycode: Vec<String>,
     },
     /// Where the domain's VNC display is served.
     Vncdisplay {
@@ -353,6 +368,21 @@ fn run(uri: &ConnectUri, command: Command) -> Result<(), String> {
             let info = conn.info(&domain)?;
             let stats = conn.stats(&domain)?;
             print!("{}", output::dommemstat(&info, &stats));
+        }
+        Command::SendKey {
+            domain,
+            codeset,
+            keycode,
+        } => {
+            if codeset != "linux" {
+                return Err(format!("unsupported codeset '{codeset}' (only 'linux')"));
+            }
+            let keys = keycode
+                .iter()
+                .map(|k| keys::parse(k))
+                .collect::<Result<Vec<_>, _>>()?;
+            conn.call(Request::SendKey { domain, keys })?;
+            println!();
         }
         Command::Vncdisplay { domain } => {
             let Response::VncDisplay { socket } = conn.call(Request::VncDisplay { domain })? else {

@@ -62,6 +62,7 @@ fn help_lists_the_virsh_verbs() {
         "cpu-stats",
         "dommemstat",
         "vncdisplay",
+        "send-key",
         "console",
         "screenshot",
         "uri",

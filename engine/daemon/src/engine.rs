@@ -440,6 +440,7 @@ impl Engine {
                 stats: self.stats(&domain).await?,
             }),
             Request::Screenshot { domain } => self.screenshot(&domain).await,
+            Request::SendKey { domain, keys } => self.send_key(&domain, &keys).await,
             Request::VncDisplay { domain } => {
                 let inner = self.lock();
                 let d = inner.find(&domain)?;
@@ -1003,6 +1004,29 @@ impl Engine {
             rss_bytes: v["memory"]["rss_bytes"].as_u64(),
             timestamp_ms: now_ms(),
         })
+    }
+
+    async fn send_key(&self, key: &str, keys: &[u16]) -> ApiResult {
+        if keys.is_empty() || keys.len() > 16 {
+            return Err(ApiError::new(
+                ErrorCode::Unsupported,
+                format!("send-key takes 1 to 16 keys, not {}", keys.len()),
+            ));
+        }
+        let (_, run) = self.running(key)?;
+        let socket = run.files.control();
+        let presses = keys.iter().map(|k| (k, true));
+        let releases = keys.iter().rev().map(|k| (k, false));
+        for (code, down) in presses.chain(releases) {
+            vmm::control(
+                &socket,
+                "key-event",
+                json!({ "scancode": code, "down": down }),
+            )
+            .await
+            .map_err(internal)?;
+        }
+        Ok(Response::Done)
     }
 
     async fn screenshot(&self, key: &str) -> ApiResult {

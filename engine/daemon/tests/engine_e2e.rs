@@ -800,3 +800,40 @@ fn console_input_reaches_the_guest_over_the_api_connection() {
         "shut off (guest exited with code 0)"
     );
 }
+
+#[test]
+fn send_key_presses_ctrl_alt_del_together_then_releases_in_reverse() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let s = Session::new();
+    s.define(&domain_xml("keys", &guest("kbd"), "timeout=30"));
+    s.ok(&["start", "keys"]);
+    let uuid = s.info("keys").summary.uuid;
+    s.wait_serial(&uuid, "kbd=ready", BOOT);
+
+    s.ok(&[
+        "send-key",
+        "keys",
+        "KEY_LEFTCTRL",
+        "KEY_LEFTALT",
+        "KEY_DELETE",
+    ]);
+    s.ok(&["send-key", "keys", "1"]);
+
+    s.wait_serial(&uuid, "done", BOOT);
+    let codes: Vec<String> = s
+        .serial_log(&uuid)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("scancode=").map(str::to_owned))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "0x1d", "0x38", "0xe0", "0x53", "0xe0", "0xd3", "0xb8", "0x9d", "0x01", "0x81"
+        ]
+    );
+    let out = s.ctl(&["send-key", "keys", "KEY_NOPE"]);
+    assert!(!out.status.success());
+}

@@ -26,6 +26,7 @@ use crate::devices::pm::Pm;
 use crate::devices::serial::{SerialDevice, SerialSink, com1};
 use crate::devices::virtio::MsiSink;
 use crate::devices::virtio::block::{DiskConfig, VirtioBlock};
+use crate::devices::virtio::io_thread::IoThread;
 use crate::devices::virtio::pci::VirtioPci;
 use crate::devices::{Interrupt, IrqLine, Requests};
 use crate::layout::{self, irqs, ports};
@@ -153,6 +154,8 @@ pub struct Vm {
     pub bochs: Arc<Mutex<BochsDisplay>>,
     /// The virtio-blk disks.
     pub disks: Vec<Arc<Mutex<VirtioPci<VirtioBlock>>>>,
+    /// Their I/O threads (stopped before the disks are flushed).
+    disk_threads: Vec<IoThread>,
     vm_fd: Arc<VmFd>,
     _kvm: Kvm,
     _mem: GuestMemoryMmap,
@@ -278,7 +281,8 @@ impl Vm {
             layout::PCI_MMIO_END - layout::PCI_MMIO_START,
         )?;
 
-        // Disks: virtio-blk PCI devices, BARs after bochs-display's.
+        // Disks: virtio-blk PCI devices, BARs after bochs-display's, each
+        // with an I/O thread fed by ioeventfds.
         let disks = attach_disks(
             &config.disks,
             &pci,
@@ -287,6 +291,12 @@ impl Vm {
             &vm_fd,
             &irq,
         )?;
+        let disk_threads = disks
+            .iter()
+            .enumerate()
+            .map(|(i, d)| IoThread::start(vm_fd.clone(), d.clone(), &format!("disk{i}")))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| VmError::Thread(e.to_string()))?;
 
         // Platform tables.
         let rsdp = arch::acpi::create_acpi_tables(
@@ -399,6 +409,7 @@ impl Vm {
             pm,
             bochs,
             disks,
+            disk_threads,
             vm_fd,
             _kvm: kvm,
             _mem: mem,
@@ -434,6 +445,7 @@ impl Vm {
 impl Drop for Vm {
     fn drop(&mut self) {
         self.stop();
+        self.disk_threads.clear();
         for disk in &self.disks {
             let dev = disk.lock().unwrap_or_else(|e| e.into_inner());
             if let Err(e) = dev.device().image().flush() {

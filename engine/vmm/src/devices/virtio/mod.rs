@@ -15,13 +15,15 @@
 //! learns the GSI from the Interrupt Line register (0x3c) only; guests with
 //! MSI-X support (Linux) do not need it.
 //!
-//! Queue notifications are handled synchronously on the vCPU thread that
-//! wrote the notify register.
+//! Queue notifications arrive through KVM ioeventfds and are processed on
+//! the device's I/O thread ([`io_thread`]); one that arrives as an MMIO
+//! exit is processed on the vCPU thread that wrote it.
 
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
 pub mod block;
+pub mod io_thread;
 pub mod pci;
 
 /// Feature bit: the device conforms to virtio 1.x.

@@ -107,7 +107,13 @@ pub struct VirtioPci<D: VirtioDevice> {
     isr: u8,
     config_generation: u8,
     msix: Option<Msix>,
+    bar_moved: Option<BarMoved>,
 }
+
+/// Called with BAR4's new decoded address (`None`: not decoded) whenever
+/// the guest moves it or turns memory decoding on or off, so that KVM
+/// ioeventfds on the notify addresses can follow.
+pub type BarMoved = Box<dyn FnMut(Option<u64>) + Send>;
 
 /// MSI-X state: the table, pending bits, vector assignments.
 struct Msix {
@@ -217,6 +223,7 @@ impl<D: VirtioDevice> VirtioPci<D> {
             isr: 0,
             config_generation: 0,
             msix,
+            bar_moved: None,
         };
         dev.build_caps();
         dev
@@ -269,6 +276,27 @@ impl<D: VirtioDevice> VirtioPci<D> {
             self.caps[MSIX_CAP + 4..MSIX_CAP + 8].copy_from_slice(&table.to_le_bytes());
             self.caps[MSIX_CAP + 8..MSIX_CAP + 12].copy_from_slice(&pba.to_le_bytes());
         }
+    }
+
+    /// Sets the hook called when BAR4 moves.
+    pub fn set_bar_moved(&mut self, hook: BarMoved) {
+        self.bar_moved = Some(hook);
+    }
+
+    /// Where BAR4 decodes now.
+    pub fn bar_address(&self) -> Option<u64> {
+        self.config.bar_address(BAR_INDEX)
+    }
+
+    /// The number of queues.
+    pub fn num_queues(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// The driver notified queue `index` (through an ioeventfd rather than
+    /// an MMIO exit).
+    pub fn notify_queue(&mut self, index: usize) {
+        self.notify(index);
     }
 
     /// The wrapped device.
@@ -619,7 +647,14 @@ impl<D: VirtioDevice> PciDevice for VirtioPci<D> {
 
     fn config_write(&mut self, offset: usize, data: &[u8]) {
         if offset < CAP_START {
+            let before = self.config.bar_address(BAR_INDEX);
             self.config.write(offset, data);
+            let after = self.config.bar_address(BAR_INDEX);
+            if before != after
+                && let Some(hook) = &mut self.bar_moved
+            {
+                hook(after);
+            }
             return;
         }
         // The PCI configuration access capability: bar, offset and length

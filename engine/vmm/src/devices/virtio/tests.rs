@@ -621,3 +621,20 @@ fn random_descriptor_tables_and_register_writes_never_panic_or_hang() {
         rig.w16(NOTIFY_OFFSET, 0);
     }
 }
+
+#[test]
+fn moving_the_bar_or_turning_decoding_off_calls_the_hook() {
+    let mut rig = Rig::new(false);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    rig.dev
+        .set_bar_moved(Box::new(move |addr| record.lock().unwrap().push(addr)));
+    let bar4 = 0x10 + 4 * BAR_INDEX;
+
+    rig.dev.config_write(bar4, &0xd000_0000u32.to_le_bytes());
+    rig.dev.config_write(0x04, &0u16.to_le_bytes());
+    rig.dev.config_write(0x3c, &[5]);
+
+    assert_eq!(*seen.lock().unwrap(), [Some(0xd000_0000), None]);
+    assert_eq!(rig.dev.bar_address(), None);
+}

@@ -51,9 +51,13 @@ impl<'a> Frame<'a> {
 
 /// Smallest data Tight sends through zlib.
 const TIGHT_MIN_TO_COMPRESS: usize = 12;
-/// Largest Tight sub-rectangle side we send (the protocol allows 2048
-/// wide; smaller tiles find more solid areas).
-const TIGHT_TILE: u16 = 128;
+/// Side of the tiles Tight looks for solid areas in, and the largest
+/// non-solid rectangle it sends.
+const TIGHT_TILE: u16 = 64;
+/// The widest rectangle a Tight decoder must accept.
+const TIGHT_MAX_WIDTH: usize = 2048;
+/// The most pixels in one non-solid Tight rectangle (as QEMU and TightVNC).
+const TIGHT_MAX_PIXELS: usize = 65536;
 /// ZRLE tile size, fixed by the protocol.
 const ZRLE_TILE: u16 = 64;
 /// Hextile tile size, fixed by the protocol.
@@ -483,18 +487,115 @@ impl Encoder {
     // ---- Tight, lossless (fill, mono, palette, basic) ----
 
     fn tight(&mut self, frame: &Frame, r: Rect, out: &mut Vec<u8>) -> u16 {
+        // Tiles of one colour become fill rectangles, merged across runs of
+        // equal neighbours (as wide as Tight allows) and down equal runs;
+        // the other tiles are encoded one by one.
+        let t = TIGHT_TILE;
+        let cols = usize::from(r.w.div_ceil(t));
+        let rows = usize::from(r.h.div_ceil(t));
+        let tile_rect = |c: usize, row: usize| {
+            let (x, y) = (r.x + c as u16 * t, r.y + row as u16 * t);
+            Rect::new(x, y, t.min(r.x + r.w - x), t.min(r.y + r.h - y))
+        };
+        // Each tile's colours: one (solid), two (a mono rectangle, if its
+        // neighbours have the same two), or more.
+        let mut solid: Vec<Option<u32>> = Vec::with_capacity(cols * rows);
+        let mut pairs: Vec<Option<(u32, u32)>> = Vec::with_capacity(cols * rows);
+        for row in 0..rows {
+            for c in 0..cols {
+                frame.extract(tile_rect(c, row), &mut self.tile);
+                let first = self.tile[0];
+                let mut second = None;
+                let mut many = false;
+                for &p in &self.tile {
+                    if p == first || Some(p) == second {
+                        continue;
+                    }
+                    if second.is_none() {
+                        second = Some(p);
+                    } else {
+                        many = true;
+                        break;
+                    }
+                }
+                solid.push(second.is_none().then_some(first));
+                pairs.push(match (second, many) {
+                    (Some(b), false) => Some((first.min(b), first.max(b))),
+                    _ => None,
+                });
+            }
+        }
+        let mut fills: Vec<(Rect, u32)> = Vec::new();
+        let mut open: Vec<usize> = Vec::new();
+        for row in 0..rows {
+            let mut next = Vec::new();
+            let mut c = 0;
+            while c < cols {
+                let Some(colour) = solid[row * cols + c] else {
+                    c += 1;
+                    continue;
+                };
+                let start = c;
+                while c < cols
+                    && solid[row * cols + c] == Some(colour)
+                    && (c - start + 1) * usize::from(t) <= TIGHT_MAX_WIDTH
+                {
+                    c += 1;
+                }
+                let first = tile_rect(start, row);
+                let last = tile_rect(c - 1, row);
+                let run = Rect::new(first.x, first.y, last.x + last.w - first.x, first.h);
+                let joined = open.iter().copied().find(|&i| {
+                    let (f, fc) = fills[i];
+                    fc == colour && f.x == run.x && f.w == run.w && f.y + f.h == run.y
+                });
+                match joined {
+                    Some(i) => {
+                        fills[i].0.h += run.h;
+                        next.push(i);
+                    }
+                    None => {
+                        fills.push((run, colour));
+                        next.push(fills.len() - 1);
+                    }
+                }
+            }
+            open = next;
+        }
         let mut count = 0;
-        for ty in (r.y..r.y + r.h).step_by(usize::from(TIGHT_TILE)) {
-            for tx in (r.x..r.x + r.w).step_by(usize::from(TIGHT_TILE)) {
-                let t = Rect::new(
-                    tx,
-                    ty,
-                    TIGHT_TILE.min(r.x + r.w - tx),
-                    TIGHT_TILE.min(r.y + r.h - ty),
-                );
-                frame.extract(t, &mut self.tile);
-                rect_header(t, encoding::TIGHT, out);
-                self.tight_rect(usize::from(t.w), out);
+        for (rect, colour) in fills {
+            rect_header(rect, encoding::TIGHT, out);
+            out.push(0x80);
+            self.pf.put_tpixel(colour, out);
+            count += 1;
+        }
+        // Runs of other tiles along a row with the same two colours, or
+        // with more, share one rectangle (at most TIGHT_MAX_PIXELS), so
+        // zlib sees long stretches of content and text stays mono.
+        let max_run = (TIGHT_MAX_WIDTH / usize::from(t))
+            .min(TIGHT_MAX_PIXELS / (usize::from(t) * usize::from(t)))
+            .max(1);
+        for row in 0..rows {
+            let mut c = 0;
+            while c < cols {
+                if solid[row * cols + c].is_some() {
+                    c += 1;
+                    continue;
+                }
+                let start = c;
+                let kind = pairs[row * cols + c];
+                while c < cols
+                    && solid[row * cols + c].is_none()
+                    && pairs[row * cols + c] == kind
+                    && c - start < max_run
+                {
+                    c += 1;
+                }
+                let (first, last) = (tile_rect(start, row), tile_rect(c - 1, row));
+                let tr = Rect::new(first.x, first.y, last.x + last.w - first.x, first.h);
+                frame.extract(tr, &mut self.tile);
+                rect_header(tr, encoding::TIGHT, out);
+                self.tight_rect(usize::from(tr.w), out);
                 count += 1;
             }
         }

@@ -629,6 +629,15 @@ impl Writer {
                 tiles_to_rects(&dirty.1, dirty.2, cw, ch)
             };
             let fw = usize::from(frame.width);
+            let rects: Vec<Rect> = if full || self.pixels.len() != frame.pixels.len() {
+                rects
+            } else {
+                // Only what differs from the client's copy, to the pixel.
+                rects
+                    .into_iter()
+                    .filter_map(|r| changed_bounds(&frame.pixels, &self.pixels, fw, r))
+                    .collect()
+            };
             if self.pixels.len() != frame.pixels.len() {
                 self.pixels = frame.pixels.clone();
             } else {
@@ -662,6 +671,39 @@ impl Writer {
         self.conn.write_all(&self.out)?;
         self.conn.flush()
     }
+}
+
+/// The smallest part of `r` where `new` and `old` (both `width` pixels
+/// wide) differ, or `None` where they are the same.
+pub fn changed_bounds(new: &[u32], old: &[u32], width: usize, r: Rect) -> Option<Rect> {
+    let (x0, x1) = (usize::from(r.x), usize::from(r.x) + usize::from(r.w));
+    let row = |y: usize| y * width;
+    let differs = |y: usize| new[row(y) + x0..row(y) + x1] != old[row(y) + x0..row(y) + x1];
+    let ys = usize::from(r.y)..usize::from(r.y) + usize::from(r.h);
+    let top = ys.clone().find(|&y| differs(y))?;
+    let bottom = ys.rev().find(|&y| differs(y)).unwrap_or(top);
+    let mut left = x1;
+    let mut right = x0;
+    for y in top..=bottom {
+        let (n, o) = (
+            &new[row(y) + x0..row(y) + x1],
+            &old[row(y) + x0..row(y) + x1],
+        );
+        if let Some(i) = n.iter().zip(o).position(|(a, b)| a != b) {
+            left = left.min(x0 + i);
+        }
+        if let Some(i) = n.iter().zip(o).rposition(|(a, b)| a != b) {
+            right = right.max(x0 + i + 1);
+        }
+    }
+    (left < right).then(|| {
+        Rect::new(
+            left as u16,
+            top as u16,
+            (right - left) as u16,
+            (bottom + 1 - top) as u16,
+        )
+    })
 }
 
 /// Merges a tile map into rectangles: runs of dirty tiles per tile row,
@@ -800,6 +842,22 @@ mod tests {
         ];
         let rects = tiles_to_rects(&tiles, 4, 60, 40);
         assert_eq!(rects, [Rect::new(16, 0, 32, 32), Rect::new(48, 32, 12, 8)]);
+    }
+
+    #[test]
+    fn changed_bounds_shrink_to_the_pixels_that_differ() {
+        let old = vec![0u32; 64 * 32];
+        let mut new = old.clone();
+        new[5 * 64 + 20] = 1;
+        new[9 * 64 + 17] = 1;
+        assert_eq!(
+            changed_bounds(&new, &old, 64, Rect::new(16, 0, 16, 16)),
+            Some(Rect::new(17, 5, 4, 5))
+        );
+        assert_eq!(
+            changed_bounds(&new, &old, 64, Rect::new(32, 0, 16, 16)),
+            None
+        );
     }
 
     #[test]

@@ -9,8 +9,8 @@ run: deps-run
 	@printf '\033[1m==> Building Vireo (release)\033[0m\n'
 	$(CARGO) build --release --bins
 	@build-aux/define-demo
-	@printf '\033[1m==> Starting the app\033[0m\n'
-	./target/release/vireo
+	@printf '\033[1m==> Starting the app with the Demo VM console\033[0m\n'
+	./target/release/vireo --show-domain-console Demo
 
 test: deps-test fmt lint unit
 

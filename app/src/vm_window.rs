@@ -104,8 +104,6 @@ impl Component for VmWindow {
 
                 gtk::Stack {
                     set_vexpand: true,
-                    #[watch]
-                    set_visible_child_name: if model.message.is_some() { "message" } else { "console" },
 
                     add_named[Some("console")] = model.console.widget(),
 
@@ -115,6 +113,9 @@ impl Component for VmWindow {
                         #[watch]
                         set_description: model.message.as_deref(),
                     },
+
+                    #[watch]
+                    set_visible_child_name: if model.message.is_some() { "message" } else { "console" },
                 },
             },
         }

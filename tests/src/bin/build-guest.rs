@@ -21,12 +21,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if !vireo_tests::guest::guests_dir().join(format!("{name}.c")).exists() {
+    if !vireo_tests::guest::guests_dir()
+        .join(format!("{name}.c"))
+        .exists()
+    {
         eprintln!("build-guest: there is no tests/guests/{name}.c");
         return ExitCode::from(2);
     }
     // `build` panics with gcc's output when the guest does not compile.
     let path = build(&name, flavor);
+    let path = std::fs::canonicalize(&path).unwrap_or(path);
     println!("{}", path.display());
     ExitCode::SUCCESS
 }

@@ -29,6 +29,12 @@ pub enum VmAction {
     ShutDown,
     /// Pull the plug.
     ForceOff,
+    /// Restart the guest.
+    Reboot,
+    /// Press the reset button.
+    Reset,
+    /// Remove the definition (and, if asked, the disk images).
+    Delete,
 }
 
 /// A row's request to its window.
@@ -122,6 +128,47 @@ impl FactoryComponent for VmRow {
                     #[watch]
                     set_visible: self.state.is_active(),
                     connect_clicked => VmAction::ForceOff,
+                },
+                gtk::MenuButton {
+                    set_icon_name: "view-more-symbolic",
+                    set_tooltip_text: Some(&gettext("More")),
+                    add_css_class: "flat",
+                    #[wrap(Some)]
+                    set_popover: popover = &gtk::Popover {
+                        gtk::Box {
+                            set_orientation: gtk::Orientation::Vertical,
+                            gtk::Button {
+                                set_label: &gettext("Reboot"),
+                                add_css_class: "flat",
+                                #[watch]
+                                set_sensitive: self.state == DomainState::Running,
+                                connect_clicked[sender, popover] => move |_| {
+                                    popover.popdown();
+                                    sender.input(VmAction::Reboot);
+                                },
+                            },
+                            gtk::Button {
+                                set_label: &gettext("Reset"),
+                                add_css_class: "flat",
+                                #[watch]
+                                set_sensitive: self.state.is_active(),
+                                connect_clicked[sender, popover] => move |_| {
+                                    popover.popdown();
+                                    sender.input(VmAction::Reset);
+                                },
+                            },
+                            gtk::Button {
+                                set_label: &gettext("Delete…"),
+                                add_css_class: "flat",
+                                #[watch]
+                                set_sensitive: !self.state.is_active(),
+                                connect_clicked[sender, popover] => move |_| {
+                                    popover.popdown();
+                                    sender.input(VmAction::Delete);
+                                },
+                            },
+                        },
+                    },
                 },
             },
         }

@@ -37,6 +37,16 @@ pub enum Msg {
     Row(RowRequest),
     /// Show the full text of an error.
     ShowDetails(String, String),
+    /// Do `action` to a domain, confirmed where needed; `remove_storage`
+    /// goes with [`VmAction::Delete`].
+    Perform {
+        /// The domain.
+        name: String,
+        /// What to do.
+        action: VmAction,
+        /// Delete the disk images too.
+        remove_storage: bool,
+    },
 }
 
 /// Results of work done off the GTK thread.
@@ -57,6 +67,13 @@ pub enum CmdOut {
     },
     /// A call succeeded; events carry the consequences.
     Done,
+    /// What deleting a domain would remove: its disk images.
+    DeleteInfo {
+        /// The domain.
+        name: String,
+        /// Image files its disks name.
+        disks: Vec<String>,
+    },
 }
 
 impl ManagerWindow {
@@ -268,12 +285,64 @@ impl Component for ManagerWindow {
                 name,
                 action: VmAction::Open,
             }) => self.open_vm(&name),
-            Msg::Row(RowRequest { name, action }) => {
+            Msg::Row(RowRequest {
+                name,
+                action: action @ (VmAction::ForceOff | VmAction::Reset),
+            }) => confirm(root, &name, action, &sender),
+            Msg::Row(RowRequest {
+                name,
+                action: VmAction::Delete,
+            }) => {
+                let Some(client) = self.client.clone() else {
+                    return;
+                };
+                let headline = gettext("Could not delete “{name}”").replace("{name}", &name);
+                sender.oneshot_command(async move {
+                    let request = Request::DumpXml {
+                        domain: name.clone(),
+                        inactive: true,
+                    };
+                    match client.call(request).await {
+                        Ok(vireo_api::proto::Response::Xml { xml }) => CmdOut::DeleteInfo {
+                            disks: disk_images(&xml),
+                            name,
+                        },
+                        Ok(other) => CmdOut::Failed {
+                            headline,
+                            details: format!("unexpected answer: {other:?}"),
+                        },
+                        Err(e) => CmdOut::Failed {
+                            headline,
+                            details: e.to_string(),
+                        },
+                    }
+                });
+            }
+            Msg::Row(RowRequest { name, action }) => sender.input(Msg::Perform {
+                name,
+                action,
+                remove_storage: false,
+            }),
+            Msg::Perform {
+                name,
+                action,
+                remove_storage,
+            } => {
                 let Some(client) = self.client.clone() else {
                     return;
                 };
                 let request = match action {
                     VmAction::Open => return,
+                    VmAction::Reboot => Request::Reboot {
+                        domain: name.clone(),
+                    },
+                    VmAction::Reset => Request::Reset {
+                        domain: name.clone(),
+                    },
+                    VmAction::Delete => Request::Undefine {
+                        domain: name.clone(),
+                        remove_all_storage: remove_storage,
+                    },
                     VmAction::Run => Request::Start {
                         domain: name.clone(),
                     },
@@ -293,6 +362,9 @@ impl Component for ManagerWindow {
                 // Translated here, on the GTK thread.
                 let headline = match action {
                     VmAction::Open => String::new(),
+                    VmAction::Reboot => gettext("Could not reboot “{name}”"),
+                    VmAction::Reset => gettext("Could not reset “{name}”"),
+                    VmAction::Delete => gettext("Could not delete “{name}”"),
                     VmAction::Run => gettext("Could not start “{name}”"),
                     VmAction::Pause => gettext("Could not pause “{name}”"),
                     VmAction::Resume => gettext("Could not resume “{name}”"),
@@ -360,6 +432,129 @@ impl Component for ManagerWindow {
             CmdOut::Incoming(_) => {}
             CmdOut::Failed { headline, details } => self.toast(&headline, details, &sender),
             CmdOut::Done => {}
+            CmdOut::DeleteInfo { name, disks } => confirm_delete(_root, &name, disks, &sender),
         }
+    }
+}
+
+/// The image files a domain's disks name.
+fn disk_images(xml: &str) -> Vec<String> {
+    vireo_api::Domain::from_xml(xml)
+        .map(|d| {
+            d.devices
+                .disks
+                .into_iter()
+                .filter(|disk| disk.device == "disk")
+                .filter_map(|disk| disk.source.and_then(|s| s.file))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Asks before an action that loses the guest's unsaved state.
+fn confirm(
+    root: &adw::ApplicationWindow,
+    name: &str,
+    action: VmAction,
+    sender: &ComponentSender<ManagerWindow>,
+) {
+    let (heading, body, verb) = match action {
+        VmAction::ForceOff => (
+            gettext("Force Off “{name}”?"),
+            gettext(
+                "The machine stops at once, as if its power cord were pulled. Unsaved work in it is lost.",
+            ),
+            gettext("Force Off"),
+        ),
+        _ => (
+            gettext("Reset “{name}”?"),
+            gettext(
+                "The machine restarts at once, as if its reset button were pressed. Unsaved work in it is lost.",
+            ),
+            gettext("Reset"),
+        ),
+    };
+    let dialog = adw::MessageDialog::new(
+        Some(root),
+        Some(&heading.replace("{name}", name)),
+        Some(&body),
+    );
+    dialog.add_response("cancel", &gettext("Cancel"));
+    dialog.add_response("do", &verb);
+    dialog.set_response_appearance("do", adw::ResponseAppearance::Destructive);
+    dialog.set_default_response(Some("cancel"));
+    let (sender, name) = (sender.clone(), name.to_owned());
+    dialog.connect_response(None, move |_, response| {
+        if response == "do" {
+            sender.input(Msg::Perform {
+                name: name.clone(),
+                action,
+                remove_storage: false,
+            });
+        }
+    });
+    dialog.present();
+}
+
+/// Asks before deleting a VM, offering to delete its disk images (listed).
+fn confirm_delete(
+    root: &adw::ApplicationWindow,
+    name: &str,
+    disks: Vec<String>,
+    sender: &ComponentSender<ManagerWindow>,
+) {
+    let dialog = adw::MessageDialog::new(
+        Some(root),
+        Some(&gettext("Delete “{name}”?").replace("{name}", name)),
+        Some(&gettext("The virtual machine's definition is removed.")),
+    );
+    let check = gtk::CheckButton::with_label(&gettext("Also delete its disk images:"));
+    let list = gtk::Box::new(gtk::Orientation::Vertical, 6);
+    if disks.is_empty() {
+        check.set_sensitive(false);
+        list.append(&gtk::Label::new(Some(&gettext("It has no disk images."))));
+    } else {
+        list.append(&check);
+        for d in &disks {
+            let label = gtk::Label::new(Some(d));
+            label.set_xalign(0.0);
+            label.set_margin_start(24);
+            label.set_selectable(true);
+            label.add_css_class("monospace");
+            list.append(&label);
+        }
+    }
+    dialog.set_extra_child(Some(&list));
+    dialog.add_response("cancel", &gettext("Cancel"));
+    dialog.add_response("delete", &gettext("Delete"));
+    dialog.set_response_appearance("delete", adw::ResponseAppearance::Destructive);
+    dialog.set_default_response(Some("cancel"));
+    let (sender, name) = (sender.clone(), name.to_owned());
+    dialog.connect_response(None, move |_, response| {
+        if response == "delete" {
+            sender.input(Msg::Perform {
+                name: name.clone(),
+                action: VmAction::Delete,
+                remove_storage: check.is_active(),
+            });
+        }
+    });
+    dialog.present();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delete_dialog_lists_only_disk_images() {
+        let xml = "<domain type='kvm'><name>d</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+                   <os><type>hvm</type></os><devices>\
+                   <disk type='file' device='disk'><source file='/img/a.qcow2'/><target dev='vda'/></disk>\
+                   <disk type='file' device='cdrom'><source file='/iso/b.iso'/><target dev='sda'/></disk>\
+                   <disk type='file' device='disk'><target dev='vdb'/></disk>\
+                   </devices></domain>";
+        assert_eq!(disk_images(xml), vec!["/img/a.qcow2".to_owned()]);
+        assert!(disk_images("<not xml").is_empty());
     }
 }

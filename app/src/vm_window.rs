@@ -4,6 +4,8 @@ use adw::prelude::*;
 use gettextrs::gettext;
 use relm4::prelude::*;
 use tokio::sync::mpsc::UnboundedReceiver;
+use vireo_api::client::AsyncClient;
+use vireo_api::proto::Request;
 use vireo_console::{ConsoleEvent, ConsoleView, Input, Session};
 
 use crate::engine;
@@ -22,9 +24,11 @@ mod keysym {
 #[derive(Debug)]
 pub struct VmWindow {
     name: String,
+    client: Option<AsyncClient>,
     console: ConsoleView,
     session: Option<Session>,
-    message: Option<String>,
+    /// Why the console is not shown (translated), and the technical details.
+    message: Option<(String, String)>,
 }
 
 /// Input to a VM window.
@@ -35,6 +39,10 @@ pub enum VmMsg {
     SendKeys(Vec<u32>),
     /// The console session ended.
     Closed(String),
+    /// Start the VM.
+    Run,
+    /// The VM (re)started: connect the console.
+    Reconnect,
 }
 
 /// Results of work off the GTK thread.
@@ -44,11 +52,14 @@ pub enum VmCmd {
     Attached(Session, UnboundedReceiver<ConsoleEvent>),
     /// It could not be.
     Failed(String),
+    /// The VM was started.
+    Started,
 }
 
 #[relm4::component(pub)]
 impl Component for VmWindow {
-    type Init = String;
+    /// The domain's name and the engine connection.
+    type Init = (String, Option<AsyncClient>);
     type Input = VmMsg;
     type Output = ();
     type CommandOutput = VmCmd;
@@ -109,9 +120,20 @@ impl Component for VmWindow {
 
                     add_named[Some("message")] = &adw::StatusPage {
                         set_icon_name: Some("computer-symbolic"),
-                        set_title: &gettext("The Console Is Not Available"),
                         #[watch]
-                        set_description: model.message.as_deref(),
+                        set_title: model.message.as_ref().map_or("", |m| m.0.as_str()),
+                        #[watch]
+                        set_description: model.message.as_ref().map(|m| m.1.as_str()),
+
+                        gtk::Button {
+                            set_label: &gettext("Run"),
+                            set_halign: gtk::Align::Center,
+                            add_css_class: "pill",
+                            add_css_class: "suggested-action",
+                            #[watch]
+                            set_visible: model.client.is_some() && model.session.is_none(),
+                            connect_clicked => VmMsg::Run,
+                        },
                     },
 
                     #[watch]
@@ -121,24 +143,24 @@ impl Component for VmWindow {
         }
     }
 
-    fn init(name: String, root: Self::Root, sender: ComponentSender<Self>) -> ComponentParts<Self> {
+    fn init(
+        (name, client): Self::Init,
+        root: Self::Root,
+        sender: ComponentSender<Self>,
+    ) -> ComponentParts<Self> {
         let model = VmWindow {
-            name: name.clone(),
+            name,
+            client,
             console: ConsoleView::new(),
             session: None,
             message: None,
         };
         let widgets = view_output!();
-        sender.oneshot_command(async move {
-            match engine::open_console(&name).await {
-                Ok((session, events)) => VmCmd::Attached(session, events),
-                Err(e) => VmCmd::Failed(e),
-            }
-        });
+        sender.input(VmMsg::Reconnect);
         ComponentParts { model, widgets }
     }
 
-    fn update(&mut self, msg: VmMsg, _sender: ComponentSender<Self>, _root: &Self::Root) {
+    fn update(&mut self, msg: VmMsg, sender: ComponentSender<Self>, _root: &Self::Root) {
         match msg {
             VmMsg::SendKeys(keys) => {
                 if let Some(s) = &self.session {
@@ -154,8 +176,33 @@ impl Component for VmWindow {
                 }
             }
             VmMsg::Closed(why) => {
+                tracing::info!("console {}: closed: {why}", self.name);
                 self.session = None;
-                self.message = Some(why);
+                self.message = Some((gettext("The Virtual Machine Is Off"), why));
+            }
+            VmMsg::Run => {
+                if let Some(client) = self.client.clone() {
+                    let name = self.name.clone();
+                    sender.oneshot_command(async move {
+                        match client.call(Request::Start { domain: name }).await {
+                            // The manager forwards the Started event as Reconnect.
+                            Ok(_) => VmCmd::Started,
+                            Err(e) => VmCmd::Failed(e.to_string()),
+                        }
+                    });
+                }
+            }
+            VmMsg::Reconnect => {
+                if self.session.is_some() {
+                    return;
+                }
+                let name = self.name.clone();
+                sender.oneshot_command(async move {
+                    match engine::open_console(&name).await {
+                        Ok((session, events)) => VmCmd::Attached(session, events),
+                        Err(e) => VmCmd::Failed(e),
+                    }
+                });
             }
         }
     }
@@ -174,8 +221,9 @@ impl Component for VmWindow {
             }
             VmCmd::Failed(why) => {
                 tracing::info!("console {}: {why}", self.name);
-                self.message = Some(why);
+                self.message = Some((gettext("The Console Is Not Available"), why));
             }
+            VmCmd::Started => {}
         }
     }
 }

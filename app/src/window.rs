@@ -108,7 +108,9 @@ impl ManagerWindow {
             existing.widget().present();
             return;
         }
-        let controller = VmWindow::builder().launch(name.to_owned()).detach();
+        let controller = VmWindow::builder()
+            .launch((name.to_owned(), self.client.clone()))
+            .detach();
         relm4::main_application().add_window(controller.widget());
         controller.widget().present();
         self.windows.insert(name.to_owned(), controller);
@@ -417,7 +419,12 @@ impl Component for ManagerWindow {
                         Some(DomainState::Shutoff)
                     }
                     Lifecycle::Undefined => None,
-                    Lifecycle::Started | Lifecycle::Resumed => Some(DomainState::Running),
+                    Lifecycle::Started | Lifecycle::Resumed => {
+                        if let Some(w) = self.windows.get(&name) {
+                            w.emit(crate::vm_window::VmMsg::Reconnect);
+                        }
+                        Some(DomainState::Running)
+                    }
                     Lifecycle::Paused => Some(DomainState::Paused),
                     Lifecycle::Stopped { .. } => Some(DomainState::Shutoff),
                     Lifecycle::Crashed { .. } => Some(DomainState::Crashed),

@@ -19,6 +19,88 @@ const BARS: [[u8; 3]; 8] = [
     [0x00, 0x00, 0x00],
 ];
 
+/// Waits until a screenshot of `window` shows all eight colour bars.
+fn wait_for_test_card(x: &Xvfb, window: &str, name: &str, log: &std::path::Path) {
+    let shot = artifacts_dir().join(name);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        x.screenshot(window, &shot);
+        let img = image::open(&shot).unwrap().to_rgb8();
+        let all = BARS.iter().all(|bar| {
+            img.pixels()
+                .any(|p| p.0.iter().zip(bar).all(|(&a, &b)| a.abs_diff(b) <= 8))
+        });
+        if all {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the test card never showed; see {} and {}:\n{}",
+            shot.display(),
+            log.display(),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Starts the app in `x` on `session`'s engine with `args`; returns it and
+/// its log file.
+fn start_app(
+    x: &Xvfb,
+    session: &Session,
+    args: &[&str],
+) -> (vireo_tests::desktop::Reaper, std::path::PathBuf) {
+    let log = session.dir.path().join("app.log");
+    let app = x.spawn_with(
+        std::path::Path::new(env!("CARGO_BIN_EXE_vireo")),
+        args,
+        &[
+            ("XDG_RUNTIME_DIR", session.runtime.as_os_str()),
+            ("XDG_DATA_HOME", session.data.as_os_str()),
+            ("VIREO_LOG", std::ffi::OsStr::new("vireo_app=info")),
+        ],
+        Some(std::fs::File::create(&log).unwrap()),
+    );
+    (app, log)
+}
+
+#[test]
+fn run_button_starts_a_stopped_vm_and_the_console_follows_its_state() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let _one_at_a_time = serial();
+    let session = Session::new();
+    session.define(&domain_xml("demo", &guest("demo"), ""));
+
+    let x = Xvfb::start();
+    let (mut app, log) = start_app(&x, &session, &["--show-domain-console", "demo"]);
+    let window = x.wait_for_window("demo – Vireo", &mut app, Duration::from_secs(60));
+    x.screenshot(&window, &artifacts_dir().join("vm-window-off.png"));
+
+    // The Run button, centred under the message in the default 860x700
+    // window, starts the VM; the window follows the engine's event.
+    x.click(&window, 430, 503);
+    session.wait_state("demo", "running", Duration::from_secs(30));
+    wait_for_test_card(&x, &window, "vm-window-started.png", &log);
+
+    // Stopped from outside: the window says so and offers Run again.
+    session.ok(&["destroy", "demo"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("console demo: closed")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the window did not notice the VM stopping"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    x.screenshot(&window, &artifacts_dir().join("vm-window-stopped.png"));
+}
+
 #[test]
 fn console_window_shows_the_guest_and_types_into_it() {
     if !kvm_or_skip() {
@@ -32,40 +114,10 @@ fn console_window_shows_the_guest_and_types_into_it() {
     session.wait_serial(&uuid, "demo=ready", Duration::from_secs(60));
 
     let x = Xvfb::start();
-    let log = session.dir.path().join("app.log");
-    let mut app = x.spawn_with(
-        std::path::Path::new(env!("CARGO_BIN_EXE_vireo")),
-        &["--show-domain-console", "demo"],
-        &[
-            ("XDG_RUNTIME_DIR", session.runtime.as_os_str()),
-            ("XDG_DATA_HOME", session.data.as_os_str()),
-            ("VIREO_LOG", std::ffi::OsStr::new("vireo_app=info")),
-        ],
-        Some(std::fs::File::create(&log).unwrap()),
-    );
+    let (mut app, log) = start_app(&x, &session, &["--show-domain-console", "demo"]);
     let window = x.wait_for_window("demo – Vireo", &mut app, Duration::from_secs(60));
 
-    let shot = artifacts_dir().join("vm-window-console.png");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        x.screenshot(&window, &shot);
-        let img = image::open(&shot).unwrap().to_rgb8();
-        let all = BARS.iter().all(|bar| {
-            img.pixels()
-                .any(|p| p.0.iter().zip(bar).all(|(&a, &b)| a.abs_diff(b) <= 8))
-        });
-        if all {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the test card never showed; see {} and {}:\n{}",
-            shot.display(),
-            log.display(),
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_for_test_card(&x, &window, "vm-window-console.png", &log);
 
     x.type_keys(&window, &["h", "i", "Return"]);
     let deadline = Instant::now() + Duration::from_secs(30);

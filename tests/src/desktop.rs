@@ -144,6 +144,19 @@ impl Xvfb {
         assert!(status.success(), "import failed for window {window}");
     }
 
+    /// Clicks the left button at (`x`, `y`) inside `window`.
+    pub fn click(&self, window: &str, x: u32, y: u32) {
+        let status = Command::new("xdotool")
+            .env("DISPLAY", &self.display)
+            .args(["mousemove", "--sync", "--window", window])
+            .arg(x.to_string())
+            .arg(y.to_string())
+            .args(["click", "1"])
+            .status()
+            .expect("xdotool is required (`make test` installs it)");
+        assert!(status.success(), "xdotool click failed");
+    }
+
     /// Focuses `window` and presses `keys` (xdotool key names) in order.
     pub fn type_keys(&self, window: &str, keys: &[&str]) {
         let status = Command::new("xdotool")

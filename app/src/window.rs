@@ -84,6 +84,9 @@ impl ManagerWindow {
             (Some(i), Some(state)) => {
                 if let Some(row) = guard.get_mut(i) {
                     row.state = state;
+                    if !state.is_active() {
+                        row.clear_stats();
+                    }
                 }
             }
             (Some(i), None) => {
@@ -430,6 +433,19 @@ impl Component for ManagerWindow {
                     Lifecycle::Crashed { .. } => Some(DomainState::Crashed),
                 };
                 self.set_state(&name, state);
+            }
+            CmdOut::Incoming(Incoming::Event(Event::Stats { domains })) => {
+                let mut guard = self.vms.guard();
+                for stats in &domains {
+                    let Some(i) = guard.iter().position(|r| r.name == stats.name) else {
+                        continue;
+                    };
+                    if let Some(row) = guard.get_mut(i)
+                        && let Some(usage) = row.add_stats(stats)
+                    {
+                        tracing::debug!("vm {}: cpu {:.0}%", stats.name, usage * 100.0);
+                    }
+                }
             }
             CmdOut::Incoming(Incoming::Disconnected(why)) => {
                 self.client = None;

@@ -41,7 +41,7 @@ fn vm_list_follows_engine_events() {
         &[
             ("XDG_RUNTIME_DIR", session.runtime.as_os_str()),
             ("XDG_DATA_HOME", session.data.as_os_str()),
-            ("VIREO_LOG", std::ffi::OsStr::new("vireo_app=info")),
+            ("VIREO_LOG", std::ffi::OsStr::new("vireo_app=debug")),
         ],
         Some(std::fs::File::create(&log).unwrap()),
     );
@@ -50,7 +50,9 @@ fn vm_list_follows_engine_events() {
 
     session.ok(&["start", "demo"]);
     wait_log(&log, "vm demo: running", 1);
-    std::thread::sleep(Duration::from_millis(500));
+    // The engine's periodic statistics (every 200 ms in tests) feed the
+    // row's CPU sparkline.
+    wait_log(&log, "vm demo: cpu ", 3);
     x.screenshot("root", &artifacts_dir().join("manager-running-vm.png"));
 
     session.ok(&["suspend", "demo"]);

@@ -232,8 +232,10 @@ impl Encoder {
                     HEXTILE_TILE.min(r.y + r.h - ty),
                 );
                 frame.extract(t, &mut self.tile);
-                for p in self.tile.iter_mut() {
-                    *p = pf.pack(*p);
+                if pf != PixelFormat::XRGB8888 {
+                    for p in self.tile.iter_mut() {
+                        *p = pf.pack(*p);
+                    }
                 }
                 let (w, h) = (usize::from(t.w), usize::from(t.h));
                 // Background: the most common of the first colours seen.
@@ -366,9 +368,12 @@ impl Encoder {
     fn zrle_tile(&mut self, w: usize, h: usize, out: &mut Vec<u8>) {
         let pf = self.pf;
         let cp = pf.cpixel_len();
-        for p in self.tile.iter_mut() {
-            *p = pf.pack(*p);
+        if pf != PixelFormat::XRGB8888 {
+            for p in self.tile.iter_mut() {
+                *p = pf.pack(*p);
+            }
         }
+        let kind = pf.cpixel();
         let rl = |len: usize| (len - 1) / 255 + 1;
         self.palette.reset(127);
         let mut palette_ok = true;
@@ -392,7 +397,7 @@ impl Encoder {
         let ncol = self.palette.colours.len();
         if palette_ok && ncol == 1 {
             out.push(1);
-            pf.put_cpixel(self.tile[0], out);
+            pf.put_cpixel_as(kind, self.tile[0], out);
             return;
         }
         let raw = w * h * cp;
@@ -423,7 +428,7 @@ impl Encoder {
         if best == packed {
             out.push(ncol as u8);
             for &c in &self.palette.colours {
-                pf.put_cpixel(c, out);
+                pf.put_cpixel_as(kind, c, out);
             }
             for row in self.tile.chunks_exact(w) {
                 let mut byte = 0u8;
@@ -445,7 +450,7 @@ impl Encoder {
         } else if best == pal_rle {
             out.push(128 | ncol as u8);
             for &c in &self.palette.colours {
-                pf.put_cpixel(c, out);
+                pf.put_cpixel_as(kind, c, out);
             }
             let mut i = 0;
             while i < n {
@@ -472,14 +477,14 @@ impl Encoder {
                 while j < n && self.tile[j] == c {
                     j += 1;
                 }
-                pf.put_cpixel(c, out);
+                pf.put_cpixel_as(kind, c, out);
                 put_run(j - i, out);
                 i = j;
             }
         } else {
             out.push(0);
             for &p in &self.tile {
-                pf.put_cpixel(p, out);
+                pf.put_cpixel_as(kind, p, out);
             }
         }
     }

@@ -196,12 +196,17 @@ impl PixelFormat {
 
     /// Appends pixel value `px` as a ZRLE CPIXEL.
     pub fn put_cpixel(&self, px: u32, out: &mut Vec<u8>) {
+        self.put_cpixel_as(self.cpixel(), px, out);
+    }
+
+    /// [`Self::put_cpixel`] with the CPIXEL kind worked out beforehand.
+    pub fn put_cpixel_as(&self, kind: CPixel, px: u32, out: &mut Vec<u8>) {
         let wire = if self.big_endian {
             px.to_be_bytes()
         } else {
             px.to_le_bytes()
         };
-        match self.cpixel() {
+        match kind {
             CPixel::Full => self.put(px, out),
             CPixel::First3 => out.extend_from_slice(&wire[..3]),
             CPixel::Last3 => out.extend_from_slice(&wire[1..]),

@@ -311,6 +311,10 @@ impl Display {
         let mut any = false;
         {
             let mut f = self.frame.write().unwrap_or_else(|e| e.into_inner());
+            if f.pixels.len() < width * mode.height as usize {
+                // The shadow could not be read for this mode: nothing to compare.
+                return Ok(());
+            }
             let mut row = std::mem::take(&mut p.row);
             for &(y0, y1) in &rows {
                 let len = (y1 - y0) as usize * mode.stride as usize;
@@ -322,6 +326,9 @@ impl Display {
                 for (i, line) in bytes.chunks_exact(mode.stride as usize).enumerate() {
                     let y = y0 as usize + i;
                     convert_row(line, &mode, &mut row);
+                    if row.len() < width || y >= mode.height as usize {
+                        continue;
+                    }
                     let shadow = &mut f.pixels[y * width..(y + 1) * width];
                     for tx in 0..tiles_w {
                         let x0 = tx * TILE;

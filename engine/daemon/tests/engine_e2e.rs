@@ -1,8 +1,6 @@
 //! End to end: vireoctl → vireod (started on demand) → vireo-vmm on
 //! /dev/kvm, with the tiny test guests.
 
-mod common;
-
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::process::Command;
@@ -10,12 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Session, alive, domain_xml, guest, kvm_or_skip, serial, signal};
 use vireo_api::client::{Client, ClientError};
 use vireo_api::proto::{
     self, ClientMessage, DomainState, ErrorCode, Event, Hello, Lifecycle, Request, Response,
     ServerMessage,
 };
+use vireo_tests::engine::{Session, alive, domain_xml, guest, kvm_or_skip, serial, signal};
 
 const BOOT: Duration = Duration::from_secs(20);
 
@@ -188,11 +186,11 @@ fn daemon_restart_keeps_two_running_vms_running_and_controllable() {
 
     // A graceful restart (SIGTERM) keeps the paused state too.
     signal(s.daemon_pid().unwrap(), libc::SIGTERM);
-    common::wait_gone(s.daemon_pid().unwrap_or(0));
+    vireo_tests::engine::wait_gone(s.daemon_pid().unwrap_or(0));
     assert_eq!(s.state("a"), "paused (user)");
     s.ok(&["resume", "a"]);
     s.ok(&["destroy", "a"]);
-    common::wait_gone(pids[0]);
+    vireo_tests::engine::wait_gone(pids[0]);
     assert!(!alive(pids[0]));
     assert_eq!(s.state("a"), "shut off (destroyed)");
     // A re-attached VMM that dies is still reported as crashed.
@@ -478,7 +476,7 @@ fn vnc_stream_is_handed_out_through_the_api_connection() {
     if !kvm_or_skip() {
         return;
     }
-    if !vireod::vmm::vmm_serves_vnc(&common::bin("vireo-vmm")) {
+    if !vireod::vmm::vmm_serves_vnc(&vireo_tests::engine::bin("vireo-vmm")) {
         eprintln!("skipping: this vireo-vmm has no --vnc-socket yet");
         return;
     }
@@ -584,7 +582,7 @@ fn edit_saves_a_valid_change_and_keeps_the_definition_on_an_invalid_one() {
     };
     let run = |script: &str| {
         let path = editor(script);
-        Command::new(common::bin("vireoctl"))
+        Command::new(vireo_tests::engine::bin("vireoctl"))
             .args(["edit", "ed"])
             .env_remove("VIREO_DEFAULT_URI")
             .env_remove("VISUAL")
@@ -632,7 +630,7 @@ fn vireoctl_console_shows_serial_output_detaches_on_ctrl_bracket_and_ends_with_t
     let s = Session::new();
     s.define(&domain_xml("chat", &guest("spin"), "every=200000"));
     s.ok(&["start", "chat"]);
-    let mut child = Command::new(common::bin("vireoctl"))
+    let mut child = Command::new(vireo_tests::engine::bin("vireoctl"))
         .args(["console", "chat"])
         .env_remove("VIREO_DEFAULT_URI")
         .env("XDG_RUNTIME_DIR", &s.runtime)
@@ -673,7 +671,7 @@ fn vireoctl_console_shows_serial_output_detaches_on_ctrl_bracket_and_ends_with_t
     assert_eq!(s.state("chat"), "running (booted)");
 
     // A console whose VM stops ends by itself.
-    let mut child = Command::new(common::bin("vireoctl"))
+    let mut child = Command::new(vireo_tests::engine::bin("vireoctl"))
         .args(["console", "chat"])
         .env_remove("VIREO_DEFAULT_URI")
         .env("XDG_RUNTIME_DIR", &s.runtime)

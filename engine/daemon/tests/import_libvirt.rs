@@ -2,12 +2,10 @@
 //! --print-xml` and `virsh dumpxml`, imports through vireoctl: what Vireo
 //! supports is applied, everything else is kept verbatim and listed.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Session, guest, kvm_or_skip, serial};
+use vireo_tests::engine::{Session, guest, kvm_or_skip, serial};
 
 /// Runs a libvirt tool; `None` (with a message) when it is not installed.
 fn tool(program: &str, args: &[&str]) -> Option<String> {

@@ -2,9 +2,7 @@
 //! session engine on demand.
 
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use vireo_api::ConnectUri;
@@ -12,9 +10,6 @@ use vireo_api::client::{Client, ClientError};
 use vireo_api::proto::{DomainInfo, DomainStats, Request, Response};
 use vireo_api::uri::{Scope, Transport};
 use vireod::paths::EnginePaths;
-
-/// How long to wait for an engine started on demand.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An open connection to an engine.
 pub struct Connection {
@@ -27,42 +22,6 @@ fn client_name() -> String {
 
 fn connect(socket: &Path) -> Result<Client<UnixStream, UnixStream>, ClientError> {
     Client::connect_unix(socket, &client_name(), false)
-}
-
-/// The vireod binary: next to vireoctl, else from PATH.
-fn vireod_binary() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join("vireod")))
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from("vireod"))
-}
-
-/// Starts the session engine, detached, logging to RUNTIME/vireod.log.
-fn spawn_engine(paths: &EnginePaths) -> Result<(), String> {
-    std::fs::create_dir_all(&paths.runtime_dir)
-        .map_err(|e| format!("cannot create '{}': {e}", paths.runtime_dir.display()))?;
-    let log_path = paths.runtime_dir.join("vireod.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| format!("cannot open '{}': {e}", log_path.display()))?;
-    let err = log
-        .try_clone()
-        .map_err(|e| format!("cannot open '{}': {e}", log_path.display()))?;
-    let binary = vireod_binary();
-    Command::new(&binary)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(err)
-        // Hold no directory of the caller's busy.
-        .current_dir("/")
-        // Its own process group: a Ctrl+C aimed at vireoctl must not reach it.
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("cannot start the engine '{}': {e}", binary.display()))?;
-    Ok(())
 }
 
 impl Connection {
@@ -89,9 +48,9 @@ impl Connection {
                     ) => {}
             Err(e) => return Err(fail(e)),
         }
-        spawn_engine(&paths)
+        vireod::launch::spawn_engine(&paths)
             .map_err(|e| format!("failed to connect to the hypervisor\nerror: {e}"))?;
-        let deadline = Instant::now() + START_TIMEOUT;
+        let deadline = Instant::now() + vireod::launch::START_TIMEOUT;
         loop {
             match connect(&socket) {
                 Ok(client) => return Ok(Self { client }),

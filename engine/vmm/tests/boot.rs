@@ -1,139 +1,15 @@
 //! Boots the tiny test guests in `tests/guests/` through the real
 //! `vireo-vmm` binary on /dev/kvm and checks what they report on COM1.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{BOOT_TIMEOUT, GUEST_OK, Vmm, kvm_present, value};
 use serde_json::{Value, json};
 use vireo_tests::guest::{Flavor, build};
-use vireo_vmm::control::ControlClient;
-
-/// The emulating KVM here runs ~1.3 M guest instructions/s: be generous.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
-
-fn kvm_present() -> bool {
-    if Path::new("/dev/kvm").exists() {
-        true
-    } else {
-        eprintln!("skipped: /dev/kvm is absent on this machine");
-        false
-    }
-}
-
-/// A running `vireo-vmm`, killed when dropped.
-struct Vmm {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Vmm {
-    fn start(kernel: &Path, extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_vireo-vmm"))
-            .arg("--kernel")
-            .arg(kernel)
-            .arg("--serial-log")
-            .arg(dir.path().join("serial.log"))
-            .arg("--debug-log")
-            .arg(dir.path().join("debug.log"))
-            .arg("--control-socket")
-            .arg(dir.path().join("control.sock"))
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
-            .spawn()
-            .unwrap();
-        Vmm { child, dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn serial(&self) -> String {
-        std::fs::read_to_string(self.path("serial.log")).unwrap_or_default()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(self.path("stderr.log")).unwrap_or_default()
-    }
-
-    /// Waits until COM1 output contains `needle` (as a whole line).
-    fn wait_line(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + BOOT_TIMEOUT;
-        loop {
-            let out = self.serial();
-            if out.lines().any(|l| l.trim_end() == needle) {
-                return out;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "vireo-vmm exited ({status}) before '{needle}'\nserial:\n{out}\nstderr:\n{}",
-                    self.stderr()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no '{needle}' within {BOOT_TIMEOUT:?}\nserial:\n{out}\nstderr:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + BOOT_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "vireo-vmm still running after {BOOT_TIMEOUT:?}\nserial:\n{}\nstderr:\n{}",
-                self.serial(),
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn control(&self) -> ControlClient {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(c) = ControlClient::connect(&self.path("control.sock")) {
-                return c;
-            }
-            assert!(Instant::now() < deadline, "no control socket");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn call(&self, cmd: &str, args: Value) -> Value {
-        match self.control().call(cmd, args).unwrap() {
-            Ok(v) => v,
-            Err((class, desc)) => panic!("{cmd} failed: {class}: {desc}"),
-        }
-    }
-}
-
-impl Drop for Vmm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The value of `key=` on its own line of `out`.
-fn value<'a>(out: &'a str, key: &str) -> &'a str {
-    let prefix = format!("{key}=");
-    out.lines()
-        .find_map(|l| l.trim_end().strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {key}= in:\n{out}"))
-}
-
-/// isa-debug-exit status for a guest that wrote 0.
-const GUEST_OK: i32 = 1;
 
 #[test]
 fn elf64_boot_passes_cmdline_e820_and_screen_info() {

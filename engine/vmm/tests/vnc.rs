@@ -3,145 +3,19 @@
 //! client of our own for what those cannot show (bytes on the wire,
 //! malformed messages, pseudo-encodings).
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{BOOT_TIMEOUT, Vmm, kvm_present};
 use serde_json::{Value, json};
+use vireo_tests::desktop::Reaper;
 use vireo_tests::guest::{Flavor, build};
-use vireo_vmm::control::ControlClient;
-
-const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
-
-fn kvm_present() -> bool {
-    if Path::new("/dev/kvm").exists() {
-        true
-    } else {
-        eprintln!("skipped: /dev/kvm is absent on this machine");
-        false
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running `vireo-vmm` with a VNC socket and a TCP listener, killed when
-/// dropped.
-struct Vmm {
-    child: Child,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Vmm {
-    fn start(kernel: &Path, extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_vireo-vmm"))
-            .arg("--kernel")
-            .arg(kernel)
-            .arg("--serial-log")
-            .arg(dir.path().join("serial.log"))
-            .arg("--control-socket")
-            .arg(dir.path().join("control.sock"))
-            .arg("--vnc-socket")
-            .arg(dir.path().join("vnc.sock"))
-            .arg("--vnc-listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
-            .spawn()
-            .unwrap();
-        Vmm { child, dir, port }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn serial(&self) -> String {
-        std::fs::read_to_string(self.path("serial.log")).unwrap_or_default()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(self.path("stderr.log")).unwrap_or_default()
-    }
-
-    fn wait_line(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + BOOT_TIMEOUT;
-        loop {
-            let out = self.serial();
-            if out.lines().any(|l| l.trim_end() == needle) {
-                return out;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "vireo-vmm exited ({status}) before '{needle}'\nserial:\n{out}\nstderr:\n{}",
-                    self.stderr()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no '{needle}' within {BOOT_TIMEOUT:?}\nserial:\n{out}\nstderr:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn call(&self, cmd: &str, args: Value) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut client = loop {
-            if let Ok(c) = ControlClient::connect(&self.path("control.sock")) {
-                break c;
-            }
-            assert!(Instant::now() < deadline, "no control socket");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        match client.call(cmd, args).unwrap() {
-            Ok(v) => v,
-            Err((class, desc)) => panic!("{cmd} failed: {class}: {desc}"),
-        }
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1::{}", self.port)
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for Vmm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Kills a helper process group when dropped.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on the process group this test started (the
-        // child was spawned with process_group(0), so its pid is the pgid).
-        unsafe {
-            libc::kill(-(self.0.id() as i32), libc::SIGKILL);
-        }
-        let _ = self.0.wait();
-    }
-}
 
 fn artifacts() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts/vnc");
@@ -386,7 +260,7 @@ impl Rfb {
 
 fn fb_vmm() -> Vmm {
     let guest = build("fb", Flavor::Pvh);
-    let mut vmm = Vmm::start(&guest, &["--cmdline", "mode=640x480 hold"]);
+    let mut vmm = Vmm::start_with_vnc(&guest, &["--cmdline", "mode=640x480 hold"]);
     vmm.wait_line("done");
     vmm
 }
@@ -403,7 +277,7 @@ fn gvnccapture_captures_the_fb_guest_picture() {
     let _ = std::fs::remove_file(&png);
     // gvnccapture takes HOST:DISPLAY, the port less 5900 (free ports come
     // from the ephemeral range, far above).
-    let target = format!("127.0.0.1:{}", i32::from(vmm.port) - 5900);
+    let target = format!("127.0.0.1:{}", i32::from(vmm.port.unwrap()) - 5900);
     let (ok, out) = run_for(
         Command::new("gvnccapture").arg(&target).arg(&png),
         Duration::from_secs(30),
@@ -420,7 +294,7 @@ fn vncdo_types_keys_the_kbd_guest_echoes_and_captures_the_screen() {
         return;
     }
     let guest = build("kbd", Flavor::Pvh);
-    let mut vmm = Vmm::start(&guest, &["--resolution", "800x600"]);
+    let mut vmm = Vmm::start_with_vnc(&guest, &["--resolution", "800x600"]);
     vmm.wait_line("kbd=ready");
     let png = artifacts().join("vncdo-kbd.png");
     let _ = std::fs::remove_file(&png);
@@ -579,7 +453,7 @@ fn tigervnc_viewer_shows_the_screen_in_each_encoding() {
 
 fn fbmodes_vmm(cmdline: &str) -> Vmm {
     let guest = build("fbmodes", Flavor::Pvh);
-    let mut vmm = Vmm::start(&guest, &["--cmdline", cmdline]);
+    let mut vmm = Vmm::start_with_vnc(&guest, &["--cmdline", cmdline]);
     vmm.wait_line("ready");
     vmm
 }
@@ -684,7 +558,7 @@ fn vnc_auth_admits_the_password_and_refuses_others() {
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("pw");
     std::fs::write(&pw, "s3cret\n").unwrap();
-    let mut vmm = Vmm::start(
+    let mut vmm = Vmm::start_with_vnc(
         &guest,
         &[
             "--cmdline",
@@ -797,7 +671,7 @@ fn qemu_extended_key_events_reach_the_guest_as_scancodes() {
         return;
     }
     let guest = build("kbd", Flavor::Pvh);
-    let mut vmm = Vmm::start(&guest, &[]);
+    let mut vmm = Vmm::start_with_vnc(&guest, &[]);
     vmm.wait_line("kbd=ready");
     let mut c = Rfb::unix(&vmm.path("vnc.sock"));
     c.set_encodings(&[0, -258]);

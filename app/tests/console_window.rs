@@ -4,20 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+use vireo_tests::demo::shows_test_card;
 use vireo_tests::desktop::{Xvfb, artifacts_dir};
 use vireo_tests::engine::{Session, domain_xml, guest, kvm_or_skip, serial};
-
-/// The demo guest's eight 75% colour bars.
-const BARS: [[u8; 3]; 8] = [
-    [0xc0, 0xc0, 0xc0],
-    [0xc0, 0xc0, 0x00],
-    [0x00, 0xc0, 0xc0],
-    [0x00, 0xc0, 0x00],
-    [0xc0, 0x00, 0xc0],
-    [0xc0, 0x00, 0x00],
-    [0x00, 0x00, 0xc0],
-    [0x00, 0x00, 0x00],
-];
 
 /// Waits until a screenshot of `window` shows all eight colour bars.
 fn wait_for_test_card(x: &Xvfb, window: &str, name: &str, log: &std::path::Path) {
@@ -26,11 +15,7 @@ fn wait_for_test_card(x: &Xvfb, window: &str, name: &str, log: &std::path::Path)
     loop {
         x.screenshot(window, &shot);
         let img = image::open(&shot).unwrap().to_rgb8();
-        let all = BARS.iter().all(|bar| {
-            img.pixels()
-                .any(|p| p.0.iter().zip(bar).all(|(&a, &b)| a.abs_diff(b) <= 8))
-        });
-        if all {
+        if shows_test_card(img.as_raw()) {
             return;
         }
         assert!(

@@ -4,27 +4,15 @@
 use std::time::{Duration, Instant};
 
 use vireo_console::{ConsoleEvent, Input, Session};
-use vireo_tests::guest::{Flavor, build};
-use vireo_tests::qemu::{QemuBuilder, qemu_binary};
+use vireo_tests::demo::qemu_with_vnc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_shows_qemus_screen_and_types_into_the_guest() {
-    if qemu_binary().is_none() {
-        eprintln!("skipped: qemu-system-x86_64 is not installed");
-        return;
-    }
-    let guest = build("demo", Flavor::Pvh);
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("vnc.sock");
-    let mut qemu = QemuBuilder::new(&guest)
-        .args([
-            "-device".to_owned(),
-            "bochs-display".to_owned(),
-            "-vnc".to_owned(),
-            format!("unix:{}", sock.display()),
-        ])
-        .spawn();
-    tokio::task::block_in_place(|| qemu.wait_for_line("demo=ready"));
+    let Some(mut qemu) = tokio::task::block_in_place(|| qemu_with_vnc(&sock)) else {
+        return;
+    };
 
     let stream = tokio::net::UnixStream::connect(&sock).await.unwrap();
     let (session, mut events) = Session::connect(stream, None).await.unwrap();

@@ -5,9 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use vireo_tests::demo::{BARS, qemu_with_vnc};
 use vireo_tests::desktop::{Xvfb, artifacts_dir};
-use vireo_tests::guest::{Flavor, build};
-use vireo_tests::qemu::{QemuBuilder, qemu_binary};
 
 fn console_viewer() -> PathBuf {
     // target/debug/deps/<test> → target/debug/examples/console_viewer
@@ -26,36 +25,13 @@ fn console_viewer() -> PathBuf {
     bin
 }
 
-/// The eight 75% colour bars of the demo guest's test card.
-const BARS: [[u8; 3]; 8] = [
-    [0xc0, 0xc0, 0xc0],
-    [0xc0, 0xc0, 0x00],
-    [0x00, 0xc0, 0xc0],
-    [0x00, 0xc0, 0x00],
-    [0xc0, 0x00, 0xc0],
-    [0xc0, 0x00, 0x00],
-    [0x00, 0x00, 0xc0],
-    [0x00, 0x00, 0x00],
-];
-
 #[test]
 fn widget_draws_the_guest_screen_and_sends_typed_keys() {
-    if qemu_binary().is_none() {
-        eprintln!("skipped: qemu-system-x86_64 is not installed");
-        return;
-    }
-    let guest = build("demo", Flavor::Pvh);
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("vnc.sock");
-    let mut qemu = QemuBuilder::new(&guest)
-        .args([
-            "-device".to_owned(),
-            "bochs-display".to_owned(),
-            "-vnc".to_owned(),
-            format!("unix:{}", sock.display()),
-        ])
-        .spawn();
-    qemu.wait_for_line("demo=ready");
+    let Some(mut qemu) = qemu_with_vnc(&sock) else {
+        return;
+    };
 
     let x = Xvfb::start();
     let mut viewer = x.spawn(&console_viewer(), &[sock.to_str().unwrap()]);

@@ -62,11 +62,12 @@ fn run_button_starts_a_stopped_vm_and_the_console_follows_its_state() {
     let x = Xvfb::start();
     let (mut app, log) = start_app(&x, &session, &["--show-domain-console", "demo"]);
     let window = x.wait_for_window("demo – Vireo", &mut app, Duration::from_secs(60));
+    // The Run button (the window's only suggested-action blue) shows once
+    // the window has learnt the VM is off; it starts the VM, and the window
+    // follows the engine's event.
+    let (bx, by) = x.wait_for_colour(&window, [0x35, 0x84, 0xe4], 200, Duration::from_secs(30));
     x.screenshot(&window, &artifacts_dir().join("vm-window-off.png"));
-
-    // The Run button, centred under the message in the default 860x700
-    // window, starts the VM; the window follows the engine's event.
-    x.click(&window, 430, 503);
+    x.click(&window, bx, by);
     session.wait_state("demo", "running", Duration::from_secs(30));
     wait_for_test_card(&x, &window, "vm-window-started.png", &log);
 

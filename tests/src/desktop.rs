@@ -157,6 +157,46 @@ impl Xvfb {
         assert!(status.success(), "xdotool click failed");
     }
 
+    /// Waits until a screenshot of `window` shows a region of `rgb` (each
+    /// channel within 12) of at least `min_pixels` pixels, and returns the
+    /// centre of its bounding box: how tests find a button by its colour
+    /// (Adwaita's suggested-action blue is `[0x35, 0x84, 0xe4]`) instead of
+    /// clicking fixed coordinates before the window has laid itself out.
+    pub fn wait_for_colour(
+        &self,
+        window: &str,
+        rgb: [u8; 3],
+        min_pixels: u32,
+        timeout: Duration,
+    ) -> (u32, u32) {
+        let shot = artifacts_dir().join(format!("wait-for-colour-{}.png", std::process::id()));
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.screenshot(window, &shot);
+            let img = image::open(&shot).unwrap().to_rgb8();
+            let (mut n, mut x0, mut y0, mut x1, mut y1) = (0u32, u32::MAX, u32::MAX, 0, 0);
+            for (x, y, p) in img.enumerate_pixels() {
+                if p.0.iter().zip(rgb).all(|(&a, b)| a.abs_diff(b) <= 12) {
+                    n += 1;
+                    x0 = x0.min(x);
+                    y0 = y0.min(y);
+                    x1 = x1.max(x);
+                    y1 = y1.max(y);
+                }
+            }
+            if n >= min_pixels {
+                let _ = std::fs::remove_file(&shot);
+                return (x0.midpoint(x1), y0.midpoint(y1));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {rgb:02x?} region in window {window} within {timeout:?}; see {}",
+                shot.display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Focuses `window` and presses `keys` (xdotool key names) in order.
     pub fn type_keys(&self, window: &str, keys: &[&str]) {
         let status = Command::new("xdotool")

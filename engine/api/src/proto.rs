@@ -139,6 +139,11 @@ pub enum Request {
         domain: String,
         /// Also delete the disk images it names.
         remove_all_storage: bool,
+        /// Also delete these of its disk images (source paths or target
+        /// names such as `vda`, as virsh's `--storage`); anything else is
+        /// refused before anything is deleted.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        remove_storage: Vec<String>,
     },
     /// The domain's XML (the live one while it runs, unless `inactive`).
     DumpXml {
@@ -607,6 +612,7 @@ mod tests {
             request: Request::Undefine {
                 domain: "demo".into(),
                 remove_all_storage: true,
+                remove_storage: vec!["vdb".into()],
             },
         });
         round_trip(ClientMessage::ConsoleInput {

@@ -244,6 +244,7 @@ fn run(uri: &ConnectUri, command: Command) -> Result<(), String> {
             if let Response::Undefined { removed_storage } = conn.call(Request::Undefine {
                 domain,
                 remove_all_storage,
+                remove_storage: Vec::new(),
             })? {
                 println!("Domain '{name}' has been undefined");
                 for path in removed_storage {

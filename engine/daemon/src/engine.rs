@@ -412,7 +412,11 @@ impl Engine {
             Request::Undefine {
                 domain,
                 remove_all_storage,
-            } => self.undefine(&domain, remove_all_storage).await,
+                remove_storage,
+            } => {
+                self.undefine(&domain, remove_all_storage, &remove_storage)
+                    .await
+            }
             Request::DumpXml { domain, inactive } => {
                 let inner = self.lock();
                 let d = inner.find(&domain)?;
@@ -539,12 +543,32 @@ impl Engine {
         })
     }
 
-    async fn undefine(&self, key: &str, remove_storage: bool) -> ApiResult {
+    /// Removes `key`'s definition; with `remove_all` its disk images too,
+    /// else the ones `selected` names (by source path or target name).
+    async fn undefine(&self, key: &str, remove_all: bool, selected: &[String]) -> ApiResult {
         let busy = self.lock().find(key)?.busy.clone();
         let _guard = busy.lock().await;
         let mut inner = self.lock();
         let dom = inner.find(key)?;
         let uuid = dom.uuid;
+        let images = |disk: &vireo_api::domain::Disk| {
+            disk.source
+                .as_ref()
+                .and_then(|s| s.file.clone())
+                .filter(|_| disk.device != "cdrom")
+        };
+        for wanted in selected {
+            let known = dom.model.devices.disks.iter().any(|disk| {
+                images(disk).is_some_and(|path| &path == wanted) || disk.target.dev == *wanted
+            });
+            if !known {
+                return Err(invalid_state(format!(
+                    "'{wanted}' is not a disk image of domain '{}'",
+                    dom.name
+                )));
+            }
+        }
+        let remove_storage = remove_all || !selected.is_empty();
         if dom.state.is_active() {
             // libvirt's way: the running domain becomes transient and
             // disappears when it stops; its disks stay while it uses them.
@@ -574,14 +598,14 @@ impl Engine {
         let mut removed = Vec::new();
         if remove_storage {
             for disk in &dom.model.devices.disks {
-                let Some(path) = disk.source.as_ref().and_then(|s| s.file.as_ref()) else {
+                let Some(path) = images(disk) else {
                     continue;
                 };
-                if disk.device == "cdrom" {
+                if !remove_all && !selected.iter().any(|s| *s == path || *s == disk.target.dev) {
                     continue;
                 }
-                match std::fs::remove_file(path) {
-                    Ok(()) => removed.push(path.clone()),
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed.push(path),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => {
                         return Err(internal(format!("cannot remove storage '{path}': {e}")));

@@ -25,6 +25,14 @@ pub enum DomainError {
         /// The unit as written.
         unit: String,
     },
+    /// A disk cannot be used as written.
+    #[error("<disk> '{target}': {reason}")]
+    Disk {
+        /// The disk's `<target dev>`.
+        target: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A value is out of range.
     #[error("<{element}>: {reason}")]
     Invalid {
@@ -212,13 +220,23 @@ pub struct Disk {
     pub source: Option<DiskSource>,
     /// How the guest sees it.
     pub target: DiskTarget,
+    /// `<readonly/>`: the guest may not write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readonly: Option<Flag>,
+    /// `<serial>`: the ID the guest reads (virtio-blk's get-id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
 }
 
 fn default_disk_device() -> String {
     "disk".to_owned()
 }
 
-/// `<driver name='qemu' type='qcow2' cache='none'/>`.
+/// An element whose presence is the value (`<readonly/>`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Flag {}
+
+/// `<driver name='qemu' type='qcow2' cache='none' discard='unmap' queues='2'/>`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct DiskDriver {
     /// Driver name (libvirt writes `qemu`).
@@ -230,6 +248,12 @@ pub struct DiskDriver {
     /// Cache mode.
     #[serde(rename = "@cache", default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<String>,
+    /// What guest discards do: `unmap` or `ignore` (libvirt's default).
+    #[serde(rename = "@discard", default, skip_serializing_if = "Option::is_none")]
+    pub discard: Option<String>,
+    /// virtio-blk request queues.
+    #[serde(rename = "@queues", default, skip_serializing_if = "Option::is_none")]
+    pub queues: Option<u16>,
 }
 
 /// `<source file='…'/>`.
@@ -252,6 +276,158 @@ pub struct DiskTarget {
     /// Bus type.
     #[serde(rename = "@bus", default, skip_serializing_if = "Option::is_none")]
     pub bus: Option<String>,
+}
+
+/// Image formats a disk may name in `<driver type>`.
+pub const DISK_FORMATS: &[&str] = &["raw", "qcow2"];
+/// Cache modes a disk may name in `<driver cache>` (`default` is
+/// `writeback`, as in QEMU).
+pub const DISK_CACHE_MODES: &[&str] = &["default", "none", "writeback", "writethrough"];
+/// The most virtio-blk queues a disk may ask for (vireo-vmm's limit).
+pub const MAX_DISK_QUEUES: u16 = 16;
+/// virtio-blk's ID field: at most 20 bytes.
+pub const MAX_DISK_SERIAL: usize = 20;
+
+impl Disk {
+    /// The bus as written, or as libvirt infers it from the target name
+    /// (`vd*` virtio, `sd*` scsi, `hd*` ide, `fd*` fdc, `xvd*` xen).
+    pub fn bus(&self) -> &str {
+        if let Some(bus) = &self.target.bus {
+            return bus;
+        }
+        let dev = self.target.dev.as_str();
+        if dev.starts_with("vd") {
+            "virtio"
+        } else if dev.starts_with("sd") {
+            "scsi"
+        } else if dev.starts_with("hd") {
+            "ide"
+        } else if dev.starts_with("fd") {
+            "fdc"
+        } else if dev.starts_with("xvd") {
+            "xen"
+        } else {
+            "unknown"
+        }
+    }
+
+    /// The host path: `<source file>` for file disks, `<source dev>` for
+    /// block disks.
+    pub fn source_path(&self) -> Option<&str> {
+        let source = self.source.as_ref()?;
+        match self.kind.as_str() {
+            "file" => source.file.as_deref(),
+            "block" => source.dev.as_deref(),
+            _ => None,
+        }
+        .filter(|p| !p.is_empty())
+    }
+
+    /// Whether the guest sees the disk read-only (`<readonly/>`, and every
+    /// CD-ROM).
+    pub fn read_only(&self) -> bool {
+        self.readonly.is_some() || self.device == "cdrom"
+    }
+
+    /// The image format (`<driver type>`); libvirt's default is `raw`: the
+    /// header is never probed, so a guest cannot turn its raw disk into a
+    /// qcow2 naming host files as backing.
+    pub fn format(&self) -> &str {
+        self.driver
+            .as_ref()
+            .and_then(|d| d.format.as_deref())
+            .unwrap_or("raw")
+    }
+
+    /// Why vireo-vmm cannot attach this disk, as the XPath-style element
+    /// path the import warning lists (`domain/devices/disk[target/@bus='sata']`),
+    /// or `None` when it is attached as virtio-blk. Unattached disks are
+    /// kept in the definition, never attached under another bus.
+    pub fn unsupported(&self) -> Option<String> {
+        let base = "domain/devices/disk";
+        if self.kind != "file" && self.kind != "block" {
+            return Some(format!("{base}[@type='{}']", self.kind));
+        }
+        if self.device != "disk" && self.device != "cdrom" {
+            return Some(format!("{base}[@device='{}']", self.device));
+        }
+        if self.bus() != "virtio" {
+            return Some(format!("{base}[target/@bus='{}']", self.bus()));
+        }
+        if self.source_path().is_none() {
+            return Some(format!("{base}[not(source)]"));
+        }
+        None
+    }
+
+    fn validate(&self) -> Result<(), DomainError> {
+        let invalid = |reason: String| DomainError::Disk {
+            target: self.target.dev.clone(),
+            reason,
+        };
+        if self.target.dev.is_empty() {
+            return Err(DomainError::Invalid {
+                element: "disk",
+                reason: "<target dev> is empty".into(),
+            });
+        }
+        let format = self.format();
+        if !DISK_FORMATS.contains(&format) {
+            return Err(invalid(format!(
+                "driver type '{format}' is not supported (raw or qcow2; convert other images \
+                 with 'qemu-img convert -O qcow2')"
+            )));
+        }
+        let Some(driver) = &self.driver else {
+            return self.validate_serial();
+        };
+        if let Some(cache) = driver.cache.as_deref()
+            && !DISK_CACHE_MODES.contains(&cache)
+        {
+            return Err(invalid(format!(
+                "cache mode '{cache}' is not supported (none, writeback or writethrough)"
+            )));
+        }
+        if let Some(discard) = driver.discard.as_deref()
+            && discard != "unmap"
+            && discard != "ignore"
+        {
+            return Err(invalid(format!(
+                "discard '{discard}' is not supported (unmap or ignore)"
+            )));
+        }
+        if let Some(q) = driver.queues
+            && !(1..=MAX_DISK_QUEUES).contains(&q)
+        {
+            return Err(invalid(format!(
+                "{q} queues is outside 1 … {MAX_DISK_QUEUES}"
+            )));
+        }
+        self.validate_serial()
+    }
+
+    fn validate_serial(&self) -> Result<(), DomainError> {
+        let Some(serial) = &self.serial else {
+            return Ok(());
+        };
+        let reason = if serial.len() > MAX_DISK_SERIAL {
+            format!(
+                "serial '{serial}' is {} bytes; a virtio-blk ID holds at most {MAX_DISK_SERIAL}",
+                serial.len()
+            )
+        } else if !serial
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_. +".contains(c))
+        {
+            format!("serial '{serial}' may only hold letters, digits, spaces and - _ . +")
+        } else {
+            return Ok(());
+        };
+        Err(DomainError::Disk {
+            target: self.target.dev.clone(),
+            reason,
+        })
+    }
 }
 
 /// `<serial type='file'><source path='…'/></serial>`.
@@ -357,6 +533,16 @@ impl Domain {
                 reason: format!("{} is outside 1 … {MAX_VCPUS}", self.vcpu.count),
             });
         }
+        let mut targets = std::collections::HashSet::new();
+        for disk in &self.devices.disks {
+            disk.validate()?;
+            if !targets.insert(disk.target.dev.as_str()) {
+                return Err(DomainError::Disk {
+                    target: disk.target.dev.clone(),
+                    reason: "two disks have this target".into(),
+                });
+            }
+        }
         Ok(())
     }
 }
@@ -456,5 +642,106 @@ mod tests {
             Domain::from_xml("<domain type='kvm'><name>x</domain>"),
             Err(DomainError::Xml(_))
         ));
+    }
+
+    fn with_disks(disks: &str) -> String {
+        format!(
+            "<domain type='kvm'><name>d</name><memory>1024</memory><vcpu>1</vcpu>\
+             <os><type>hvm</type></os><devices>{disks}</devices></domain>"
+        )
+    }
+
+    #[test]
+    fn disks_read_driver_readonly_serial_and_round_trip() {
+        let xml = with_disks(
+            "<disk type='file' device='disk'>\
+               <driver name='qemu' type='qcow2' cache='none' discard='unmap' queues='4'/>\
+               <source file='/i/a.qcow2'/><target dev='vda' bus='virtio'/>\
+               <readonly/><serial>SN-1 x</serial></disk>\
+             <disk type='block' device='cdrom'><source dev='/dev/sr0'/>\
+               <target dev='vdb'/></disk>",
+        );
+        let d = Domain::from_xml(&xml).unwrap();
+        let [a, b] = &d.devices.disks[..] else {
+            panic!("{:?}", d.devices.disks)
+        };
+        let drv = a.driver.as_ref().unwrap();
+        assert_eq!(
+            (drv.cache.as_deref(), drv.discard.as_deref(), drv.queues),
+            (Some("none"), Some("unmap"), Some(4))
+        );
+        assert_eq!(a.format(), "qcow2");
+        assert!(a.read_only());
+        assert_eq!(a.serial.as_deref(), Some("SN-1 x"));
+        assert_eq!(a.source_path(), Some("/i/a.qcow2"));
+        assert_eq!(a.unsupported(), None);
+        // A block CD-ROM: bus inferred from 'vd', read-only, raw by default.
+        assert_eq!(b.source_path(), Some("/dev/sr0"));
+        assert_eq!(
+            (b.bus(), b.format(), b.read_only()),
+            ("virtio", "raw", true)
+        );
+        assert_eq!(b.unsupported(), None);
+        let again = Domain::from_xml(&d.to_xml().unwrap()).unwrap();
+        assert_eq!(again, d);
+        assert!(d.to_xml().unwrap().contains("<readonly/>"));
+    }
+
+    #[test]
+    fn disks_vireo_vmm_cannot_attach_are_named_by_path() {
+        let xml = with_disks(
+            "<disk type='file' device='cdrom'><target dev='sda' bus='sata'/><readonly/></disk>\
+             <disk type='file' device='disk'><source file='/x'/><target dev='hda'/></disk>\
+             <disk type='network' device='disk'><target dev='vdc' bus='virtio'/></disk>\
+             <disk type='file' device='floppy'><source file='/f'/><target dev='fda'/></disk>\
+             <disk type='file' device='cdrom'><target dev='vdd' bus='virtio'/></disk>",
+        );
+        let d = Domain::from_xml(&xml).unwrap();
+        let why: Vec<_> = d.devices.disks.iter().map(Disk::unsupported).collect();
+        assert_eq!(
+            why,
+            [
+                Some("domain/devices/disk[target/@bus='sata']".to_owned()),
+                Some("domain/devices/disk[target/@bus='ide']".to_owned()),
+                Some("domain/devices/disk[@type='network']".to_owned()),
+                Some("domain/devices/disk[@device='floppy']".to_owned()),
+                Some("domain/devices/disk[not(source)]".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_disk_drivers_are_refused_naming_the_disk() {
+        let disk = |driver: &str| {
+            let xml = with_disks(&format!(
+                "<disk type='file'>{driver}<source file='/x'/><target dev='vdb'/></disk>"
+            ));
+            Domain::from_xml(&xml).unwrap_err().to_string()
+        };
+        assert_eq!(
+            disk("<driver name='qemu' type='vmdk'/>"),
+            "<disk> 'vdb': driver type 'vmdk' is not supported (raw or qcow2; convert other \
+             images with 'qemu-img convert -O qcow2')"
+        );
+        assert!(
+            disk("<driver type='raw' cache='directsync'/>").contains("cache mode 'directsync'")
+        );
+        assert!(disk("<driver discard='trim'/>").contains("discard 'trim'"));
+        assert!(disk("<driver queues='0'/>").contains("'vdb': 0 queues"));
+        assert!(disk("<driver queues='17'/>").contains("17 queues"));
+        let long = Domain::from_xml(&with_disks(
+            "<disk type='file'><source file='/x'/><target dev='vda'/>\
+             <serial>123456789012345678901</serial></disk>",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(long.contains("21 bytes"), "{long}");
+        let twice = Domain::from_xml(&with_disks(
+            "<disk type='file'><source file='/x'/><target dev='vda'/></disk>\
+             <disk type='file'><source file='/y'/><target dev='vda'/></disk>",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert_eq!(twice, "<disk> 'vda': two disks have this target");
     }
 }

@@ -15,6 +15,9 @@ use uuid::Uuid;
 use crate::domain::{Domain, DomainError};
 
 /// The element paths Vireo applies. Anything else is kept and reported.
+/// A `<disk>` vireo-vmm cannot attach (another bus, a network source, …) is
+/// reported as a whole, by [`Disk::unsupported`](crate::domain::Disk::unsupported)'s
+/// path (`domain/devices/disk[target/@bus='sata']`).
 pub const SUPPORTED: &[&str] = &[
     "domain",
     "domain/name",
@@ -33,6 +36,12 @@ pub const SUPPORTED: &[&str] = &[
     "domain/features/acpi",
     "domain/features/apic",
     "domain/devices",
+    "domain/devices/disk",
+    "domain/devices/disk/driver",
+    "domain/devices/disk/source",
+    "domain/devices/disk/target",
+    "domain/devices/disk/readonly",
+    "domain/devices/disk/serial",
     "domain/devices/serial",
     "domain/devices/serial/source",
     "domain/devices/serial/target",
@@ -82,8 +91,17 @@ pub struct Imported {
 impl Imported {
     /// Parses and validates `xml`.
     pub fn parse(xml: &str) -> Result<Self, ImportError> {
-        let scan = scan(xml)?;
+        let mut scan = scan(xml, &[])?;
         let domain = Domain::from_xml(xml)?;
+        let disks: Vec<Option<String>> = domain
+            .devices
+            .disks
+            .iter()
+            .map(|d| d.unsupported())
+            .collect();
+        if disks.iter().any(Option::is_some) {
+            scan = self::scan(xml, &disks)?;
+        }
         Ok(Self {
             domain,
             xml: xml.to_owned(),
@@ -161,8 +179,11 @@ struct Scan {
 
 /// Walks the document: checks it is well-formed with a `<domain>` root and
 /// collects unsupported element paths, where `</name>` ends and which
-/// interfaces lack a MAC address.
-fn scan(xml: &str) -> Result<Scan, ImportError> {
+/// interfaces lack a MAC address. `disks[n]` is the path to report for the
+/// n-th `<disk>` when it cannot be attached (its children are then not
+/// reported separately).
+fn scan(xml: &str, disks: &[Option<String>]) -> Result<Scan, ImportError> {
+    let mut disk_index = 0;
     let mut reader = Reader::from_str(xml);
     reader.config_mut().check_end_names = true;
     let mut stack: Vec<String> = Vec::new();
@@ -258,9 +279,18 @@ fn scan(xml: &str) -> Result<Scan, ImportError> {
         {
             *has_mac = true;
         }
-        if skipping.is_none() && !SUPPORTED.contains(&path.as_str()) {
-            if !unsupported.contains(&path) {
-                unsupported.push(path);
+        let disk = if path == "domain/devices/disk" {
+            disk_index += 1;
+            disks.get(disk_index - 1).cloned().flatten()
+        } else {
+            None
+        };
+        if skipping.is_none()
+            && let Some(report) =
+                disk.or_else(|| (!SUPPORTED.contains(&path.as_str())).then(|| path.clone()))
+        {
+            if !unsupported.contains(&report) {
+                unsupported.push(report);
             }
             skipping = Some(stack.len());
         }
@@ -411,5 +441,31 @@ mod tests {
         let bad = VIRT_INSTALL.replace("<vcpu>2</vcpu>", "<vcpu>0</vcpu>");
         let err = Imported::parse(&bad).unwrap_err();
         assert!(err.to_string().starts_with("<vcpu>:"), "{err}");
+    }
+
+    #[test]
+    fn virtio_disks_are_applied_and_other_disks_listed_as_a_whole() {
+        let xml = VIRT_INSTALL.replace(
+            "    <console type=\"pty\"/>\n",
+            "    <disk type=\"file\" device=\"disk\">\n      \
+             <driver name=\"qemu\" type=\"qcow2\" cache=\"none\"/>\n      \
+             <source file=\"/i/a.qcow2\"/>\n      <target dev=\"vda\" bus=\"virtio\"/>\n      \
+             <serial>abc</serial>\n      <boot order=\"1\"/>\n    </disk>\n    \
+             <disk type=\"file\" device=\"cdrom\">\n      <target dev=\"sda\" bus=\"sata\"/>\n      \
+             <readonly/>\n      <address type=\"drive\"/>\n    </disk>\n",
+        );
+        let imp = Imported::parse(&xml).unwrap();
+        assert_eq!(
+            imp.unsupported,
+            [
+                "domain/clock",
+                "domain/devices/emulator",
+                "domain/devices/controller",
+                "domain/devices/disk/boot",
+                "domain/devices/disk[target/@bus='sata']",
+            ]
+        );
+        assert_eq!(imp.xml, xml);
+        assert_eq!(imp.domain.devices.disks.len(), 2);
     }
 }

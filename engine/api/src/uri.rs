@@ -3,7 +3,8 @@
 //! - `vireo:///session`: the per-user engine under `$XDG_RUNTIME_DIR`.
 //! - `vireo:///system`: the system engine under `/run/vireo`.
 //! - `vireo+ssh://[user@]host[:port]/system` (or `/session`): an engine on
-//!   another host, reached over SSH.
+//!   another host, reached over SSH. Like libvirt's ssh transport, it takes
+//!   `?socket=/path` to name the remote engine's socket explicitly.
 
 use std::fmt;
 use std::str::FromStr;
@@ -42,6 +43,9 @@ pub enum Transport {
         host: String,
         /// TCP port, when the URI gives one.
         port: Option<u16>,
+        /// The remote engine's socket (`?socket=/path`), when the URI names
+        /// one; else the scope's usual place on that host.
+        socket: Option<String>,
     },
 }
 
@@ -80,6 +84,9 @@ pub enum UriError {
     /// Query strings and fragments are not supported.
     #[error("URI parameters are not supported: '{0}'")]
     Parameters(String),
+    /// A `vireo+ssh://` URI parameter other than `socket`, or a bad value.
+    #[error("unsupported URI parameter '{0}' (vireo+ssh:// takes only socket=/absolute/path)")]
+    Parameter(String),
 }
 
 impl ConnectUri {
@@ -122,9 +129,14 @@ impl FromStr for ConnectUri {
         let (scheme, rest) = s
             .split_once("://")
             .ok_or_else(|| UriError::NotAUri(s.to_owned()))?;
-        if let Some(pos) = rest.find(['?', '#']) {
-            return Err(UriError::Parameters(rest[pos..].to_owned()));
-        }
+        let is_ssh = scheme.eq_ignore_ascii_case("vireo+ssh");
+        let (rest, query) = match rest.find(['?', '#']) {
+            Some(pos) if is_ssh && rest[pos..].starts_with('?') && !rest.contains('#') => {
+                (&rest[..pos], Some(&rest[pos + 1..]))
+            }
+            Some(pos) => return Err(UriError::Parameters(rest[pos..].to_owned())),
+            None => (rest, None),
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => rest.split_at(i),
             None => (rest, ""),
@@ -141,11 +153,64 @@ impl FromStr for ConnectUri {
                 }
                 Transport::Local
             }
-            "vireo+ssh" => parse_ssh_authority(authority)?,
+            "vireo+ssh" => {
+                let mut transport = parse_ssh_authority(authority)?;
+                if let (Some(q), Transport::Ssh { socket, .. }) = (query, &mut transport) {
+                    *socket = Some(parse_socket_query(q)?);
+                }
+                transport
+            }
             _ => return Err(UriError::Scheme(scheme.to_owned())),
         };
         Ok(Self { transport, scope })
     }
+}
+
+/// `socket=/path` (percent-encoded as in libvirt's URIs), the one
+/// parameter a `vireo+ssh://` URI takes.
+fn parse_socket_query(query: &str) -> Result<String, UriError> {
+    let mut socket = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("socket", value)) => {
+                let path = percent_decode(value)
+                    .filter(|p| p.starts_with('/'))
+                    .ok_or_else(|| UriError::Parameter(pair.to_owned()))?;
+                socket = Some(path);
+            }
+            _ => return Err(UriError::Parameter(pair.to_owned())),
+        }
+    }
+    socket.ok_or_else(|| UriError::Parameter(query.to_owned()))
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn parse_ssh_authority(authority: &str) -> Result<Transport, UriError> {
@@ -184,6 +249,7 @@ fn parse_ssh_authority(authority: &str) -> Result<Transport, UriError> {
         user,
         host: host.to_owned(),
         port,
+        socket: None,
     })
 }
 
@@ -191,7 +257,12 @@ impl fmt::Display for ConnectUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.transport {
             Transport::Local => write!(f, "vireo://{}", self.scope.as_path()),
-            Transport::Ssh { user, host, port } => {
+            Transport::Ssh {
+                user,
+                host,
+                port,
+                socket,
+            } => {
                 f.write_str("vireo+ssh://")?;
                 if let Some(user) = user {
                     write!(f, "{user}@")?;
@@ -204,7 +275,11 @@ impl fmt::Display for ConnectUri {
                 if let Some(port) = port {
                     write!(f, ":{port}")?;
                 }
-                f.write_str(self.scope.as_path())
+                f.write_str(self.scope.as_path())?;
+                if let Some(socket) = socket {
+                    write!(f, "?socket={}", percent_encode(socket))?;
+                }
+                Ok(())
             }
         }
     }
@@ -230,7 +305,8 @@ mod tests {
             Transport::Ssh {
                 user: Some("alice".into()),
                 host: "host.example".into(),
-                port: Some(2222)
+                port: Some(2222),
+                socket: None,
             }
         );
         assert_eq!(uri.scope, Scope::System);
@@ -248,10 +324,27 @@ mod tests {
             Transport::Ssh {
                 user: None,
                 host: "::1".into(),
-                port: Some(22)
+                port: Some(22),
+                socket: None,
             }
         );
         assert_eq!(uri.to_string(), "vireo+ssh://[::1]:22/session");
+    }
+
+    #[test]
+    fn parses_the_socket_parameter_like_libvirt() {
+        let uri: ConnectUri = "vireo+ssh://bob@h/session?socket=/tmp/my%20dir/vireod.sock"
+            .parse()
+            .unwrap();
+        let Transport::Ssh { socket, .. } = &uri.transport else {
+            panic!("{uri:?}");
+        };
+        assert_eq!(socket.as_deref(), Some("/tmp/my dir/vireod.sock"));
+        assert_eq!(
+            uri.to_string(),
+            "vireo+ssh://bob@h/session?socket=/tmp/my%20dir/vireod.sock"
+        );
+        assert_eq!(uri.to_string().parse::<ConnectUri>(), Ok(uri));
     }
 
     #[test]
@@ -268,6 +361,18 @@ mod tests {
             ("vireo+ssh://h:0/system", UriError::Port("0".into())),
             ("vireo+ssh://h:99999/system", UriError::Port("99999".into())),
             ("vireo:///system?x=1", UriError::Parameters("?x=1".into())),
+            (
+                "vireo+ssh://h/system?x=1",
+                UriError::Parameter("x=1".into()),
+            ),
+            (
+                "vireo+ssh://h/system?socket=rel",
+                UriError::Parameter("socket=rel".into()),
+            ),
+            (
+                "vireo+ssh://h/system#frag",
+                UriError::Parameters("#frag".into()),
+            ),
         ];
         for (text, want) in cases {
             assert_eq!(text.parse::<ConnectUri>(), Err(want), "{text}");

@@ -71,7 +71,8 @@ struct Args {
     resolution: (u16, u16),
     /// Attach a disk image as a virtio-blk PCI device (repeatable):
     /// path=FILE[,format=qcow2|raw][,readonly=on][,cache=none|writeback|writethrough]
-    /// [,queues=N][,discard=unmap|ignore].
+    /// [,queues=N][,discard=unmap|ignore][,serial=ID]; a comma in a value is
+    /// written twice.
     #[arg(long, value_parser = DiskConfig::parse)]
     disk: Vec<DiskConfig>,
     /// Serve the screen over VNC on this unix socket (security None).

@@ -510,7 +510,15 @@ fn attach_disks(
         let gsi = DISK_GSI_BASE + i as u32;
         let bar = first_bar + i as u64 * VIRTIO_BAR_STRIDE;
         let mut dev = VirtioPci::new(
-            VirtioBlock::new(image, &format!("vireo-disk-{i}"), disk.queues).with_unmap(disk.unmap),
+            VirtioBlock::new(
+                image,
+                &disk
+                    .serial
+                    .clone()
+                    .unwrap_or_else(|| format!("vireo-disk-{i}")),
+                disk.queues,
+            )
+            .with_unmap(disk.unmap),
             mem.clone(),
             bar,
             irq(gsi),

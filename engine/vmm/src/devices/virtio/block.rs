@@ -538,13 +538,18 @@ pub struct DiskConfig {
     /// Whether guest discards free space (`discard=unmap`, the default)
     /// or are ignored (`discard=ignore`).
     pub unmap: bool,
+    /// The ID the guest reads (get-id, at most 20 bytes); `None` gives
+    /// `vireo-disk-N`.
+    pub serial: Option<String>,
 }
 
 /// Most request queues a disk offers.
 pub const MAX_QUEUES: u16 = 16;
 
 impl DiskConfig {
-    /// Parses `path=FILE[,format=qcow2|raw][,readonly=on|off][,cache=none|writeback|writethrough][,queues=N][,discard=unmap|ignore]`.
+    /// Parses `path=FILE[,format=qcow2|raw][,readonly=on|off][,cache=none|writeback|writethrough][,queues=N][,discard=unmap|ignore][,serial=ID]`.
+    /// A comma inside a value is written twice (`path=a,,b.img`), as QEMU
+    /// escapes it.
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut path = None;
         let mut format = None;
@@ -552,7 +557,9 @@ impl DiskConfig {
         let mut cache = vireo_storage::CacheMode::default();
         let mut queues = 1;
         let mut unmap = true;
-        for part in s.split(',') {
+        let mut serial = None;
+        for part in split_escaped(s) {
+            let part = part.as_str();
             let (key, value) = part
                 .split_once('=')
                 .ok_or_else(|| format!("'{part}' in --disk is not KEY=VALUE"))?;
@@ -587,6 +594,15 @@ impl DiskConfig {
                         .filter(|q| (1..=MAX_QUEUES).contains(q))
                         .ok_or_else(|| format!("queues={value}: expected 1 to {MAX_QUEUES}"))?
                 }
+                "serial" => {
+                    if value.len() > ID_BYTES {
+                        return Err(format!(
+                            "serial={value}: {} bytes, at most {ID_BYTES}",
+                            value.len()
+                        ));
+                    }
+                    serial = Some(value.to_owned());
+                }
                 other => return Err(format!("unknown --disk option '{other}'")),
             }
         }
@@ -598,6 +614,7 @@ impl DiskConfig {
             cache,
             queues,
             unmap,
+            serial,
         })
     }
 
@@ -609,6 +626,25 @@ impl DiskConfig {
         options.format = self.format;
         Image::open(&self.path, &options)
     }
+}
+
+/// Splits `s` at single commas; `,,` stands for a comma.
+fn split_escaped(s: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != ',' {
+            current.push(c);
+        } else if chars.peek() == Some(&',') {
+            chars.next();
+            current.push(',');
+        } else {
+            parts.push(std::mem::take(&mut current));
+        }
+    }
+    parts.push(current);
+    parts
 }
 
 #[cfg(test)]
@@ -639,5 +675,10 @@ mod disk_config_tests {
         assert_eq!(DiskConfig::parse("path=x,queues=4").unwrap().queues, 4);
         assert!(DiskConfig::parse("path=x,queues=0").is_err());
         assert!(DiskConfig::parse("path=x,queues=17").is_err());
+        let escaped = DiskConfig::parse("path=/a,,b.img,serial=SN,,1").unwrap();
+        assert_eq!(escaped.path, std::path::PathBuf::from("/a,b.img"));
+        assert_eq!(escaped.serial.as_deref(), Some("SN,1"));
+        assert_eq!(plain.serial, None);
+        assert!(DiskConfig::parse("path=x,serial=123456789012345678901").is_err());
     }
 }

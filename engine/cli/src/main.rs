@@ -43,9 +43,25 @@ enum Command {
     Undefine {
         /// Domain name or UUID.
         domain: String,
-        /// Also delete the disk images the domain uses.
+        /// Also delete the disk images the domain uses (not CD-ROM media or
+        /// block devices); refused while the domain runs.
         #[arg(long)]
         remove_all_storage: bool,
+        /// Delete these disk images: a comma-separated list of targets or
+        /// source paths (see domblklist).
+        #[arg(long, value_delimiter = ',')]
+        storage: Vec<String>,
+    },
+    /// List the domain's block devices.
+    Domblklist {
+        /// Domain name or UUID.
+        domain: String,
+        /// The persistent definition, even while the domain runs.
+        #[arg(long)]
+        inactive: bool,
+        /// Also the disk type and device.
+        #[arg(long)]
+        details: bool,
     },
     /// Print the domain's XML.
     Dumpxml {
@@ -239,19 +255,38 @@ fn run(uri: &ConnectUri, command: Command) -> Result<(), String> {
         Command::Undefine {
             domain,
             remove_all_storage,
+            storage,
         } => {
             let name = conn.name_of(&domain)?;
+            // Targets for virsh's "Volume 'vda'(/path) removed." lines.
+            let disks = vireo_api::Domain::from_xml(&conn.xml(&domain, true)?)
+                .map(|d| d.devices.disks)
+                .unwrap_or_default();
             if let Response::Undefined { removed_storage } = conn.call(Request::Undefine {
                 domain,
                 remove_all_storage,
-                remove_storage: Vec::new(),
+                remove_storage: storage,
             })? {
                 println!("Domain '{name}' has been undefined");
                 for path in removed_storage {
-                    println!("Volume '{path}' removed.");
+                    let target = disks
+                        .iter()
+                        .find(|d| d.source_path() == Some(path.as_str()))
+                        .map_or("-", |d| d.target.dev.as_str());
+                    println!("Volume '{target}'({path}) removed.");
                 }
                 println!();
             }
+        }
+        Command::Domblklist {
+            domain,
+            inactive,
+            details,
+        } => {
+            let xml = conn.xml(&domain, inactive)?;
+            let parsed = vireo_api::Domain::from_xml(&xml)
+                .map_err(|e| format!("cannot read the domain's XML: {e}"))?;
+            print!("{}", output::domblklist(&parsed.devices.disks, details));
         }
         Command::Dumpxml { domain, inactive } => {
             let xml = conn.xml(&domain, inactive)?;

@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use vireo_api::domain::Disk;
 use vireo_api::proto::{DomainInfo, DomainStats, DomainSummary};
 
 /// A table as virsh's vshTable prints it: each cell preceded by a space,
@@ -51,6 +52,33 @@ pub fn list_table(domains: &[DomainSummary]) -> String {
         })
         .collect();
     table(&["Id", "Name", "State"], &rows)
+}
+
+/// `domblklist [--details]`: a disk without a source shows `-`.
+pub fn domblklist(disks: &[Disk], details: bool) -> String {
+    let source = |d: &Disk| {
+        d.source
+            .as_ref()
+            .and_then(|s| s.file.as_deref().or(s.dev.as_deref()))
+            .unwrap_or("-")
+            .to_owned()
+    };
+    let rows: Vec<Vec<String>> = disks
+        .iter()
+        .map(|d| {
+            let mut row = Vec::new();
+            if details {
+                row.extend([d.kind.clone(), d.device.clone()]);
+            }
+            row.extend([d.target.dev.clone(), source(d)]);
+            row
+        })
+        .collect();
+    if details {
+        table(&["Type", "Device", "Target", "Source"], &rows)
+    } else {
+        table(&["Target", "Source"], &rows)
+    }
 }
 
 fn seconds(ns: u64) -> String {
@@ -166,6 +194,27 @@ mod tests {
         assert_eq!(
             list_table(&[d]),
             " Id   Name   State\n----------------------\n 1    test   running\n\n"
+        );
+    }
+
+    #[test]
+    fn domblklist_matches_virsh_layout() {
+        let d = vireo_api::Domain::from_xml(
+            "<domain type='kvm'><name>t</name><memory>1024</memory><vcpu>1</vcpu>\
+             <os><type>hvm</type></os><devices>\
+             <disk type='file' device='disk'><source file='/guest/diskimage1'/>\
+             <target dev='vda' bus='virtio'/></disk></devices></domain>",
+        )
+        .unwrap();
+        // Exactly what `virsh -c test:///default domblklist test [--details]` prints.
+        assert_eq!(
+            domblklist(&d.devices.disks, false),
+            " Target   Source\n-----------------------------\n vda      /guest/diskimage1\n\n"
+        );
+        assert_eq!(
+            domblklist(&d.devices.disks, true),
+            " Type   Device   Target   Source\n---------------------------------------------\n \
+             file   disk     vda      /guest/diskimage1\n\n"
         );
     }
 }

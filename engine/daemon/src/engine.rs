@@ -551,11 +551,12 @@ impl Engine {
         let mut inner = self.lock();
         let dom = inner.find(key)?;
         let uuid = dom.uuid;
+        // The images of file disks: CD-ROM media and block devices are not
+        // the domain's to delete.
         let images = |disk: &vireo_api::domain::Disk| {
-            disk.source
-                .as_ref()
-                .and_then(|s| s.file.clone())
-                .filter(|_| disk.device != "cdrom")
+            disk.source_path()
+                .filter(|_| disk.kind == "file" && disk.device == "disk")
+                .map(str::to_owned)
         };
         for wanted in selected {
             let known = dom.model.devices.disks.iter().any(|disk| {
@@ -707,6 +708,13 @@ impl Engine {
         let args = files
             .vmm_args(&model, self.config.vmm_vnc)
             .map_err(|e| ApiError::new(ErrorCode::Unsupported, e))?;
+        // A missing or unreadable image is named here, not by a VMM that
+        // fails later.
+        let checked = model.clone();
+        tokio::task::spawn_blocking(move || vmm::check_disks(&checked))
+            .await
+            .map_err(|e| internal(e.to_string()))?
+            .map_err(|e| internal(format!("cannot start domain '{name}': {e}")))?;
         std::fs::create_dir_all(&files.dir)
             .map_err(|e| internal(format!("cannot create '{}': {e}", files.dir.display())))?;
         for stale in [files.control(), files.serial_socket(), files.state()] {

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use vireo_api::Domain;
+use vireo_api::domain::Disk;
 
 /// How long a control command may take before the VMM counts as hung.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -108,6 +109,15 @@ impl VmFiles {
             args.push(flag.to_owned());
             args.push(path.to_string_lossy().into_owned());
         }
+        for disk in domain
+            .devices
+            .disks
+            .iter()
+            .filter(|d| d.unsupported().is_none())
+        {
+            args.push("--disk".to_owned());
+            args.push(disk_arg(disk)?);
+        }
         // A domain with <graphics type='vnc'> gets a VNC socket; the engine
         // hands it to clients (`AttachVnc`), TCP listeners are not opened.
         if vnc && domain.devices.graphics.iter().any(|g| g.kind == "vnc") {
@@ -115,6 +125,99 @@ impl VmFiles {
             args.push(self.vnc_socket().to_string_lossy().into_owned());
         }
         Ok(args)
+    }
+}
+
+/// vireo-vmm's `--disk` value for a disk it can attach: `path=…,format=…`
+/// (libvirt's default format is raw: headers are never probed), read-only
+/// for `<readonly/>` and CD-ROMs, the cache mode, `discard` (libvirt's
+/// default is `ignore`), queues and serial. Commas in values are doubled,
+/// as vireo-vmm (like QEMU) reads them.
+pub fn disk_arg(disk: &Disk) -> Result<String, String> {
+    let path = disk.source_path().ok_or_else(|| {
+        format!(
+            "disk '{}' has no <source> vireo-vmm can open",
+            disk.target.dev
+        )
+    })?;
+    let escape = |v: &str| v.replace(',', ",,");
+    let mut arg = format!("path={},format={}", escape(path), disk.format());
+    if disk.read_only() {
+        arg.push_str(",readonly=on");
+    }
+    let driver = disk.driver.as_ref();
+    if let Some(cache) = driver
+        .and_then(|d| d.cache.as_deref())
+        .filter(|c| *c != "default")
+    {
+        arg.push_str(&format!(",cache={cache}"));
+    }
+    let discard = driver
+        .and_then(|d| d.discard.as_deref())
+        .unwrap_or("ignore");
+    arg.push_str(&format!(",discard={discard}"));
+    if let Some(queues) = driver.and_then(|d| d.queues) {
+        arg.push_str(&format!(",queues={queues}"));
+    }
+    if let Some(serial) = &disk.serial {
+        arg.push_str(&format!(",serial={}", escape(serial)));
+    }
+    Ok(arg)
+}
+
+/// Checks, before vireo-vmm is spawned, that every disk it will attach can
+/// be opened as the domain asks: the source exists, is a regular file or a
+/// block device, is readable (and writable unless read-only), and a qcow2
+/// disk starts with the qcow2 magic. The error names the disk and path.
+pub fn check_disks(domain: &Domain) -> Result<(), String> {
+    use std::io::Read;
+    use std::os::unix::fs::FileTypeExt;
+    for disk in domain
+        .devices
+        .disks
+        .iter()
+        .filter(|d| d.unsupported().is_none())
+    {
+        let Some(path) = disk.source_path() else {
+            continue;
+        };
+        let fail = |why: String| format!("disk '{}' source '{path}': {why}", disk.target.dev);
+        let meta = std::fs::metadata(path).map_err(|e| fail(io_reason(&e)))?;
+        let kind = meta.file_type();
+        if !(kind.is_file() || kind.is_block_device()) {
+            return Err(fail("not a regular file or block device".into()));
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(!disk.read_only())
+            .open(path)
+            .map_err(|e| {
+                let mode = if disk.read_only() {
+                    "reading"
+                } else {
+                    "reading and writing"
+                };
+                fail(format!("cannot open it for {mode}: {}", io_reason(&e)))
+            })?;
+        if disk.format() == "qcow2" {
+            let mut magic = [0u8; 4];
+            let is_qcow2 = file.read_exact(&mut magic).is_ok() && magic == *b"QFI\xfb";
+            if !is_qcow2 {
+                return Err(fail(
+                    "<driver type='qcow2'> but the file is not a qcow2 image".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An I/O error as a sentence fragment without Rust's "(os error N)".
+fn io_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
     }
 }
 
@@ -373,6 +476,88 @@ mod tests {
                 ("--control-socket", "/r/vms/u/control.sock"),
             ]
         );
+    }
+
+    fn with_disks(disks: &str) -> Domain {
+        Domain::from_xml(&format!(
+            "<domain type='kvm'><name>d</name><memory>1024</memory><vcpu>1</vcpu>\
+             <os><type>hvm</type><kernel>/k</kernel></os><devices>{disks}</devices></domain>"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn disks_become_vmm_disk_arguments() {
+        let d = with_disks(
+            "<disk type='file' device='disk'>\
+               <driver name='qemu' type='qcow2' cache='none' discard='unmap' queues='2'/>\
+               <source file='/i/a,b.qcow2'/><target dev='vda' bus='virtio'/>\
+               <serial>SN1</serial></disk>\
+             <disk type='file' device='cdrom'><source file='/i/x.iso'/>\
+               <target dev='sda' bus='sata'/></disk>\
+             <disk type='block' device='cdrom'><driver type='raw' cache='default'/>\
+               <source dev='/dev/sr0'/><target dev='vdb'/></disk>\
+             <disk type='file'><source file='/i/r.img'/><target dev='vdc'/><readonly/></disk>",
+        );
+        let args = VmFiles::new("/r".into()).vmm_args(&d, false).unwrap();
+        let disks: Vec<_> = args
+            .chunks(2)
+            .filter(|c| c[0] == "--disk")
+            .map(|c| c[1].as_str())
+            .collect();
+        // The SATA CD-ROM is not attached: vireo-vmm has no SATA controller.
+        assert_eq!(
+            disks,
+            [
+                "path=/i/a,,b.qcow2,format=qcow2,cache=none,discard=unmap,queues=2,serial=SN1",
+                "path=/dev/sr0,format=raw,readonly=on,discard=ignore",
+                "path=/i/r.img,format=raw,readonly=on,discard=ignore",
+            ]
+        );
+    }
+
+    #[test]
+    fn disk_check_names_the_disk_and_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("raw.img");
+        std::fs::write(&raw, [0u8; 512]).unwrap();
+        let disk = |source: &std::path::Path, format: &str, extra: &str| {
+            with_disks(&format!(
+                "<disk type='file'><driver type='{format}'/><source file='{}'/>\
+                 <target dev='vdb'/>{extra}</disk>",
+                source.display()
+            ))
+        };
+        check_disks(&disk(&raw, "raw", "")).unwrap();
+        let missing = dir.path().join("gone.qcow2");
+        assert_eq!(
+            check_disks(&disk(&missing, "qcow2", "")).unwrap_err(),
+            format!(
+                "disk 'vdb' source '{}': No such file or directory",
+                missing.display()
+            )
+        );
+        let err = check_disks(&disk(&raw, "qcow2", "")).unwrap_err();
+        assert!(err.ends_with("but the file is not a qcow2 image"), "{err}");
+        let err = check_disks(&disk(dir.path(), "raw", "")).unwrap_err();
+        assert!(err.contains("not a regular file"), "{err}");
+        // Read-only disks need only read access.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&raw, std::fs::Permissions::from_mode(0o444)).unwrap();
+        check_disks(&disk(&raw, "raw", "<readonly/>")).unwrap();
+        if is_root() {
+            return; // root writes anyway
+        }
+        let err = check_disks(&disk(&raw, "raw", "")).unwrap_err();
+        assert!(
+            err.contains("cannot open it for reading and writing: Permission denied"),
+            "{err}"
+        );
+    }
+
+    fn is_root() -> bool {
+        // SAFETY: geteuid(2) has no preconditions.
+        unsafe { libc::geteuid() == 0 }
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::proto::{
     self, ApiError, ClientMessage, Event, FrameError, Hello, PROTOCOL_VERSION, Request, Response,
     ServerMessage,
 };
+use crate::storage::{STREAM_CHUNK, STREAM_WINDOW};
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
@@ -117,18 +118,152 @@ impl<R: Read, W: Write> Client<R, W> {
     /// Sends a request and waits for its answer; events and console bytes
     /// that arrive meanwhile are kept for [`Client::next_message`].
     pub fn call(&mut self, request: Request) -> Result<Response, ClientError> {
+        self.call_with_progress(request, &mut |_, _| {})
+    }
+
+    /// Like [`Client::call`], and reports the call's progress messages
+    /// (bytes done, total) to `progress`.
+    pub fn call_with_progress(
+        &mut self,
+        request: Request,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Response, ClientError> {
+        let id = self.send_call(request)?;
+        loop {
+            if let Some(result) = self.read_for(id, progress)? {
+                return result;
+            }
+        }
+    }
+
+    fn send_call(&mut self, request: Request) -> Result<u64, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
         proto::write_message(&mut self.writer, &ClientMessage::Call { id, request })?;
+        Ok(id)
+    }
+
+    /// Reads one message while call `id` runs: its reply ends it, its
+    /// progress goes to `progress`, anything else is kept.
+    fn read_for(
+        &mut self,
+        id: u64,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Option<Result<Response, ClientError>>, ClientError> {
+        match proto::read_message(&mut self.reader)? {
+            ServerMessage::Reply { id: got, result } if got == id => {
+                Ok(Some(result.map_err(ClientError::Api)))
+            }
+            ServerMessage::Reply { id: got, .. } => Err(ClientError::Protocol(format!(
+                "reply to call {got} while waiting for {id}"
+            ))),
+            ServerMessage::Progress {
+                id: got,
+                done,
+                total,
+            } if got == id => {
+                progress(done, total);
+                Ok(None)
+            }
+            ServerMessage::StreamData { id: got, .. } if got == id => Err(ClientError::Protocol(
+                format!("stream data for call {id}, which is not a download"),
+            )),
+            other => {
+                self.pending.push_back(other);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Runs an upload call ([`crate::storage::StorageRequest::UploadVolume`]
+    /// with `length`): streams `length` bytes from `source` in chunks,
+    /// within the engine's flow-control window, reporting the bytes the
+    /// engine has stored to `progress`.
+    pub fn upload(
+        &mut self,
+        request: Request,
+        source: &mut dyn Read,
+        length: u64,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Response, ClientError> {
+        let id = self.send_call(request)?;
+        // The engine's first progress message says it is ready.
+        let mut credit: Option<u64> = None;
+        let mut report = |done: u64, total: u64, credit: &mut Option<u64>| {
+            *credit = Some(credit.unwrap_or(0).max(done));
+            progress(done, total);
+        };
+        while credit.is_none() {
+            if let Some(result) = self.read_for(id, &mut |d, t| report(d, t, &mut credit))? {
+                return result;
+            }
+        }
+        let mut sent = 0u64;
+        let mut buf = vec![0u8; STREAM_CHUNK];
+        loop {
+            let acked = credit.unwrap_or(0);
+            if sent < length && sent < acked + STREAM_WINDOW {
+                let want = (length - sent).min(STREAM_CHUNK as u64) as usize;
+                let n = source.read(&mut buf[..want]).map_err(|e| {
+                    ClientError::Protocol(format!("cannot read the data to upload: {e}"))
+                })?;
+                if n == 0 {
+                    return Err(ClientError::Protocol(format!(
+                        "the data to upload ended after {sent} of {length} bytes"
+                    )));
+                }
+                let data = buf[..n].to_vec();
+                proto::write_message(&mut self.writer, &ClientMessage::StreamData { id, data })?;
+                sent += n as u64;
+                continue;
+            }
+            if let Some(result) = self.read_for(id, &mut |d, t| report(d, t, &mut credit))? {
+                return result;
+            }
+        }
+    }
+
+    /// Runs a download call ([`crate::storage::StorageRequest::DownloadVolume`]):
+    /// writes the streamed bytes to `sink`, acknowledging each chunk once it
+    /// is written, and reports (bytes received, total) to `progress`.
+    pub fn download(
+        &mut self,
+        request: Request,
+        sink: &mut dyn Write,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Response, ClientError> {
+        let id = self.send_call(request)?;
+        let mut received = 0u64;
+        let mut total = 0u64;
         loop {
             match proto::read_message(&mut self.reader)? {
                 ServerMessage::Reply { id: got, result } if got == id => {
+                    sink.flush().map_err(|e| {
+                        ClientError::Protocol(format!("cannot write the download: {e}"))
+                    })?;
                     return result.map_err(ClientError::Api);
                 }
                 ServerMessage::Reply { id: got, .. } => {
                     return Err(ClientError::Protocol(format!(
                         "reply to call {got} while waiting for {id}"
                     )));
+                }
+                ServerMessage::Progress {
+                    id: got, total: t, ..
+                } if got == id => {
+                    total = t;
+                    progress(received, total);
+                }
+                ServerMessage::StreamData { id: got, data } if got == id => {
+                    sink.write_all(&data).map_err(|e| {
+                        ClientError::Protocol(format!("cannot write the download: {e}"))
+                    })?;
+                    received += data.len() as u64;
+                    proto::write_message(
+                        &mut self.writer,
+                        &ClientMessage::StreamAck { id, received },
+                    )?;
+                    progress(received, total.max(received));
                 }
                 other => self.pending.push_back(other),
             }
@@ -184,6 +319,7 @@ pub enum Incoming {
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Response, ApiError>>>>>;
+type ProgressSinks = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<(u64, u64)>>>>;
 type Writer = Arc<tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>>;
 
 /// An async client: cheap to clone, calls may run concurrently. Needs a
@@ -192,6 +328,7 @@ type Writer = Arc<tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>>;
 pub struct AsyncClient {
     writer: Writer,
     pending: Pending,
+    progress: ProgressSinks,
     next_id: Arc<AtomicU64>,
     engine: String,
 }
@@ -234,8 +371,10 @@ impl AsyncClient {
         proto::write_message_async(&mut writer, &hello(client, events)).await?;
         let engine = welcome(proto::read_message_async(&mut reader).await?)?;
         let pending: Pending = Arc::default();
+        let progress: ProgressSinks = Arc::default();
         let (tx, rx) = mpsc::unbounded_channel();
         let pending2 = pending.clone();
+        let progress2 = progress.clone();
         tokio::spawn(async move {
             let why = loop {
                 let msg: ServerMessage = match proto::read_message_async(&mut reader).await {
@@ -251,8 +390,23 @@ impl AsyncClient {
                         if let Some(w) = waiter {
                             let _ = w.send(result);
                         }
+                        progress2
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&id);
                         continue;
                     }
+                    ServerMessage::Progress { id, done, total } => {
+                        if let Some(sink) =
+                            progress2.lock().unwrap_or_else(|e| e.into_inner()).get(&id)
+                        {
+                            let _ = sink.send((done, total));
+                        }
+                        continue;
+                    }
+                    // Streams are not offered by the async client: no call
+                    // of it starts one.
+                    ServerMessage::StreamData { .. } => continue,
                     ServerMessage::Event(e) => Incoming::Event(e),
                     ServerMessage::ConsoleOutput { data } => Incoming::ConsoleOutput(data),
                     ServerMessage::ConsoleClosed => Incoming::ConsoleClosed,
@@ -268,6 +422,7 @@ impl AsyncClient {
             Self {
                 writer: Arc::new(tokio::sync::Mutex::new(Box::new(writer))),
                 pending,
+                progress,
                 next_id: Arc::new(AtomicU64::new(1)),
                 engine,
             },
@@ -283,6 +438,30 @@ impl AsyncClient {
     /// Sends a request and waits for its answer.
     pub async fn call(&self, request: Request) -> Result<Response, ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.call_id(id, request).await
+    }
+
+    /// Like [`AsyncClient::call`], and sends the call's progress (bytes
+    /// done, total; e.g. of a volume clone) to `progress` while it runs.
+    pub async fn call_with_progress(
+        &self,
+        request: Request,
+        progress: mpsc::UnboundedSender<(u64, u64)>,
+    ) -> Result<Response, ClientError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, progress);
+        let result = self.call_id(id, request).await;
+        self.progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        result
+    }
+
+    async fn call_id(&self, id: u64, request: Request) -> Result<Response, ClientError> {
         let (tx, rx) = oneshot::channel();
         self.pending
             .lock()

@@ -23,6 +23,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use uuid::Uuid;
 
+use crate::storage::{PoolSummary, StorageRequest, VolumeSummary};
+
 /// The protocol version this build speaks. Peers must speak the same one.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -67,6 +69,23 @@ pub enum ClientMessage {
         /// The bytes.
         #[serde(with = "crate::base64")]
         data: Vec<u8>,
+    },
+    /// A chunk of the upload started by call `id` (see [`crate::storage`]
+    /// for the flow control), at most [`crate::storage::STREAM_CHUNK`] bytes.
+    StreamData {
+        /// The upload's call id.
+        id: u64,
+        /// The bytes.
+        #[serde(with = "crate::base64")]
+        data: Vec<u8>,
+    },
+    /// How many bytes of the download started by call `id` the client has
+    /// received and consumed (flow control).
+    StreamAck {
+        /// The download's call id.
+        id: u64,
+        /// Bytes received so far.
+        received: u64,
     },
 }
 
@@ -115,6 +134,25 @@ pub enum ServerMessage {
     },
     /// The serial console opened on this connection ended (the VM stopped).
     ConsoleClosed,
+    /// A chunk of the download started by call `id`.
+    StreamData {
+        /// The download's call id.
+        id: u64,
+        /// The bytes.
+        #[serde(with = "crate::base64")]
+        data: Vec<u8>,
+    },
+    /// How far the long operation started by call `id` has come; for an
+    /// upload, `done` is also the flow-control credit (see
+    /// [`crate::storage`]).
+    Progress {
+        /// The call's id.
+        id: u64,
+        /// Bytes done.
+        done: u64,
+        /// Bytes in total.
+        total: u64,
+    },
 }
 
 /// What a client can ask. Domains are named by name or UUID.
@@ -239,6 +277,8 @@ pub enum Request {
         /// The domain.
         domain: String,
     },
+    /// Storage pools and volumes.
+    Storage(StorageRequest),
 }
 
 /// A successful answer.
@@ -302,6 +342,31 @@ pub enum Response {
         /// The unix socket, once vireo-vmm serves VNC.
         socket: Option<String>,
     },
+    /// Storage pools, sorted by name.
+    Pools {
+        /// One row each.
+        pools: Vec<PoolSummary>,
+    },
+    /// One pool's details.
+    Pool {
+        /// The details.
+        pool: PoolSummary,
+    },
+    /// Volumes of a pool, sorted by name.
+    Volumes {
+        /// One row each.
+        volumes: Vec<VolumeSummary>,
+    },
+    /// One volume's details (after create, clone, resize, upload, info).
+    Volume {
+        /// The details.
+        volume: VolumeSummary,
+    },
+    /// A download finished.
+    Transferred {
+        /// Bytes sent.
+        bytes: u64,
+    },
 }
 
 /// Why a request failed.
@@ -338,6 +403,12 @@ pub enum ErrorCode {
     Exists,
     /// The request is not supported.
     Unsupported,
+    /// No storage pool has that name or UUID.
+    NoStoragePool,
+    /// No storage volume has that name or path.
+    NoStorageVolume,
+    /// An argument is invalid (a volume name, a size).
+    InvalidArgument,
     /// The engine failed (I/O, the VMM).
     Internal,
 }
@@ -617,6 +688,45 @@ mod tests {
         });
         round_trip(ClientMessage::ConsoleInput {
             data: vec![0, 1, 0x1d, 255],
+        });
+        round_trip(ClientMessage::Call {
+            id: 9,
+            request: Request::Storage(StorageRequest::UploadVolume {
+                pool: Some("default".into()),
+                volume: "disk.qcow2".into(),
+                length: 5,
+            }),
+        });
+        round_trip(ClientMessage::Call {
+            id: 10,
+            request: Request::Storage(StorageRequest::ListPools { all: true }),
+        });
+        round_trip(ClientMessage::StreamData {
+            id: 9,
+            data: vec![1, 2, 3],
+        });
+        round_trip(ClientMessage::StreamAck { id: 9, received: 3 });
+        round_trip(ServerMessage::Progress {
+            id: 9,
+            done: 1,
+            total: 5,
+        });
+        round_trip(ServerMessage::StreamData {
+            id: 9,
+            data: vec![4, 5],
+        });
+        round_trip(ServerMessage::Reply {
+            id: 10,
+            result: Ok(Response::Volumes {
+                volumes: vec![VolumeSummary {
+                    name: "a".into(),
+                    path: "/p/a".into(),
+                    format: crate::storage::VolumeFormat::Raw,
+                    capacity: 1,
+                    allocation: 0,
+                    backing: None,
+                }],
+            }),
         });
         round_trip(ServerMessage::Reply {
             id: 7,

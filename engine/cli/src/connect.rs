@@ -106,6 +106,11 @@ impl Connection {
         }
     }
 
+    /// The underlying client, for calls with progress and streams.
+    pub fn client(&mut self) -> &mut Client<UnixStream, UnixStream> {
+        &mut self.client
+    }
+
     /// The underlying client.
     pub fn into_client(self) -> Client<UnixStream, UnixStream> {
         self.client

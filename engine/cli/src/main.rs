@@ -4,6 +4,7 @@ mod connect;
 mod console;
 mod keys;
 mod output;
+mod storage;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -197,6 +198,8 @@ enum Command {
         #[arg(long = "file", conflicts_with = "file")]
         file_flag: Option<PathBuf>,
     },
+    #[command(flatten)]
+    Storage(storage::StorageCommand),
 }
 
 fn main() -> ExitCode {
@@ -227,6 +230,7 @@ fn run(uri: &ConnectUri, command: Command) -> Result<(), String> {
     let client_version = env!("CARGO_PKG_VERSION");
     match command {
         Command::Uri => unreachable!("handled above"),
+        Command::Storage(command) => storage::run(&mut conn, command)?,
         Command::Version => {
             println!("Compiled against library: vireo {client_version}");
             println!("Using library: vireo {client_version}");

@@ -126,6 +126,7 @@ pub struct Engine {
     config: Config,
     inner: Mutex<Inner>,
     events: broadcast::Sender<Event>,
+    pools: Arc<crate::pools::Pools>,
 }
 
 impl Engine {
@@ -141,7 +142,9 @@ impl Engine {
                 .map_err(|e| format!("cannot create '{}': {e}", dir.display()))?;
         }
         let (events, _) = broadcast::channel(1024);
+        let pools = crate::pools::Pools::load(&config.paths)?;
         let engine = Arc::new(Self {
+            pools,
             config,
             inner: Mutex::new(Inner {
                 domains: BTreeMap::new(),
@@ -156,6 +159,11 @@ impl Engine {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The storage pools.
+    pub fn pools(&self) -> &Arc<crate::pools::Pools> {
+        &self.pools
     }
 
     /// Subscribes to engine events.
@@ -348,6 +356,8 @@ impl Engine {
             return;
         }
         let _ = std::fs::write(&marker, b"");
+        // Pools first: autostart domains may use their volumes.
+        self.pools.autostart();
         let names: Vec<String> = self
             .lock()
             .domains
@@ -458,6 +468,7 @@ impl Engine {
                         .then(|| socket.to_string_lossy().into_owned()),
                 })
             }
+            Request::Storage(request) => self.pools.handle(request, Arc::new(|_, _| {})).await,
             Request::OpenConsole { .. } | Request::AttachVnc { .. } => Err(ApiError::new(
                 ErrorCode::Unsupported,
                 "the console is opened by the connection",

@@ -122,6 +122,7 @@ async fn connection(stream: UnixStream, engine: Arc<Engine>) -> Result<(), Strin
         })
     });
 
+    let streams = crate::pools::Streams::default();
     let console: Arc<Mutex<Option<OwnedWriteHalf>>> = Arc::default();
     let mut console_task: Option<tokio::task::JoinHandle<()>> = None;
     let result = loop {
@@ -136,6 +137,19 @@ async fn connection(stream: UnixStream, engine: Arc<Engine>) -> Result<(), Strin
                 if let Some(w) = console.lock().await.as_mut() {
                     let _ = w.write_all(&data).await;
                 }
+            }
+            ClientMessage::StreamData { id, data } => {
+                if let Err(e) = streams.data(id, data) {
+                    break Err(format!("dropping client '{}': {e}", hello.client));
+                }
+            }
+            ClientMessage::StreamAck { id, received } => streams.ack(id, received),
+            ClientMessage::Call {
+                id,
+                request: Request::Storage(request),
+            } => {
+                let pools = engine.pools().clone();
+                crate::pools::spawn_call(pools, &streams, id, request, out_tx.clone());
             }
             ClientMessage::Call {
                 id,
@@ -238,6 +252,8 @@ async fn connection(stream: UnixStream, engine: Arc<Engine>) -> Result<(), Strin
     if let Some(t) = events_task {
         t.abort();
     }
+    // Ends this connection's uploads and downloads.
+    drop(streams);
     drop(out_tx);
     // Let queued replies go out before the socket closes.
     let _ = tokio::time::timeout(Duration::from_secs(5), writer_task).await;

@@ -46,7 +46,17 @@ fn virt_install_print_xml_imports_keeps_unsupported_elements_and_boots() {
     let kernel = guest("fb");
     let disk = s.dir.path().join("vi-disk.qcow2");
     let kernel_arg = format!("kernel={},cmdline=hold", kernel.display());
-    let disk_arg = format!("path={},size=1,format=qcow2", disk.display());
+    // virt-install --print-xml does not create images: qemu-img does.
+    let out = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", disk.to_str().unwrap(), "1M"])
+        .output()
+        .expect("qemu-img is required (build-aux/install-deps installs qemu-utils)");
+    assert!(out.status.success(), "{out:?}");
+    let disk_arg = format!(
+        "path={},size=1,format=qcow2,bus=virtio,driver.name=qemu,driver.type=qcow2,\
+         cache=writeback",
+        disk.display()
+    );
     let Some(xml) = tool(
         "virt-install",
         &[
@@ -62,6 +72,8 @@ fn virt_install_print_xml_imports_keeps_unsupported_elements_and_boots() {
             &kernel_arg,
             "--disk",
             &disk_arg,
+            "--disk",
+            "device=cdrom,bus=sata",
             "--network",
             "network=default",
             "--graphics",
@@ -93,18 +105,21 @@ fn virt_install_print_xml_imports_keeps_unsupported_elements_and_boots() {
         "domain/clock",
         "domain/pm",
         "domain/devices/emulator",
-        "domain/devices/disk",
+        "domain/devices/disk[target/@bus='sata']",
         "domain/devices/controller",
         "domain/devices/interface",
         "domain/devices/input",
     ] {
         assert!(paths.iter().any(|p| p == want), "{want} not in {paths:?}");
     }
-    // Supported elements are not reported; each path is listed once.
+    // Supported elements (the virtio disk among them) are not reported;
+    // each path is listed once.
     assert!(
-        !paths
-            .iter()
-            .any(|p| p == "domain/devices/graphics" || p == "domain/os")
+        !paths.iter().any(|p| p == "domain/devices/graphics"
+            || p == "domain/os"
+            || p.starts_with("domain/devices/disk/")
+            || p == "domain/devices/disk"),
+        "{paths:?}"
     );
     let mut dedup = paths.clone();
     dedup.dedup();
@@ -115,21 +130,49 @@ fn virt_install_print_xml_imports_keeps_unsupported_elements_and_boots() {
     assert!(info.contains("CPU(s):         2\n"), "{info}");
     assert!(info.contains("Max memory:     65536 KiB\n"), "{info}");
 
+    assert_eq!(
+        s.ok(&["domblklist", "vi"]),
+        format!(
+            " Target   Source\n{}\n vda      {}\n sda      -\n\n",
+            "-".repeat(12 + disk.to_str().unwrap().len()),
+            disk.display()
+        )
+    );
+
     if kvm_or_skip() {
-        // What we support is applied: the kernel boots with its cmdline.
+        // What we support is applied: the kernel boots with its cmdline,
+        // and the qcow2 disk is attached.
         s.ok(&["start", "vi"]);
         let uuid = s.info("vi").summary.uuid;
         s.wait_serial(&uuid, "done", Duration::from_secs(20));
+        let vmm = std::fs::read(format!("/proc/{}/cmdline", s.info("vi").pid.unwrap())).unwrap();
+        let args: Vec<_> = vmm
+            .split(|&b| b == 0)
+            .map(String::from_utf8_lossy)
+            .collect();
+        let want = format!(
+            "path={},format=qcow2,cache=writeback,discard=ignore",
+            disk.display()
+        );
+        assert!(args.iter().any(|a| *a == want), "{args:?}");
+        // virsh's rule: a running domain's storage is not removed.
+        let out = s.ctl(&["undefine", "vi", "--remove-all-storage"]);
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("is running; its storage"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(disk.exists());
         s.ok(&["destroy", "vi"]);
     }
 
     // --remove-all-storage deletes the disk image the domain names.
-    std::fs::write(&disk, b"image").unwrap();
     let out = s.ok(&["undefine", "vi", "--remove-all-storage"]);
     assert_eq!(
         out,
         format!(
-            "Domain 'vi' has been undefined\nVolume '{}' removed.\n\n",
+            "Domain 'vi' has been undefined\nVolume 'vda'({}) removed.\n\n",
             disk.display()
         )
     );
@@ -155,7 +198,7 @@ fn virsh_dumpxml_of_a_libvirt_domain_imports_verbatim() {
     for want in [
         "domain/os/boot",
         "domain/on_poweroff",
-        "domain/devices/disk",
+        "domain/devices/disk/address",
         "domain/devices/interface",
         "domain/devices/memballoon",
     ] {

@@ -75,6 +75,9 @@ pub struct Client {
     pub pf: PixelFormat,
     pub width: usize,
     pub screen: Vec<u32>,
+    /// Each Tight rectangle decoded: x, y, width, height and its kind (the
+    /// high nibble of its control byte: 8 fill, 0..=7 basic).
+    pub tight_rects: Vec<(usize, usize, usize, usize, u8)>,
     zrle: Decompress,
     tight: [Decompress; 4],
 }
@@ -102,6 +105,7 @@ impl Client {
             pf,
             width,
             screen: vec![0xdead_beef; width * height],
+            tight_rects: Vec::new(),
             zrle: Decompress::new(true),
             tight: std::array::from_fn(|_| Decompress::new(true)),
         }
@@ -270,6 +274,8 @@ impl Client {
             }
         }
         let kind = ctl >> 4;
+        self.tight_rects.push((x, y, w, h, kind));
+        assert!(w <= 2048, "a Tight rectangle {w} pixels wide");
         if kind == 8 {
             let c = tpixel(&pf, r);
             for yy in y..y + h {
@@ -280,6 +286,7 @@ impl Client {
             return;
         }
         assert!(kind < 8, "lossless Tight only, got {kind}");
+        assert!(w * h <= 65536, "a non-solid Tight rectangle of {w}x{h}");
         let stream = usize::from(kind & 3);
         let filter = if kind & 4 != 0 { r.u8() } else { 0 };
         let mut palette = Vec::new();
@@ -429,6 +436,191 @@ fn zrle_round_trips_in_every_pixel_format() {
 #[test]
 fn tight_round_trips_in_every_pixel_format() {
     round_trip(encoding::TIGHT);
+}
+
+/// A desktop with big solid areas, as the fbmodes guest draws one: a
+/// background, a title bar, a window with a header and lines of black
+/// dashes, a panel with a few icons.
+fn solid_desktop(w: usize, h: usize) -> Vec<u32> {
+    let mut px = vec![0x003a_6ea5u32; w * h];
+    let mut fill = |x0: usize, y0: usize, fw: usize, fh: usize, c: u32| {
+        for y in y0..(y0 + fh).min(h) {
+            for x in x0..(x0 + fw).min(w) {
+                px[y * w + x] = c;
+            }
+        }
+    };
+    fill(0, 0, w, 24, 0x00ec_ecec);
+    let (ww, wh) = (w / 2, h * 2 / 3);
+    fill(40, 60, ww, wh, 0x00ff_ffff);
+    fill(40, 60, ww, 20, 0x00d0_d0d0);
+    let mut seed = 12345u32;
+    let mut y = 90;
+    while y + 10 < 60 + wh {
+        let mut x = 50;
+        while x + 60 < 40 + ww {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let len = 8 + ((seed >> 16) % 48) as usize;
+            fill(x, y, len, 9, 0);
+            x += len + 8;
+        }
+        y += 16;
+    }
+    fill(0, h - 40, w, 40, 0x0030_3030);
+    for i in 0..8 {
+        fill(
+            10 + i * 44,
+            h - 34,
+            32,
+            28,
+            0x0080_8080 + i as u32 * 0x0010_1010,
+        );
+    }
+    px
+}
+
+/// Encodes all of `src` and then two parts of it through one encoder per
+/// pixel format, and checks the client's screen against the source.
+fn round_trip_frame(enc: i32, src: &[u32], w: usize, h: usize, level: Option<u32>) {
+    let frame = Frame::new(src, w as u16, h as u16).unwrap();
+    for pf in formats() {
+        let mut e = Encoder::new(pf);
+        if let Some(l) = level {
+            e.set_compression_level(l);
+        }
+        let mut c = Client::new(pf, w, h);
+        for r in [
+            Rect::new(0, 0, w as u16, h as u16),
+            Rect::new(3, 5, (w / 2) as u16, (h / 3) as u16),
+            Rect::new((w / 3) as u16, (h / 2) as u16, w as u16, h as u16),
+        ] {
+            let mut out = Vec::new();
+            let n = e.encode(enc, &frame, r, &mut out);
+            let seen = c.decode(&out, usize::from(n));
+            assert!(seen.iter().all(|&s| s == enc), "{seen:?}");
+        }
+        let want: Vec<u32> = src.iter().map(|&p| pf.pack(p)).collect();
+        assert!(
+            c.screen == want,
+            "{enc} in {pf:?} at level {level:?} decodes to other pixels"
+        );
+    }
+}
+
+#[test]
+fn tight_cuts_big_solid_areas_out_and_round_trips() {
+    let (w, h) = (1280usize, 720usize);
+    let src = solid_desktop(w, h);
+    for level in [None, Some(1), Some(9)] {
+        round_trip_frame(encoding::TIGHT, &src, w, h, level);
+    }
+    let frame = Frame::new(&src, w as u16, h as u16).unwrap();
+    let pf = PixelFormat::XRGB8888;
+    let mut e = Encoder::new(pf);
+    let mut out = Vec::new();
+    let n = e.encode(
+        encoding::TIGHT,
+        &frame,
+        Rect::new(0, 0, w as u16, h as u16),
+        &mut out,
+    );
+    let mut c = Client::new(pf, w, h);
+    c.decode(&out, usize::from(n));
+    assert!(c.screen == src);
+    // The background, title bar, window header and margins and the panel
+    // are fills: well over half of the screen.
+    let filled: usize = c
+        .tight_rects
+        .iter()
+        .filter(|r| r.4 == 8)
+        .map(|r| r.2 * r.3)
+        .sum();
+    assert!(
+        filled * 10 >= w * h * 6,
+        "fills cover {filled} of {} pixels",
+        w * h
+    );
+    // The same screen sent as 64x64 tiles, each as Tight would send it on
+    // its own, takes more bytes.
+    let mut tiled = Encoder::new(pf);
+    let mut tiled_out = Vec::new();
+    for y in (0..h).step_by(64) {
+        for x in (0..w).step_by(64) {
+            tiled.encode(
+                encoding::TIGHT,
+                &frame,
+                Rect::new(x as u16, y as u16, 64, 64),
+                &mut tiled_out,
+            );
+        }
+    }
+    assert!(
+        out.len() < tiled_out.len(),
+        "split {} bytes, tiled {}",
+        out.len(),
+        tiled_out.len()
+    );
+}
+
+#[test]
+fn tight_rectangles_stay_within_what_decoders_take() {
+    // Wider than 2048: a solid left part, text-like dashes on the right,
+    // and a solid band along the bottom wider than one fill may be.
+    let (w, h) = (3000usize, 120usize);
+    let mut src = vec![0x0010_2030u32; w * h];
+    for y in 0..80 {
+        for x in 1500..w {
+            if (x / 7 + y / 3) % 5 == 0 {
+                src[y * w + x] = 0x00ff_ffff;
+            }
+        }
+    }
+    round_trip_frame(encoding::TIGHT, &src, w, h, None);
+    let frame = Frame::new(&src, w as u16, h as u16).unwrap();
+    let mut e = Encoder::new(PixelFormat::XRGB8888);
+    let mut out = Vec::new();
+    let n = e.encode(
+        encoding::TIGHT,
+        &frame,
+        Rect::new(0, 0, w as u16, h as u16),
+        &mut out,
+    );
+    let mut c = Client::new(PixelFormat::XRGB8888, w, h);
+    c.decode(&out, usize::from(n));
+    assert!(c.screen == src);
+    // Every pixel covered exactly once.
+    let mut covered = vec![0u8; w * h];
+    for &(x, y, rw, rh, _) in &c.tight_rects {
+        for yy in y..y + rh {
+            for xx in x..x + rw {
+                covered[yy * w + xx] += 1;
+            }
+        }
+    }
+    assert!(covered.iter().all(|&n| n == 1));
+}
+
+#[test]
+fn zrle_runs_cross_rows_and_palettes_pack_odd_widths() {
+    // 70x70: tiles 64 and 6 wide. Long runs across rows, then bands of 3,
+    // 5 and 17 colours, then a band of (nearly) all different pixels.
+    let (w, h) = (70usize, 70usize);
+    let src: Vec<u32> = (0..w * h)
+        .map(|i| {
+            let (x, y) = (i % w, i / w);
+            match y {
+                0..=19 => [0x0011_2233, 0x0044_5566][(i / 300) % 2],
+                20..=29 => ((x / 3) % 3) as u32 * 0x0030_0000,
+                30..=39 => ((x + y) % 5) as u32 * 0x0000_2200,
+                40..=49 => ((x * 7 + y) % 17) as u32 * 0x0001_0203,
+                _ => (i as u32).wrapping_mul(2_654_435_761) & 0x00ff_ffff,
+            }
+        })
+        .collect();
+    for level in [None, Some(0), Some(9)] {
+        round_trip_frame(encoding::ZRLE, &src, w, h, level);
+        round_trip_frame(encoding::TIGHT, &src, w, h, level);
+    }
 }
 
 #[test]

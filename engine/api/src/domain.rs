@@ -371,6 +371,11 @@ impl Disk {
                 reason: "<target dev> is empty".into(),
             });
         }
+        if let Some(path) = self.source_path()
+            && !path.starts_with('/')
+        {
+            return Err(invalid(format!("source '{path}' is not an absolute path")));
+        }
         let format = self.format();
         if !DISK_FORMATS.contains(&format) {
             return Err(invalid(format!(
@@ -743,5 +748,14 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert_eq!(twice, "<disk> 'vda': two disks have this target");
+        let relative = Domain::from_xml(&with_disks(
+            "<disk type='file'><source file='a.img'/><target dev='vda'/></disk>",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            relative,
+            "<disk> 'vda': source 'a.img' is not an absolute path"
+        );
     }
 }

@@ -956,9 +956,14 @@ impl Credit {
 
 #[derive(Debug)]
 enum StreamEnd {
+    /// An upload call the engine has not accepted yet: no data may come.
+    Pending,
     Upload {
         tx: std::sync::mpsc::Sender<Vec<u8>>,
-        queued: Arc<AtomicU64>,
+        /// Bytes received from the client.
+        received: u64,
+        /// Bytes written to disk, as last told to the client.
+        credit: Arc<AtomicU64>,
     },
     Download(Arc<Credit>),
 }
@@ -989,13 +994,24 @@ impl Streams {
         let mut map = lock_map(&self.map);
         // Data for a stream that already ended (say, with an error the
         // client has not read yet) is dropped.
-        let Some(StreamEnd::Upload { tx, queued }) = map.get(&id) else {
-            return Ok(());
+        let (tx, received, credit) = match map.get_mut(&id) {
+            Some(StreamEnd::Upload {
+                tx,
+                received,
+                credit,
+            }) => (tx, received, credit),
+            Some(StreamEnd::Pending) => {
+                return Err(format!(
+                    "upload {id} sent data before the engine's first progress message"
+                ));
+            }
+            _ => return Ok(()),
         };
-        let len = data.len() as u64;
-        if queued.fetch_add(len, Ordering::SeqCst) + len > STREAM_WINDOW {
+        *received += data.len() as u64;
+        if *received > credit.load(Ordering::SeqCst) + STREAM_WINDOW {
             return Err(format!(
-                "upload {id} sent more than the {STREAM_WINDOW}-byte flow-control window"
+                "upload {id} sent more than the {STREAM_WINDOW}-byte flow-control window \
+                 allows"
             ));
         }
         if tx.send(data).is_err() {
@@ -1025,7 +1041,6 @@ impl Drop for Streams {
 /// Reads an upload's chunks as they arrive; ends when the connection does.
 struct UploadReader {
     rx: std::sync::mpsc::Receiver<Vec<u8>>,
-    queued: Arc<AtomicU64>,
     buf: Vec<u8>,
     pos: usize,
 }
@@ -1035,7 +1050,6 @@ impl Read for UploadReader {
         if self.pos == self.buf.len() {
             match self.rx.recv() {
                 Ok(chunk) => {
-                    self.queued.fetch_sub(chunk.len() as u64, Ordering::SeqCst);
                     self.buf = chunk;
                     self.pos = 0;
                 }
@@ -1099,6 +1113,9 @@ pub fn spawn_call(
     out: mpsc::Sender<ServerMessage>,
 ) {
     let map = streams.map.clone();
+    if matches!(request, StorageRequest::UploadVolume { .. }) {
+        lock_map(&map).insert(id, StreamEnd::Pending);
+    }
     tokio::spawn(async move {
         let result = match request {
             StorageRequest::UploadVolume {
@@ -1135,12 +1152,13 @@ async fn upload(
     let vol = pools.resolve(pool.as_deref(), &volume, true)?;
     let busy = pools.claim(std::slice::from_ref(&vol.path))?;
     let (tx, rx) = std::sync::mpsc::channel();
-    let queued = Arc::new(AtomicU64::new(0));
+    let credit = Arc::new(AtomicU64::new(0));
     lock_map(map).insert(
         id,
         StreamEnd::Upload {
             tx,
-            queued: queued.clone(),
+            received: 0,
+            credit: credit.clone(),
         },
     );
     // The first progress message tells the client to start sending.
@@ -1155,7 +1173,6 @@ async fn upload(
     let result = blocking(move || {
         let mut reader = UploadReader {
             rx,
-            queued,
             buf: Vec::new(),
             pos: 0,
         };
@@ -1165,6 +1182,8 @@ async fn upload(
             length,
             UploadOptions::default(),
             &mut |done, total| {
+                // The client may now send up to `done` + the window.
+                credit.store(done, Ordering::SeqCst);
                 let _ = out.blocking_send(ServerMessage::Progress { id, done, total });
             },
         )
@@ -1224,31 +1243,30 @@ mod tests {
     #[test]
     fn upload_reader_yields_chunks_then_ends_with_the_connection() {
         let (tx, rx) = std::sync::mpsc::channel();
-        let queued = Arc::new(AtomicU64::new(7));
         tx.send(vec![1, 2, 3]).unwrap();
         tx.send(vec![4, 5, 6, 7]).unwrap();
         drop(tx);
         let mut r = UploadReader {
             rx,
-            queued: queued.clone(),
             buf: Vec::new(),
             pos: 0,
         };
         let mut all = Vec::new();
         r.read_to_end(&mut all).unwrap();
         assert_eq!(all, [1, 2, 3, 4, 5, 6, 7]);
-        assert_eq!(queued.load(Ordering::SeqCst), 0);
     }
 
     #[test]
     fn streams_refuse_data_beyond_the_window_or_too_large_chunks() {
         let streams = Streams::default();
         let (tx, _rx) = std::sync::mpsc::channel();
+        let credit = Arc::new(AtomicU64::new(0));
         lock_map(&streams.map).insert(
             1,
             StreamEnd::Upload {
                 tx,
-                queued: Arc::default(),
+                received: 0,
+                credit: credit.clone(),
             },
         );
         let chunk = vec![0u8; STREAM_CHUNK];
@@ -1256,6 +1274,9 @@ mod tests {
         for _ in 0..fits {
             streams.data(1, chunk.clone()).unwrap();
         }
+        // Written to disk: the client may send one more chunk, not two.
+        credit.store(STREAM_CHUNK as u64, Ordering::SeqCst);
+        streams.data(1, chunk.clone()).unwrap();
         let err = streams.data(1, vec![0]).unwrap_err();
         assert!(err.contains("flow-control window"), "{err}");
         let err = streams.data(1, vec![0; STREAM_CHUNK + 1]).unwrap_err();

@@ -184,9 +184,10 @@ pub enum StorageCommand {
         #[arg(long)]
         pool: Option<String>,
     },
-    /// Resize a volume: CAPACITY is the new size, or with --delta (or a
-    /// leading '+') the growth; a leading '-' shrinks by that much and needs
-    /// --shrink.
+    /// Resize a volume.
+    ///
+    /// CAPACITY is the new size, or with --delta (or a leading '+') the
+    /// growth; a leading '-' shrinks by that much and needs --shrink.
     #[command(name = "vol-resize", allow_negative_numbers = true)]
     VolResize {
         /// Volume name (with --pool) or path.

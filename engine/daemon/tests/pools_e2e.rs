@@ -220,7 +220,11 @@ fn dir_pools_define_start_autostart_refresh_and_survive_restarts() {
     s.reboot();
     let list = s.ok(&["pool-list", "--all"]);
     assert_eq!(row(&list, "p1"), ["p1", "active", "yes"], "{list}");
-    assert_eq!(row(&list, "default"), ["default", "active", "yes"], "{list}");
+    assert_eq!(
+        row(&list, "default"),
+        ["default", "active", "yes"],
+        "{list}"
+    );
     assert_eq!(row(&list, "gone"), ["gone", "inactive", "no"], "{list}");
 
     // Autostart off, destroy, undefine: the files stay.

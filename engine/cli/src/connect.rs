@@ -1,5 +1,5 @@
 //! Reaching an engine: the local socket for a `vireo://` URI, starting the
-//! session engine on demand.
+//! session engine on demand; `vireo+ssh://` through `remote.rs`.
 
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -29,10 +29,8 @@ impl Connection {
     /// when it is not running.
     pub fn open(uri: &ConnectUri) -> Result<Self, String> {
         if let Transport::Ssh { .. } = uri.transport {
-            return Err(format!(
-                "failed to connect to the hypervisor\nerror: {uri}: SSH connections are not \
-                 available in this build yet"
-            ));
+            let client = crate::remote::open(uri, &client_name())?;
+            return Ok(Self { client });
         }
         let paths = EnginePaths::for_scope(uri.scope, |k| std::env::var(k).ok())
             .map_err(|e| format!("failed to connect to the hypervisor\nerror: {e}"))?;

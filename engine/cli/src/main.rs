@@ -4,6 +4,7 @@ mod connect;
 mod console;
 mod keys;
 mod output;
+mod remote;
 mod storage;
 
 use std::io::Read;

@@ -102,8 +102,10 @@ pub fn local_user_name() -> String {
     if pw.is_null() {
         return uid.to_string();
     }
-    // SAFETY: pw is non-null and pw_name a NUL-terminated string.
-    let name = unsafe { std::ffi::CStr::from_ptr((*pw).pw_name) };
+    // SAFETY: pw is non-null and points to a valid passwd record.
+    let pw_name = unsafe { (*pw).pw_name };
+    // SAFETY: pw_name is a NUL-terminated string in that record.
+    let name = unsafe { std::ffi::CStr::from_ptr(pw_name) };
     name.to_string_lossy().into_owned()
 }
 
@@ -491,8 +493,8 @@ Host *
 
     #[test]
     fn bad_lines_are_named_with_file_and_line() {
-        let err = SshConfig::parse("Host a\n  Port 99999\n", Path::new("/x/config"), &env())
-            .unwrap_err();
+        let err =
+            SshConfig::parse("Host a\n  Port 99999\n", Path::new("/x/config"), &env()).unwrap_err();
         assert_eq!(err.to_string(), "/x/config:2: bad port '99999'");
         let err = SshConfig::parse("Host\n", Path::new("/x/config"), &env()).unwrap_err();
         assert_eq!(

@@ -281,7 +281,12 @@ impl Connection {
         Box::pin(async move {
             let channel = prev
                 .handle
-                .channel_open_direct_tcpip(target.hostname.clone(), target.port as u32, "127.0.0.1", 0)
+                .channel_open_direct_tcpip(
+                    target.hostname.clone(),
+                    target.port as u32,
+                    "127.0.0.1",
+                    0,
+                )
                 .await
                 .map_err(|e| RemoteError::Unreachable {
                     host: target.alias.clone(),
@@ -662,12 +667,13 @@ async fn authenticate(
         host: target.alias.clone(),
         message: format!("during authentication: {e}"),
     };
-    let mut offered: Vec<MethodKind> = match handle.authenticate_none(user).await.map_err(ssh_err)? {
-        AuthResult::Success => return Ok(()),
-        AuthResult::Failure {
-            remaining_methods, ..
-        } => remaining_methods.to_vec(),
-    };
+    let mut offered: Vec<MethodKind> =
+        match handle.authenticate_none(user).await.map_err(ssh_err)? {
+            AuthResult::Success => return Ok(()),
+            AuthResult::Failure {
+                remaining_methods, ..
+            } => remaining_methods.to_vec(),
+        };
     let mut tried = Vec::new();
     let update = |offered: &mut Vec<MethodKind>, r: AuthResult| -> bool {
         match r {
@@ -897,8 +903,7 @@ mod tests {
         let t = Target::from_uri(&uri, &settings).unwrap();
         assert_eq!((t.port, t.user.as_str()), (22, "root"));
         assert_eq!(t.socket.as_deref(), Some("/s"));
-        let t = Target::from_uri(&"vireo+ssh://other/session".parse().unwrap(), &settings)
-            .unwrap();
+        let t = Target::from_uri(&"vireo+ssh://other/session".parse().unwrap(), &settings).unwrap();
         assert_eq!(t.user, "me");
         assert_eq!(t.identity_files.len(), 3, "OpenSSH's default key files");
     }

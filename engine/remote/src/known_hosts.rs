@@ -140,7 +140,8 @@ impl KnownHosts {
             line.push('\n');
         }
         line.push_str(&format!("{} {key_text}\n", host_entry_name(host, port)));
-        let err = |e: std::io::Error| format!("cannot add the host key to '{}': {e}", path.display());
+        let err =
+            |e: std::io::Error| format!("cannot add the host key to '{}': {e}", path.display());
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -207,8 +208,10 @@ fn hashed_matches(salt_and_hash: &str, name: &str) -> bool {
     let Some((salt, hash)) = salt_and_hash.split_once('|') else {
         return false;
     };
-    let (Ok(salt), Ok(hash)) = (BASE64.decode(salt.as_bytes()), BASE64.decode(hash.as_bytes()))
-    else {
+    let (Ok(salt), Ok(hash)) = (
+        BASE64.decode(salt.as_bytes()),
+        BASE64.decode(hash.as_bytes()),
+    ) else {
         return false;
     };
     let Ok(mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(&salt) else {
@@ -292,6 +295,9 @@ mod tests {
         kh.add("new.example", 2200, &key(KEY_A)).unwrap();
         assert_eq!(kh.check("new.example", 2200, &key(KEY_A)), Verdict::Known);
         let text = std::fs::read_to_string(&kh.user_file).unwrap();
-        assert!(text.ends_with(&format!("\n[new.example]:2200 {KEY_A}\n")), "{text}");
+        assert!(
+            text.ends_with(&format!("\n[new.example]:2200 {KEY_A}\n")),
+            "{text}"
+        );
     }
 }

@@ -261,3 +261,54 @@ fn start_fails_naming_a_missing_disk_source_and_no_vmm_runs() {
         "{err}"
     );
 }
+
+#[test]
+fn start_fails_naming_a_missing_backing_file() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let s = Session::new();
+    let base = s.dir.path().join("base.qcow2");
+    let top = s.dir.path().join("top.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", base.to_str().unwrap(), "8M"]);
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        base.to_str().unwrap(),
+        "-F",
+        "qcow2",
+        top.to_str().unwrap(),
+    ]);
+    std::fs::remove_file(&base).unwrap();
+    s.define(&vblk_domain(
+        "overlay",
+        &format!(
+            "    <disk type='file' device='disk'>\n      <driver name='qemu' type='qcow2'/>\n      \
+             <source file='{}'/>\n      <target dev='vda' bus='virtio'/>\n    </disk>\n",
+            top.display()
+        ),
+    ));
+
+    let out = s.ctl(&["start", "overlay"]);
+
+    // The overlay itself is there; vireo-vmm walks the chain and says
+    // which backing file is missing.
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: cannot start domain 'overlay': "),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "needs backing file '{}', which does not exist",
+            base.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(s.state("overlay"), "shut off (unknown)");
+}

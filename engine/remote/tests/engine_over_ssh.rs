@@ -1,0 +1,285 @@
+//! A real session engine behind Debian's OpenSSH server: `vireoctl -c
+//! vireo+ssh://…` runs a VM's lifecycle, its serial console and a
+//! screenshot through SSH, and the API plus two VNC consoles share one SSH
+//! connection (counted in sshd's log).
+
+mod sshd;
+
+use std::io::{Read, Write};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sshd::{Home, Sshd, keygen, runtime, sshd_or_skip};
+use vireo_api::ConnectUri;
+use vireo_api::proto::{Request, Response};
+use vireo_remote::{Connection, NoPrompt};
+use vireo_tests::demo::shows_test_card;
+use vireo_tests::engine::{Session, bin, domain_xml, guest, kvm_or_skip, serial};
+
+const BOOT: Duration = Duration::from_secs(30);
+
+struct Remote {
+    sshd: Sshd,
+    home: Home,
+    uri: String,
+}
+
+impl Remote {
+    /// sshd in front of `session`'s engine, a client home that trusts it.
+    fn new(session: &Session) -> Self {
+        let sshd = Sshd::start();
+        let home = Home::new();
+        keygen(&home.ssh("id_ed25519"), "ed25519", "");
+        sshd.authorize(&home.ssh("id_ed25519.pub"));
+        home.trust(&sshd);
+        let uri = format!(
+            "vireo+ssh://127.0.0.1:{}/session?socket={}",
+            sshd.port,
+            session.socket().display()
+        );
+        Self { sshd, home, uri }
+    }
+
+    /// vireoctl with `-c URI`, the client's HOME, no local engine settings.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("vireoctl"));
+        cmd.arg("-c")
+            .arg(&self.uri)
+            .args(args)
+            .env("HOME", self.home.path())
+            .env_remove("SSH_AUTH_SOCK")
+            .env_remove("VIREO_DEFAULT_URI")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("XDG_DATA_HOME");
+        cmd
+    }
+
+    fn ctl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args, None);
+        assert!(
+            out.status.success(),
+            "vireoctl -c {} {args:?} failed: {}",
+            self.uri,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+#[test]
+fn vireoctl_over_ssh_runs_a_vm_with_serial_console_and_screenshot() {
+    if !kvm_or_skip() || !sshd_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let s = Session::new();
+    s.ok(&["list"]); // starts the engine
+    let r = Remote::new(&s);
+
+    let out = r.ctl(
+        &["define", "-"],
+        Some(&domain_xml("demo", &guest("demo"), "")),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Domain 'demo' defined from standard input\n\n"
+    );
+    assert_eq!(r.ok(&["start", "demo"]), "Domain 'demo' started\n\n");
+    let list = r.ok(&["list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.contains(" demo ") && l.ends_with("running")),
+        "{list}"
+    );
+    // The same engine, seen locally.
+    assert_eq!(s.state("demo"), "running (booted)");
+
+    // A screenshot through SSH shows the test card once the guest drew it.
+    let shot = s.dir.path().join("demo.png");
+    let shot_arg = shot.to_str().unwrap();
+    let deadline = Instant::now() + BOOT;
+    loop {
+        let text = r.ok(&["screenshot", "demo", shot_arg]);
+        assert_eq!(
+            text,
+            format!("Screenshot saved to {shot_arg}, with type of image/png\n\n")
+        );
+        let img = image_rgb(&shot);
+        if shows_test_card(&img) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no test card in the screenshot");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // The serial console through SSH: the echo guest upper-cases input.
+    s.define(&domain_xml("echo", &guest("echo"), ""));
+    r.ok(&["start", "echo"]);
+    let uuid = s.info("echo").summary.uuid;
+    s.wait_serial(&uuid, "echo=ready", BOOT);
+    let mut console = r
+        .command(&["console", "echo"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut stdout = console.stdout.take().unwrap();
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let wait_for = |text: &str| {
+        let deadline = Instant::now() + BOOT;
+        while !String::from_utf8_lossy(&seen.lock().unwrap()).contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "'{text}' never showed on the console: {:?}",
+                String::from_utf8_lossy(&seen.lock().unwrap())
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for("Escape character is ^] (Ctrl + ])");
+    let mut stdin = console.stdin.take().unwrap();
+    stdin.write_all(b"over ssh").unwrap();
+    stdin.flush().unwrap();
+    wait_for("OVER SSH");
+    // Ctrl+] detaches; vireoctl exits cleanly.
+    stdin.write_all(&[0x1d]).unwrap();
+    stdin.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = console.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "vireoctl console did not detach");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    reader.join().unwrap();
+    assert!(status.success());
+
+    assert_eq!(r.ok(&["destroy", "demo"]), "Domain 'demo' destroyed\n\n");
+    r.ok(&["destroy", "echo"]);
+    let list = r.ok(&["list", "--all"]);
+    assert!(
+        list.lines()
+            .any(|l| l.contains(" demo ") && l.ends_with("shut off")),
+        "{list}"
+    );
+}
+
+/// A PNG file's pixels as RGB.
+fn image_rgb(path: &std::path::Path) -> Vec<u8> {
+    image::open(path).unwrap().to_rgb8().into_raw()
+}
+
+/// BGRA framebuffer pixels as RGB.
+fn bgra_to_rgb(pixels: &[u8]) -> Vec<u8> {
+    pixels
+        .chunks_exact(4)
+        .flat_map(|p| [p[2], p[1], p[0]])
+        .collect()
+}
+
+#[test]
+fn api_and_two_consoles_share_one_ssh_connection() {
+    if !kvm_or_skip() || !sshd_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let s = Session::new();
+    s.define(&domain_xml("demo", &guest("demo"), ""));
+    s.ok(&["start", "demo"]);
+    let r = Remote::new(&s);
+    let uri: ConnectUri = r.uri.parse().unwrap();
+    let settings = r.home.settings(None);
+    let rt = runtime();
+    let before = (r.sshd.connections(), r.sshd.publickey_logins());
+    rt.block_on(async {
+        let conn = Connection::connect_uri(&uri, &settings, &NoPrompt)
+            .await
+            .unwrap();
+        let (api, _events) = conn.api_client("ssh-test", true).await.unwrap();
+        let Response::Domains { domains } =
+            api.call(Request::ListDomains { all: true }).await.unwrap()
+        else {
+            panic!("unexpected answer");
+        };
+        assert_eq!(domains.len(), 1);
+        assert_eq!(domains[0].name, "demo");
+
+        // Two consoles, each its own channel on the same connection.
+        let mut consoles = Vec::new();
+        for _ in 0..2 {
+            let stream = conn.attach_vnc("ssh-test", "demo").await.unwrap();
+            let (session, events) = vireo_console::session::Session::connect(stream, None)
+                .await
+                .unwrap();
+            consoles.push((session, events));
+        }
+        let deadline = tokio::time::Instant::now() + BOOT;
+        for (session, _events) in &consoles {
+            loop {
+                let rgb = bgra_to_rgb(session.framebuffer().lock().unwrap().pixels());
+                if shows_test_card(&rgb) {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "a console never showed the test card"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        // The API still answers while both consoles stream.
+        let Response::Version { .. } = api.call(Request::Version).await.unwrap() else {
+            panic!("unexpected answer");
+        };
+        assert_eq!(
+            (
+                r.sshd.connections() - before.0,
+                r.sshd.publickey_logins() - before.1
+            ),
+            (1, 1),
+            "one SSH connection and one login for the API and two consoles:\n{}",
+            r.sshd.log()
+        );
+        api.call(Request::Destroy {
+            domain: "demo".into(),
+        })
+        .await
+        .unwrap();
+    });
+}

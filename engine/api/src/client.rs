@@ -320,6 +320,33 @@ pub enum Incoming {
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Response, ApiError>>>>>;
 type ProgressSinks = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<(u64, u64)>>>>;
+type StreamSinks = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<StreamEvent>>>>;
+
+/// What the reading task hands a running upload or download.
+#[derive(Debug)]
+enum StreamEvent {
+    Progress(u64, u64),
+    Data(Vec<u8>),
+}
+
+/// Removes a call's stream sink when the call ends, however it ends.
+struct StreamGuard {
+    streams: StreamSinks,
+    id: u64,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
+fn stream_io(what: &str, e: std::io::Error) -> ClientError {
+    ClientError::Protocol(format!("cannot {what}: {e}"))
+}
 type Writer = Arc<tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>>;
 
 /// An async client: cheap to clone, calls may run concurrently. Needs a
@@ -329,6 +356,7 @@ pub struct AsyncClient {
     writer: Writer,
     pending: Pending,
     progress: ProgressSinks,
+    streams: StreamSinks,
     next_id: Arc<AtomicU64>,
     engine: String,
 }
@@ -375,6 +403,8 @@ impl AsyncClient {
         let (tx, rx) = mpsc::unbounded_channel();
         let pending2 = pending.clone();
         let progress2 = progress.clone();
+        let streams: StreamSinks = Arc::default();
+        let streams2 = streams.clone();
         tokio::spawn(async move {
             let why = loop {
                 let msg: ServerMessage = match proto::read_message_async(&mut reader).await {
@@ -398,15 +428,27 @@ impl AsyncClient {
                     }
                     ServerMessage::Progress { id, done, total } => {
                         if let Some(sink) =
+                            streams2.lock().unwrap_or_else(|e| e.into_inner()).get(&id)
+                        {
+                            let _ = sink.send(StreamEvent::Progress(done, total));
+                            continue;
+                        }
+                        if let Some(sink) =
                             progress2.lock().unwrap_or_else(|e| e.into_inner()).get(&id)
                         {
                             let _ = sink.send((done, total));
                         }
                         continue;
                     }
-                    // Streams are not offered by the async client: no call
-                    // of it starts one.
-                    ServerMessage::StreamData { .. } => continue,
+                    // Flow control bounds what a download has in flight.
+                    ServerMessage::StreamData { id, data } => {
+                        if let Some(sink) =
+                            streams2.lock().unwrap_or_else(|e| e.into_inner()).get(&id)
+                        {
+                            let _ = sink.send(StreamEvent::Data(data));
+                        }
+                        continue;
+                    }
                     ServerMessage::Event(e) => Incoming::Event(e),
                     ServerMessage::ConsoleOutput { data } => Incoming::ConsoleOutput(data),
                     ServerMessage::ConsoleClosed => Incoming::ConsoleClosed,
@@ -423,6 +465,7 @@ impl AsyncClient {
                 writer: Arc::new(tokio::sync::Mutex::new(Box::new(writer))),
                 pending,
                 progress,
+                streams,
                 next_id: Arc::new(AtomicU64::new(1)),
                 engine,
             },
@@ -462,7 +505,175 @@ impl AsyncClient {
     }
 
     async fn call_id(&self, id: u64, request: Request) -> Result<Response, ClientError> {
+        let rx = self.start_call(id, request).await?;
+        match rx.await {
+            Ok(result) => result.map_err(ClientError::Api),
+            Err(_) => Err(FrameError::Closed.into()),
+        }
+    }
+
+    async fn send(&self, msg: &ClientMessage) -> Result<(), ClientError> {
+        let mut w = self.writer.lock().await;
+        proto::write_message_async(&mut *w, msg).await?;
+        Ok(())
+    }
+
+    fn open_stream(&self) -> (u64, StreamGuard, mpsc::UnboundedReceiver<StreamEvent>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tx);
+        let guard = StreamGuard {
+            streams: self.streams.clone(),
+            id,
+        };
+        (id, guard, rx)
+    }
+
+    /// Runs an upload call ([`crate::storage::StorageRequest::UploadVolume`]
+    /// with `length`): streams `length` bytes from `source` within the
+    /// engine's flow-control window, and sends (bytes stored, total) to
+    /// `progress`.
+    pub async fn upload<R: AsyncRead + Unpin>(
+        &self,
+        request: Request,
+        mut source: R,
+        length: u64,
+        progress: Option<mpsc::UnboundedSender<(u64, u64)>>,
+    ) -> Result<Response, ClientError> {
+        use tokio::io::AsyncReadExt;
+        let (id, _guard, mut events) = self.open_stream();
+        let mut reply = self.start_call(id, request).await?;
+        let mut credit: Option<u64> = None;
+        let mut sent = 0u64;
+        let mut buf = vec![0u8; STREAM_CHUNK];
+        let note = |done: u64, total: u64, credit: &mut Option<u64>| {
+            *credit = Some(credit.unwrap_or(0).max(done));
+            if let Some(p) = &progress {
+                let _ = p.send((done, total));
+            }
+        };
+        loop {
+            while let Ok(event) = events.try_recv() {
+                if let StreamEvent::Progress(done, total) = event {
+                    note(done, total, &mut credit);
+                }
+            }
+            if let Some(acked) = credit
+                && sent < length
+                && sent < acked + STREAM_WINDOW
+            {
+                match reply.try_recv() {
+                    Err(oneshot::error::TryRecvError::Empty) => {}
+                    Ok(result) => return result.map_err(ClientError::Api),
+                    Err(oneshot::error::TryRecvError::Closed) => {
+                        return Err(FrameError::Closed.into());
+                    }
+                }
+                let want = (length - sent).min(STREAM_CHUNK as u64) as usize;
+                let n = source
+                    .read(&mut buf[..want])
+                    .await
+                    .map_err(|e| stream_io("read the data to upload", e))?;
+                if n == 0 {
+                    return Err(ClientError::Protocol(format!(
+                        "the data to upload ended after {sent} of {length} bytes"
+                    )));
+                }
+                let data = buf[..n].to_vec();
+                self.send(&ClientMessage::StreamData { id, data }).await?;
+                sent += n as u64;
+                continue;
+            }
+            tokio::select! {
+                r = &mut reply => {
+                    return match r {
+                        Ok(result) => result.map_err(ClientError::Api),
+                        Err(_) => Err(FrameError::Closed.into()),
+                    };
+                }
+                event = events.recv() => match event {
+                    Some(StreamEvent::Progress(done, total)) => note(done, total, &mut credit),
+                    Some(StreamEvent::Data(_)) => {
+                        return Err(ClientError::Protocol(format!(
+                            "stream data for call {id}, which is an upload"
+                        )));
+                    }
+                    None => return Err(FrameError::Closed.into()),
+                },
+            }
+        }
+    }
+
+    /// Runs a download call ([`crate::storage::StorageRequest::DownloadVolume`]):
+    /// writes the streamed bytes to `sink`, acknowledging each chunk once
+    /// written, and sends (bytes received, total) to `progress`.
+    pub async fn download<W: AsyncWrite + Unpin>(
+        &self,
+        request: Request,
+        mut sink: W,
+        progress: Option<mpsc::UnboundedSender<(u64, u64)>>,
+    ) -> Result<Response, ClientError> {
+        use tokio::io::AsyncWriteExt;
+        let (id, _guard, mut events) = self.open_stream();
+        let mut reply = self.start_call(id, request).await?;
+        let mut received = 0u64;
+        let mut total = 0u64;
+        loop {
+            let (event, result) = tokio::select! {
+                biased;
+                event = events.recv() => (event, None),
+                r = &mut reply => (None, Some(r)),
+            };
+            if let Some(r) = result {
+                // Every chunk was queued before the reply: write them all.
+                while let Ok(event) = events.try_recv() {
+                    if let StreamEvent::Data(data) = event {
+                        sink.write_all(&data)
+                            .await
+                            .map_err(|e| stream_io("write the download", e))?;
+                        received += data.len() as u64;
+                    }
+                }
+                sink.flush()
+                    .await
+                    .map_err(|e| stream_io("write the download", e))?;
+                if let Some(p) = &progress {
+                    let _ = p.send((received, total.max(received)));
+                }
+                return match r {
+                    Ok(result) => result.map_err(ClientError::Api),
+                    Err(_) => Err(FrameError::Closed.into()),
+                };
+            }
+            match event {
+                Some(StreamEvent::Data(data)) => {
+                    sink.write_all(&data)
+                        .await
+                        .map_err(|e| stream_io("write the download", e))?;
+                    received += data.len() as u64;
+                    self.send(&ClientMessage::StreamAck { id, received })
+                        .await?;
+                    if let Some(p) = &progress {
+                        let _ = p.send((received, total.max(received)));
+                    }
+                }
+                Some(StreamEvent::Progress(_, t)) => total = t,
+                None => return Err(FrameError::Closed.into()),
+            }
+        }
+    }
+
+    /// Registers call `id` and sends it; the receiver gets its reply.
+    async fn start_call(
+        &self,
+        id: u64,
+        request: Request,
+    ) -> Result<oneshot::Receiver<Result<Response, ApiError>>, ClientError> {
         let (tx, rx) = oneshot::channel();
+
         self.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -478,10 +689,7 @@ impl AsyncClient {
                 .remove(&id);
             return Err(e.into());
         }
-        match rx.await {
-            Ok(result) => result.map_err(ClientError::Api),
-            Err(_) => Err(FrameError::Closed.into()),
-        }
+        Ok(rx)
     }
 
     /// Sends console input (after [`Request::OpenConsole`]).

@@ -123,7 +123,10 @@ fn fs_sizes(path: &Path) -> Option<(u64, u64, u64)> {
 }
 
 /// The volumes in `dir`: regular files not starting with `.`, probed.
-fn scan(dir: &Path) -> Result<BTreeMap<String, VolumeSummary>, ApiError> {
+/// With `clean`, temporary files that interrupted volume operations left
+/// (`.NAME.vireo-tmp`) are deleted: only when no operation can be running
+/// in the pool (the engine starts, the pool starts).
+fn scan(dir: &Path, clean: bool) -> Result<BTreeMap<String, VolumeSummary>, ApiError> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
         internal(format!(
             "cannot read the pool folder '{}': {e}",
@@ -135,6 +138,17 @@ fn scan(dir: &Path) -> Result<BTreeMap<String, VolumeSummary>, ApiError> {
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
         };
+        if clean
+            && name.starts_with('.')
+            && name.ends_with(".vireo-tmp")
+            && entry.file_type().is_ok_and(|t| t.is_file())
+        {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!("removed the leftover '{}'", entry.path().display()),
+                Err(e) => tracing::warn!("cannot remove '{}': {e}", entry.path().display()),
+            }
+            continue;
+        }
         if check_volume_name(&name).is_err() {
             continue;
         }
@@ -304,7 +318,7 @@ impl Pools {
                 volumes: BTreeMap::new(),
             };
             if pool.active {
-                match scan(&pool.dir()) {
+                match scan(&pool.dir(), true) {
                     Ok(v) => pool.volumes = v,
                     Err(e) => {
                         tracing::error!("pool '{}' is no longer usable: {e}", pool.def.name);
@@ -699,7 +713,7 @@ impl Pools {
                 dir.display()
             )));
         }
-        let volumes = scan(&dir)?;
+        let volumes = scan(&dir, true)?;
         write_atomic(&self.active_path(uuid), b"", 0o600).map_err(|e| internal(e.to_string()))?;
         let mut inner = self.lock();
         let p = inner.find_mut(&uuid.to_string())?;
@@ -714,7 +728,7 @@ impl Pools {
             let p = inner.active(key)?;
             (p.uuid, p.dir())
         };
-        let volumes = scan(&dir)?;
+        let volumes = scan(&dir, false)?;
         let mut inner = self.lock();
         let p = inner.find_mut(&uuid.to_string())?;
         p.volumes = volumes;

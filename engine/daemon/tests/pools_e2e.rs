@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use vireo_api::AsyncClient;
 use vireo_api::client::ClientError;
 use vireo_api::proto::{self, ClientMessage, ErrorCode, Hello, Request, Response, ServerMessage};
 use vireo_api::storage::{STREAM_CHUNK, StorageRequest, VolumeFormat};
@@ -580,6 +581,55 @@ fn upload_and_download_stream_in_chunks_with_progress_and_flow_control() {
         Response::Version { .. }
     ));
 
+    // The app's async client streams the same way.
+    let third = pattern(2 * STREAM_CHUNK + 77, 11);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (uploaded, downloaded, up_seen) = rt.block_on(async {
+        let (client, _incoming) = AsyncClient::connect_unix(&s.socket(), "e2e-async", false)
+            .await
+            .unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let request = Request::Storage(StorageRequest::UploadVolume {
+            pool: Some("default".into()),
+            volume: "up.raw".into(),
+            length: third.len() as u64,
+        });
+        let uploaded = client
+            .upload(request, &third[..], third.len() as u64, Some(tx))
+            .await
+            .unwrap();
+        let mut up_seen = Vec::new();
+        while let Ok(p) = rx.try_recv() {
+            up_seen.push(p);
+        }
+        let mut sink = Vec::new();
+        let request = Request::Storage(StorageRequest::DownloadVolume {
+            pool: Some("default".into()),
+            volume: "up.raw".into(),
+        });
+        let downloaded = client.download(request, &mut sink, None).await.unwrap();
+        assert_eq!(sink, third);
+        (uploaded, downloaded, up_seen)
+    });
+    let Response::Volume { volume } = uploaded else {
+        panic!("{uploaded:?}")
+    };
+    assert_eq!(volume.capacity, third.len() as u64);
+    assert_eq!(
+        downloaded,
+        Response::Transferred {
+            bytes: third.len() as u64
+        }
+    );
+    assert_eq!(
+        up_seen.last(),
+        Some(&(third.len() as u64, third.len() as u64))
+    );
+    assert_eq!(std::fs::read(dir.join("up.raw")).unwrap(), third);
+
     // A client that breaks the stream protocol (a chunk above the limit)
     // is dropped; the volume stays as it was and no temporary file stays.
     let mut raw = std::os::unix::net::UnixStream::connect(s.socket()).unwrap();
@@ -643,7 +693,7 @@ fn upload_and_download_stream_in_chunks_with_progress_and_flow_control() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(std::fs::read(dir.join("up.raw")).unwrap(), other);
+    assert_eq!(std::fs::read(dir.join("up.raw")).unwrap(), third);
 }
 
 #[test]
@@ -824,7 +874,10 @@ fn interrupted_uploads_leave_the_old_volume_and_no_half_file() {
         .read_to_string(&mut stderr)
         .unwrap();
     assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(tmp.exists(), "the dead engine's temporary file");
     check_pool();
+    // The restarted engine removed it when it loaded the started pool.
+    assert!(!tmp.exists());
     assert!(s.ok(&["pool-list"]).contains(" default "));
     let _ = std::io::stdout().flush();
 }

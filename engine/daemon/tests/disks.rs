@@ -312,3 +312,61 @@ fn start_fails_naming_a_missing_backing_file() {
     );
     assert_eq!(s.state("overlay"), "shut off (unknown)");
 }
+
+/// A domain running the fb guest (which holds until stopped) with `disk`.
+fn holding_domain(name: &str, disk: &Path, readonly: bool) -> String {
+    format!(
+        "<domain type='kvm'><name>{name}</name><memory unit='MiB'>32</memory><vcpu>1</vcpu>\
+         <os><type arch='x86_64'>hvm</type><kernel>{}</kernel><cmdline>hold</cmdline></os>\
+         <devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+         <source file='{}'/><target dev='vda' bus='virtio'/>{}</disk></devices></domain>",
+        guest("fb").display(),
+        disk.display(),
+        if readonly { "<readonly/>" } else { "" }
+    )
+}
+
+#[test]
+fn an_image_is_shared_between_running_domains_only_read_only() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let s = Session::new();
+    let rw = s.dir.path().join("rw.qcow2");
+    let ro = s.dir.path().join("ro.qcow2");
+    for image in [&rw, &ro] {
+        qemu_img(&["create", "-q", "-f", "qcow2", image.to_str().unwrap(), "1M"]);
+    }
+    s.define(&holding_domain("writer-a", &rw, false));
+    s.define(&holding_domain("writer-b", &rw, false));
+    s.define(&holding_domain("reader-a", &ro, true));
+    s.define(&holding_domain("reader-b", &ro, true));
+    s.ok(&["start", "writer-a"]);
+
+    let out = s.ctl(&["start", "writer-b"]);
+
+    // vireo-vmm locks the image it writes; the second VM is refused.
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "disk image '{}' is in use by another VM",
+            rw.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(s.state("writer-a"), "running (booted)");
+    // Once the first stops, the second may start.
+    s.ok(&["destroy", "writer-a"]);
+    s.ok(&["start", "writer-b"]);
+    s.ok(&["destroy", "writer-b"]);
+    // Two read-only users share an image.
+    s.ok(&["start", "reader-a"]);
+    s.ok(&["start", "reader-b"]);
+    assert_eq!(s.state("reader-b"), "running (booted)");
+    s.ok(&["destroy", "reader-a"]);
+    s.ok(&["destroy", "reader-b"]);
+    let check = qemu_img(&["check", rw.to_str().unwrap()]);
+    assert!(check.contains("No errors were found"), "{check}");
+}

@@ -141,6 +141,39 @@ fn open_append(path: &PathBuf, what: &str) -> Result<File, String> {
         .map_err(|e| format!("cannot open {what} '{}': {e}", path.display()))
 }
 
+/// Locks each disk image with flock(2): exclusive for a read-write disk,
+/// shared for a read-only one, so two VMs may share an image only when
+/// both only read it. Fails at once (no waiting), naming the image.
+fn lock_disks(disks: &[DiskConfig]) -> Result<Vec<std::fs::File>, String> {
+    use std::os::fd::AsRawFd;
+    let mut locks = Vec::new();
+    for disk in disks {
+        let file = std::fs::File::open(&disk.path)
+            .map_err(|e| format!("cannot open disk image '{}': {e}", disk.path.display()))?;
+        let mode = if disk.read_only {
+            libc::LOCK_SH
+        } else {
+            libc::LOCK_EX
+        };
+        // SAFETY: flock(2) on a descriptor we own; no memory is passed.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), mode | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            return Err(if err.kind() == std::io::ErrorKind::WouldBlock {
+                format!(
+                    "disk image '{}' is in use by another VM; an image can be shared only \
+                     when every VM attaches it read-only",
+                    disk.path.display()
+                )
+            } else {
+                format!("cannot lock disk image '{}': {err}", disk.path.display())
+            });
+        }
+        locks.push(file);
+    }
+    Ok(locks)
+}
+
 fn run(args: Args) -> Result<u8, String> {
     let kernel = args.kernel.clone().ok_or("--kernel is required")?;
     let memory = args
@@ -166,6 +199,9 @@ fn run(args: Args) -> Result<u8, String> {
             args.vram
         ));
     }
+    // Held until the process exits: another vireo-vmm cannot open the same
+    // image while this one writes it.
+    let _disk_locks = lock_disks(&args.disk)?;
     let config = VmConfig {
         vcpus: args.cpus,
         memory,

@@ -61,3 +61,24 @@ pub async fn open_console(
         .await
         .map_err(|e| e.to_string())
 }
+
+/// A fresh connection to the session engine, without events, for one
+/// domain's serial console: after `OpenConsole` the receiver gets its
+/// output.
+pub async fn open_serial(
+    domain: &str,
+) -> Result<(AsyncClient, UnboundedReceiver<Incoming>), String> {
+    let paths = EnginePaths::for_scope(Scope::Session, |k| std::env::var(k).ok())
+        .map_err(|e| e.to_string())?;
+    let client = format!("vireo {}", env!("CARGO_PKG_VERSION"));
+    let (client, incoming) = AsyncClient::connect_unix(&paths.socket(), &client, false)
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .call(vireo_api::proto::Request::OpenConsole {
+            domain: domain.to_owned(),
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((client, incoming))
+}

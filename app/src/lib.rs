@@ -3,6 +3,9 @@
 pub mod config;
 mod engine;
 mod i18n;
+mod serial_view;
+mod vm_details;
+mod vm_perf;
 mod vm_row;
 mod vm_window;
 mod window;

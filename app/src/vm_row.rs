@@ -98,7 +98,7 @@ fn draw_sparkline(history: &VecDeque<f64>, cr: &gtk::cairo::Context, width: i32,
 }
 
 /// Actions a row asks the window to perform on its domain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum VmAction {
     /// Open its window (the console).
     Open,
@@ -120,6 +120,48 @@ pub enum VmAction {
     Delete,
 }
 
+impl VmAction {
+    /// Every action, in menu order.
+    pub const ALL: [VmAction; 9] = [
+        VmAction::Open,
+        VmAction::Run,
+        VmAction::Pause,
+        VmAction::Resume,
+        VmAction::ShutDown,
+        VmAction::Reboot,
+        VmAction::Reset,
+        VmAction::ForceOff,
+        VmAction::Delete,
+    ];
+
+    /// The window action (`win.NAME`) that performs it on the selected VM.
+    pub fn action_name(self) -> &'static str {
+        match self {
+            VmAction::Open => "open",
+            VmAction::Run => "run",
+            VmAction::Pause => "pause",
+            VmAction::Resume => "resume",
+            VmAction::ShutDown => "shutdown",
+            VmAction::ForceOff => "force-off",
+            VmAction::Reboot => "reboot",
+            VmAction::Reset => "reset",
+            VmAction::Delete => "delete",
+        }
+    }
+
+    /// Whether it makes sense for a VM in `state`.
+    pub fn allowed(self, state: DomainState) -> bool {
+        match self {
+            VmAction::Open => true,
+            VmAction::Run => !state.is_active(),
+            VmAction::Pause | VmAction::Reboot => state == DomainState::Running,
+            VmAction::Resume => state == DomainState::Paused,
+            VmAction::ShutDown | VmAction::ForceOff | VmAction::Reset => state.is_active(),
+            VmAction::Delete => !state.is_active(),
+        }
+    }
+}
+
 /// A row's request to its window.
 #[derive(Debug)]
 pub struct RowRequest {
@@ -139,7 +181,8 @@ pub fn state_label(state: DomainState) -> String {
     }
 }
 
-fn state_icon(state: DomainState) -> &'static str {
+/// The symbolic icon for a state.
+pub fn state_icon(state: DomainState) -> &'static str {
     match state {
         DomainState::Running => "media-playback-start-symbolic",
         DomainState::Paused => "media-playback-pause-symbolic",
@@ -157,6 +200,9 @@ impl FactoryComponent for VmRow {
     type ParentWidget = gtk::ListBox;
 
     view! {
+        // The actions live in the window's toolbar and context menu (they
+        // act on the selected row); a row only shows the VM, and opens it
+        // when activated (double click, Enter).
         adw::ActionRow {
             set_title: &self.name,
             set_activatable: true,
@@ -167,93 +213,6 @@ impl FactoryComponent for VmRow {
             add_prefix = &gtk::Image {
                 #[watch]
                 set_icon_name: Some(state_icon(self.state)),
-            },
-            add_suffix = &gtk::Box {
-                set_spacing: 6,
-                set_valign: gtk::Align::Center,
-
-                gtk::Button {
-                    set_icon_name: "video-display-symbolic",
-                    set_tooltip_text: Some(&gettext("Open")),
-                    connect_clicked => VmAction::Open,
-                },
-                gtk::Button {
-                    set_icon_name: "media-playback-start-symbolic",
-                    set_tooltip_text: Some(&gettext("Run")),
-                    #[watch]
-                    set_visible: !self.state.is_active(),
-                    connect_clicked => VmAction::Run,
-                },
-                gtk::Button {
-                    set_icon_name: "media-playback-pause-symbolic",
-                    set_tooltip_text: Some(&gettext("Pause")),
-                    #[watch]
-                    set_visible: self.state == DomainState::Running,
-                    connect_clicked => VmAction::Pause,
-                },
-                gtk::Button {
-                    set_icon_name: "media-playback-start-symbolic",
-                    set_tooltip_text: Some(&gettext("Resume")),
-                    #[watch]
-                    set_visible: self.state == DomainState::Paused,
-                    connect_clicked => VmAction::Resume,
-                },
-                gtk::Button {
-                    set_icon_name: "system-shutdown-symbolic",
-                    set_tooltip_text: Some(&gettext("Shut Down")),
-                    #[watch]
-                    set_visible: self.state.is_active(),
-                    connect_clicked => VmAction::ShutDown,
-                },
-                gtk::Button {
-                    set_icon_name: "process-stop-symbolic",
-                    set_tooltip_text: Some(&gettext("Force Off")),
-                    add_css_class: "destructive-action",
-                    #[watch]
-                    set_visible: self.state.is_active(),
-                    connect_clicked => VmAction::ForceOff,
-                },
-                gtk::MenuButton {
-                    set_icon_name: "view-more-symbolic",
-                    set_tooltip_text: Some(&gettext("More")),
-                    add_css_class: "flat",
-                    #[wrap(Some)]
-                    set_popover: popover = &gtk::Popover {
-                        gtk::Box {
-                            set_orientation: gtk::Orientation::Vertical,
-                            gtk::Button {
-                                set_label: &gettext("Reboot"),
-                                add_css_class: "flat",
-                                #[watch]
-                                set_sensitive: self.state == DomainState::Running,
-                                connect_clicked[sender, popover] => move |_| {
-                                    popover.popdown();
-                                    sender.input(VmAction::Reboot);
-                                },
-                            },
-                            gtk::Button {
-                                set_label: &gettext("Reset"),
-                                add_css_class: "flat",
-                                #[watch]
-                                set_sensitive: self.state.is_active(),
-                                connect_clicked[sender, popover] => move |_| {
-                                    popover.popdown();
-                                    sender.input(VmAction::Reset);
-                                },
-                            },
-                            gtk::Button {
-                                set_label: &gettext("Delete…"),
-                                add_css_class: "flat",
-                                #[watch]
-                                set_sensitive: !self.state.is_active(),
-                                connect_clicked[sender, popover] => move |_| {
-                                    popover.popdown();
-                                    sender.input(VmAction::Delete);
-                                },
-                            },
-                        },
-                    },
-                },
             },
         }
     }
@@ -282,5 +241,32 @@ impl FactoryComponent for VmRow {
             name: self.name.clone(),
             action,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_follow_the_state() {
+        use DomainState::*;
+        let allowed = |state| {
+            VmAction::ALL
+                .into_iter()
+                .filter(|a| a.allowed(state))
+                .collect::<Vec<_>>()
+        };
+        use VmAction::*;
+        assert_eq!(allowed(Shutoff), vec![Open, Run, Delete]);
+        assert_eq!(allowed(Crashed), vec![Open, Run, Delete]);
+        assert_eq!(
+            allowed(Running),
+            vec![Open, Pause, ShutDown, Reboot, Reset, ForceOff]
+        );
+        assert_eq!(
+            allowed(Paused),
+            vec![Open, Resume, ShutDown, Reset, ForceOff]
+        );
     }
 }

@@ -1,31 +1,35 @@
-//! The manager window: connections, and the VMs under each, following the
-//! engine's events live.
+//! The manager window: the connections, each with its VMs, following the
+//! engines' events live; a toolbar and a context menu acting on the
+//! selected VM.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::rc::Rc;
 
 use adw::prelude::*;
 use gettextrs::gettext;
-use relm4::factory::FactoryVecDeque;
+use gtk::{gdk, gio, glib};
 use relm4::prelude::*;
-use vireo_api::ConnectUri;
 use vireo_api::client::{AsyncClient, Incoming};
-use vireo_api::proto::{DomainState, DomainSummary, Event, Lifecycle, Request};
-
-use std::collections::HashMap;
+use vireo_api::proto::{DomainState, DomainSummary, Event, Lifecycle, Request, Response};
 
 use crate::config;
-use crate::engine;
-use crate::vm_row::{RowRequest, VmAction, VmRow};
+use crate::connection::{ConnState, Connection, Target};
+use crate::vm_row::{RowRequest, VmAction};
 use crate::vm_window::VmWindow;
 
 /// The main window of the app.
 #[derive(Debug)]
 pub struct ManagerWindow {
-    local: ConnectUri,
-    status: String,
-    client: Option<AsyncClient>,
-    vms: FactoryVecDeque<VmRow>,
+    /// The connections, in the order shown; an index names one.
+    conns: Vec<Connection>,
+    /// The selected VM: (connection, name).
+    selected: Option<(usize, String)>,
+    /// The window actions acting on the selected VM.
+    actions: HashMap<VmAction, gio::SimpleAction>,
     toasts: adw::ToastOverlay,
-    /// Open VM windows, by domain name.
-    windows: HashMap<String, Controller<VmWindow>>,
+    /// Open VM windows, by connection and domain name.
+    windows: HashMap<(usize, String), Controller<VmWindow>>,
     /// A console to open once connected (`--show-domain-console`).
     pending_console: Option<String>,
 }
@@ -33,31 +37,42 @@ pub struct ManagerWindow {
 /// Input from widgets.
 #[derive(Debug)]
 pub enum Msg {
-    /// A row's button was pressed.
-    Row(RowRequest),
+    /// A row of connection `.0` was activated.
+    Row(usize, RowRequest),
+    /// The selection in connection `.0`'s list changed (row index).
+    Selected(usize, Option<i32>),
+    /// A toolbar button, menu item or shortcut: act on the selected VM.
+    Action(VmAction),
+    /// Show the context menu of connection `.0`'s selected row, at the
+    /// pointer (`Some`) or under the row (keyboard).
+    ContextMenu(usize, Option<(f64, f64)>),
+    /// The Menu key: the context menu of the selected row.
+    MenuKey,
     /// Show the full text of an error.
     ShowDetails(String, String),
     /// Do `action` to a domain, confirmed where needed; `remove_storage`
-    /// goes with [`VmAction::Delete`].
+    /// (the disk images to delete) goes with [`VmAction::Delete`].
     Perform {
+        /// The connection.
+        conn: usize,
         /// The domain.
         name: String,
         /// What to do.
         action: VmAction,
-        /// Delete the disk images too.
-        remove_storage: bool,
+        /// Disk images to delete with it.
+        remove_storage: Vec<String>,
     },
 }
 
 /// Results of work done off the GTK thread.
 #[derive(Debug)]
 pub enum CmdOut {
-    /// Connected; the domains as listed.
-    Connected(AsyncClient, Vec<DomainSummary>),
-    /// The engine could not be reached.
-    ConnectFailed(String),
-    /// An event or the end of the connection.
-    Incoming(Incoming),
+    /// Connection `.0` is up; the domains as listed.
+    Connected(usize, AsyncClient, Vec<DomainSummary>),
+    /// Connection `.0`'s engine could not be reached.
+    ConnectFailed(usize, String),
+    /// An event on connection `.0`, or its end.
+    Incoming(usize, Incoming),
     /// A call failed.
     Failed {
         /// The translated headline.
@@ -69,6 +84,8 @@ pub enum CmdOut {
     Done,
     /// What deleting a domain would remove: its disk images.
     DeleteInfo {
+        /// The connection.
+        conn: usize,
         /// The domain.
         name: String,
         /// Image files its disks name.
@@ -77,8 +94,11 @@ pub enum CmdOut {
 }
 
 impl ManagerWindow {
-    fn set_state(&mut self, name: &str, state: Option<DomainState>) {
-        let mut guard = self.vms.guard();
+    fn set_state(&mut self, conn: usize, name: &str, state: Option<DomainState>) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        let mut guard = c.vms.guard();
         let index = guard.iter().position(|r| r.name == name);
         match (index, state) {
             (Some(i), Some(state)) => {
@@ -91,11 +111,27 @@ impl ManagerWindow {
             }
             (Some(i), None) => {
                 guard.remove(i);
+                if self
+                    .selected
+                    .as_ref()
+                    .is_some_and(|(c, n)| *c == conn && n == name)
+                {
+                    self.selected = None;
+                }
             }
             (None, Some(state)) => {
                 guard.push_back((name.to_owned(), state));
             }
             (None, None) => {}
+        }
+        drop(guard);
+        // With nothing selected, select the first VM, so the toolbar and
+        // the keyboard act on something.
+        if self.selected.is_none()
+            && let Some(row) = c.list().row_at_index(0)
+        {
+            c.list().select_row(Some(&row));
+            row.grab_focus();
         }
         if let Some(state) = state {
             tracing::info!("vm {name}: {}", state.as_virsh());
@@ -104,19 +140,41 @@ impl ManagerWindow {
         }
     }
 
-    fn open_vm(&mut self, name: &str) {
-        if let Some(existing) = self.windows.get(name)
+    /// The selected VM's state.
+    fn selected_state(&self) -> Option<DomainState> {
+        let (conn, name) = self.selected.as_ref()?;
+        self.conns.get(*conn)?.vm_state(name)
+    }
+
+    /// Enables the actions that fit the selected VM's state.
+    fn update_actions(&self) {
+        let state = self.selected_state();
+        let connected = self
+            .selected
+            .as_ref()
+            .and_then(|(c, _)| self.conns.get(*c))
+            .is_some_and(|c| c.client.is_some());
+        for (action, a) in &self.actions {
+            a.set_enabled(connected && state.is_some_and(|s| action.allowed(s)));
+        }
+    }
+
+    fn open_vm(&mut self, conn: usize, name: &str) {
+        let key = (conn, name.to_owned());
+        if let Some(existing) = self.windows.get(&key)
             && existing.widget().is_visible()
         {
             existing.widget().present();
             return;
         }
+        let client = self.conns.get(conn).and_then(|c| c.client.clone());
         let controller = VmWindow::builder()
-            .launch((name.to_owned(), self.client.clone()))
+            .launch((name.to_owned(), client))
             .detach();
         relm4::main_application().add_window(controller.widget());
         controller.widget().present();
-        self.windows.insert(name.to_owned(), controller);
+        tracing::info!("vm {name}: window opened");
+        self.windows.insert(key, controller);
     }
 
     fn toast(&self, headline: &str, details: String, sender: &ComponentSender<Self>) {
@@ -129,6 +187,206 @@ impl ManagerWindow {
         });
         self.toasts.add_toast(toast);
     }
+
+    /// Adds a connection's section and starts connecting it.
+    fn add_connection(
+        &mut self,
+        target: Target,
+        container: &gtk::Box,
+        menu: &gio::Menu,
+        sender: &ComponentSender<Self>,
+    ) {
+        let id = self.conns.len();
+        let conn = Connection::new(target.clone(), menu, sender.input_sender(), move |r| {
+            Msg::Row(id, r)
+        });
+        let list = conn.list();
+        let s = sender.clone();
+        list.connect_row_selected(move |_, row| s.input(Msg::Selected(id, row.map(|r| r.index()))));
+        let click = gtk::GestureClick::new();
+        click.set_button(gdk::BUTTON_SECONDARY);
+        let s = sender.clone();
+        click.connect_pressed(move |gesture, _, x, y| {
+            let Some(list) = gesture.widget().and_downcast::<gtk::ListBox>() else {
+                return;
+            };
+            if let Some(row) = list.row_at_y(y as i32) {
+                gesture.set_state(gtk::EventSequenceState::Claimed);
+                list.select_row(Some(&row));
+                row.grab_focus();
+                s.input(Msg::ContextMenu(id, Some((x, y))));
+            }
+        });
+        list.add_controller(click);
+        container.append(&conn.section);
+        self.conns.push(conn);
+
+        sender.command(move |out, shutdown| {
+            shutdown
+                .register(async move {
+                    let (client, mut incoming) = match target.connect().await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            let _ = out.send(CmdOut::ConnectFailed(id, e));
+                            return;
+                        }
+                    };
+                    match client.call(Request::ListDomains { all: true }).await {
+                        Ok(Response::Domains { domains }) => {
+                            let _ = out.send(CmdOut::Connected(id, client, domains));
+                        }
+                        Ok(other) => {
+                            let _ = out.send(CmdOut::ConnectFailed(
+                                id,
+                                format!("unexpected answer to list: {other:?}"),
+                            ));
+                            return;
+                        }
+                        Err(e) => {
+                            let _ = out.send(CmdOut::ConnectFailed(id, e.to_string()));
+                            return;
+                        }
+                    }
+                    while let Some(i) = incoming.recv().await {
+                        let last = matches!(i, Incoming::Disconnected(_));
+                        if out.send(CmdOut::Incoming(id, i)).is_err() || last {
+                            break;
+                        }
+                    }
+                })
+                .drop_on_shutdown()
+        });
+    }
+
+    /// Starts `action` on a VM: opens it, asks first, or calls the engine.
+    fn act(
+        &mut self,
+        conn: usize,
+        name: String,
+        action: VmAction,
+        root: &adw::ApplicationWindow,
+        sender: &ComponentSender<Self>,
+    ) {
+        match action {
+            VmAction::Open => self.open_vm(conn, &name),
+            VmAction::ForceOff | VmAction::Reset => confirm(root, conn, &name, action, sender),
+            VmAction::Delete => {
+                let Some(client) = self.conns.get(conn).and_then(|c| c.client.clone()) else {
+                    return;
+                };
+                let headline = gettext("Could not delete “{name}”").replace("{name}", &name);
+                sender.oneshot_command(async move {
+                    let request = Request::DumpXml {
+                        domain: name.clone(),
+                        inactive: true,
+                    };
+                    match client.call(request).await {
+                        Ok(Response::Xml { xml }) => CmdOut::DeleteInfo {
+                            conn,
+                            disks: disk_images(&xml),
+                            name,
+                        },
+                        Ok(other) => CmdOut::Failed {
+                            headline,
+                            details: format!("unexpected answer: {other:?}"),
+                        },
+                        Err(e) => CmdOut::Failed {
+                            headline,
+                            details: e.to_string(),
+                        },
+                    }
+                });
+            }
+            _ => sender.input(Msg::Perform {
+                conn,
+                name,
+                action,
+                remove_storage: Vec::new(),
+            }),
+        }
+    }
+
+    /// Pops up connection `conn`'s context menu for its selected row.
+    fn context_menu(&self, conn: usize, at: Option<(f64, f64)>) {
+        let Some(c) = self.conns.get(conn) else {
+            return;
+        };
+        let list = c.list();
+        let rect = match at {
+            Some((x, y)) => gdk::Rectangle::new(x as i32, y as i32, 1, 1),
+            None => {
+                let Some(bounds) = list.selected_row().and_then(|r| r.compute_bounds(list)) else {
+                    return;
+                };
+                gdk::Rectangle::new(
+                    bounds.x() as i32 + 48,
+                    (bounds.y() + bounds.height()) as i32,
+                    1,
+                    1,
+                )
+            }
+        };
+        c.menu.set_pointing_to(Some(&rect));
+        c.menu.popup();
+        tracing::info!("context menu shown");
+    }
+}
+
+/// The Shut Down button's menu.
+fn shutdown_menu() -> gio::Menu {
+    let menu = gio::Menu::new();
+    menu.append(Some(&gettext("Shut Down")), Some("win.shutdown"));
+    menu.append(Some(&gettext("Reboot")), Some("win.reboot"));
+    menu.append(Some(&gettext("Reset…")), Some("win.reset"));
+    menu.append(Some(&gettext("Force Off…")), Some("win.force-off"));
+    menu
+}
+
+/// A row's context menu: the toolbar's actions.
+fn row_menu() -> gio::Menu {
+    let menu = gio::Menu::new();
+    let open = gio::Menu::new();
+    open.append(Some(&gettext("Open")), Some("win.open"));
+    menu.append_section(None, &open);
+    let run = gio::Menu::new();
+    run.append(Some(&gettext("Run")), Some("win.run"));
+    for (label, action) in [
+        (gettext("Pause"), "win.pause"),
+        (gettext("Resume"), "win.resume"),
+    ] {
+        let item = gio::MenuItem::new(Some(&label), Some(action));
+        item.set_attribute_value("hidden-when", Some(&"action-disabled".to_variant()));
+        run.append_item(&item);
+    }
+    menu.append_section(None, &run);
+    menu.append_section(None, &shutdown_menu());
+    let delete = gio::Menu::new();
+    delete.append(Some(&gettext("Delete…")), Some("win.delete"));
+    menu.append_section(None, &delete);
+    menu
+}
+
+/// Logs the first frame the window draws (what the start-up benchmark
+/// waits for) and, at trace level under `vireo_app::frames`, how long each
+/// frame took from before-paint to after-paint.
+fn log_frames(window: &adw::ApplicationWindow) {
+    let Some(clock) = window.frame_clock() else {
+        return;
+    };
+    let started = Rc::new(Cell::new(0i64));
+    let first = Rc::new(Cell::new(true));
+    let s = started.clone();
+    clock.connect_before_paint(move |_| s.set(glib::monotonic_time()));
+    clock.connect_after_paint(move |_| {
+        if first.replace(false) {
+            tracing::info!("first frame drawn");
+        }
+        tracing::trace!(
+            target: "vireo_app::frames",
+            "frame {} us",
+            glib::monotonic_time() - started.get()
+        );
+    });
 }
 
 #[relm4::component(pub)]
@@ -142,13 +400,67 @@ impl Component for ManagerWindow {
     view! {
         adw::ApplicationWindow {
             set_title: Some(&gettext("Vireo")),
-            set_default_size: (760, 520),
+            set_default_size: (800, 560),
 
             #[wrap(Some)]
             set_content = &gtk::Box {
                 set_orientation: gtk::Orientation::Vertical,
 
                 adw::HeaderBar {
+                    pack_start = &gtk::Button {
+                        set_icon_name: "list-add-symbolic",
+                        set_action_name: Some("win.new"),
+                        set_tooltip_text: Some(&gettext(
+                            "New Virtual Machine (not available yet)",
+                        )),
+                    },
+                    pack_start = &gtk::Button {
+                        set_icon_name: "video-display-symbolic",
+                        set_action_name: Some("win.open"),
+                        set_tooltip_text: Some(&gettext("Open")),
+                    },
+                    pack_start = &gtk::Button {
+                        set_icon_name: "media-playback-start-symbolic",
+                        set_action_name: Some("win.run"),
+                        set_tooltip_text: Some(&gettext("Run")),
+                    },
+                    pack_start = &gtk::Button {
+                        #[watch]
+                        set_icon_name: if model.selected_state() == Some(DomainState::Paused) {
+                            "media-playback-start-symbolic"
+                        } else {
+                            "media-playback-pause-symbolic"
+                        },
+                        #[watch]
+                        set_action_name: Some(
+                            if model.selected_state() == Some(DomainState::Paused) {
+                                "win.resume"
+                            } else {
+                                "win.pause"
+                            },
+                        ),
+                        #[watch]
+                        set_tooltip_text: Some(
+                            &if model.selected_state() == Some(DomainState::Paused) {
+                                gettext("Resume")
+                            } else {
+                                gettext("Pause")
+                            },
+                        ),
+                    },
+                    pack_start = &adw::SplitButton {
+                        set_icon_name: "system-shutdown-symbolic",
+                        set_action_name: Some("win.shutdown"),
+                        set_tooltip_text: Some(&gettext("Shut Down")),
+                        set_dropdown_tooltip: &gettext("Reboot, Reset or Force Off"),
+                        set_menu_model: Some(&shutdown_menu()),
+                    },
+                    pack_end = &gtk::Button {
+                        set_icon_name: "user-trash-symbolic",
+                        set_action_name: Some("win.delete"),
+                        set_tooltip_text: Some(&gettext("Delete…")),
+                    },
+
                     #[wrap(Some)]
                     set_title_widget = &adw::WindowTitle {
                         set_title: &gettext("Vireo"),
@@ -170,48 +482,10 @@ impl Component for ManagerWindow {
                             set_margin_start: 12,
                             set_margin_end: 12,
 
+                            #[name = "sections"]
                             gtk::Box {
                                 set_orientation: gtk::Orientation::Vertical,
-                                set_spacing: 12,
-
-                                gtk::Label {
-                                    set_label: &gettext("Connections"),
-                                    set_xalign: 0.0,
-                                    add_css_class: "heading",
-                                },
-
-                                gtk::ListBox {
-                                    set_selection_mode: gtk::SelectionMode::None,
-                                    add_css_class: "boxed-list",
-
-                                    adw::ActionRow {
-                                        set_title: &gettext("This Computer"),
-                                        #[watch]
-                                        set_subtitle: &format!("{} — {}", model.local, model.status),
-                                        add_prefix = &gtk::Image {
-                                            set_icon_name: Some("computer-symbolic"),
-                                        },
-                                    },
-                                },
-
-                                #[local_ref]
-                                vm_list -> gtk::ListBox {
-                                    set_selection_mode: gtk::SelectionMode::None,
-                                    add_css_class: "boxed-list",
-                                    #[watch]
-                                    set_visible: !model.vms.is_empty(),
-                                },
-
-                                adw::StatusPage {
-                                    set_vexpand: true,
-                                    set_icon_name: Some("dev.vireo.Vireo-symbolic"),
-                                    set_title: &gettext("No Virtual Machines"),
-                                    set_description: Some(&gettext(
-                                        "Virtual machines on this connection will appear here.",
-                                    )),
-                                    #[watch]
-                                    set_visible: model.vms.is_empty(),
-                                },
+                                set_spacing: 24,
                             },
                         },
                     },
@@ -225,115 +499,103 @@ impl Component for ManagerWindow {
         root: Self::Root,
         sender: ComponentSender<Self>,
     ) -> ComponentParts<Self> {
-        if let Some(display) = gtk::gdk::Display::default() {
+        if let Some(display) = gdk::Display::default() {
             gtk::IconTheme::for_display(&display).add_resource_path("/dev/vireo/Vireo/icons");
         }
         if config::PROFILE == "Devel" {
             root.add_css_class("devel");
         }
-        let vms = FactoryVecDeque::builder()
-            .launch(gtk::ListBox::default())
-            .forward(sender.input_sender(), Msg::Row);
-        let model = ManagerWindow {
-            local: ConnectUri::session(),
-            status: gettext("Connecting…"),
-            client: None,
-            vms,
+        root.connect_realize(log_frames);
+
+        let mut actions = HashMap::new();
+        for action in VmAction::ALL {
+            let a = gio::SimpleAction::new(action.action_name(), None);
+            a.set_enabled(false);
+            let s = sender.clone();
+            a.connect_activate(move |_, _| s.input(Msg::Action(action)));
+            root.add_action(&a);
+            actions.insert(action, a);
+        }
+        // Until the New VM wizard exists.
+        let new = gio::SimpleAction::new("new", None);
+        new.set_enabled(false);
+        root.add_action(&new);
+        let menu_key = gio::SimpleAction::new("context-menu", None);
+        let s = sender.clone();
+        menu_key.connect_activate(move |_, _| s.input(Msg::MenuKey));
+        root.add_action(&menu_key);
+        let app = relm4::main_application();
+        app.set_accels_for_action("win.context-menu", &["Menu", "<Shift>F10"]);
+        app.set_accels_for_action("win.open", &["<Primary>o"]);
+        app.set_accels_for_action("win.run", &["<Primary>r"]);
+        app.set_accels_for_action("win.pause", &["<Primary>p"]);
+        app.set_accels_for_action("win.resume", &["<Primary><Shift>p"]);
+        app.set_accels_for_action("win.delete", &["Delete"]);
+
+        let mut model = ManagerWindow {
+            conns: Vec::new(),
+            selected: None,
+            actions,
             toasts: adw::ToastOverlay::new(),
             windows: HashMap::new(),
             pending_console,
         };
-        let vm_list = model.vms.widget();
         let toasts = &model.toasts;
         let widgets = view_output!();
 
-        sender.command(|out, shutdown| {
-            shutdown
-                .register(async move {
-                    let (client, mut incoming) = match engine::connect_session().await {
-                        Ok(c) => c,
-                        Err(e) => {
-                            let _ = out.send(CmdOut::ConnectFailed(e));
-                            return;
-                        }
-                    };
-                    match client.call(Request::ListDomains { all: true }).await {
-                        Ok(vireo_api::proto::Response::Domains { domains }) => {
-                            let _ = out.send(CmdOut::Connected(client, domains));
-                        }
-                        Ok(other) => {
-                            let _ = out.send(CmdOut::ConnectFailed(format!(
-                                "unexpected answer to list: {other:?}"
-                            )));
-                            return;
-                        }
-                        Err(e) => {
-                            let _ = out.send(CmdOut::ConnectFailed(e.to_string()));
-                            return;
-                        }
-                    }
-                    while let Some(i) = incoming.recv().await {
-                        let last = matches!(i, Incoming::Disconnected(_));
-                        if out.send(CmdOut::Incoming(i)).is_err() || last {
-                            break;
-                        }
-                    }
-                })
-                .drop_on_shutdown()
-        });
+        let menu = row_menu();
+        model.add_connection(Target::LocalSession, &widgets.sections, &menu, &sender);
         ComponentParts { model, widgets }
     }
 
     fn update(&mut self, msg: Self::Input, sender: ComponentSender<Self>, root: &Self::Root) {
         match msg {
-            Msg::Row(RowRequest {
-                name,
-                action: VmAction::Open,
-            }) => self.open_vm(&name),
-            Msg::Row(RowRequest {
-                name,
-                action: action @ (VmAction::ForceOff | VmAction::Reset),
-            }) => confirm(root, &name, action, &sender),
-            Msg::Row(RowRequest {
-                name,
-                action: VmAction::Delete,
-            }) => {
-                let Some(client) = self.client.clone() else {
+            Msg::Row(conn, RowRequest { name, action }) => {
+                self.act(conn, name, action, root, &sender);
+            }
+            Msg::Selected(conn, Some(index)) => {
+                let Some(c) = self.conns.get(conn) else {
                     return;
                 };
-                let headline = gettext("Could not delete “{name}”").replace("{name}", &name);
-                sender.oneshot_command(async move {
-                    let request = Request::DumpXml {
-                        domain: name.clone(),
-                        inactive: true,
-                    };
-                    match client.call(request).await {
-                        Ok(vireo_api::proto::Response::Xml { xml }) => CmdOut::DeleteInfo {
-                            disks: disk_images(&xml),
-                            name,
-                        },
-                        Ok(other) => CmdOut::Failed {
-                            headline,
-                            details: format!("unexpected answer: {other:?}"),
-                        },
-                        Err(e) => CmdOut::Failed {
-                            headline,
-                            details: e.to_string(),
-                        },
+                let Some(name) = usize::try_from(index)
+                    .ok()
+                    .and_then(|i| c.vms.get(i))
+                    .map(|r| r.name.clone())
+                else {
+                    return;
+                };
+                tracing::debug!("selected {name}");
+                self.selected = Some((conn, name));
+                for (i, other) in self.conns.iter().enumerate() {
+                    if i != conn {
+                        other.list().unselect_all();
                     }
-                });
+                }
             }
-            Msg::Row(RowRequest { name, action }) => sender.input(Msg::Perform {
-                name,
-                action,
-                remove_storage: false,
-            }),
+            Msg::Selected(conn, None) => {
+                if self.selected.as_ref().is_some_and(|(c, _)| *c == conn) {
+                    self.selected = None;
+                }
+            }
+            Msg::Action(action) => {
+                if let Some((conn, name)) = self.selected.clone() {
+                    tracing::info!("{} on {name}", action.action_name());
+                    self.act(conn, name, action, root, &sender);
+                }
+            }
+            Msg::ContextMenu(conn, at) => self.context_menu(conn, at),
+            Msg::MenuKey => {
+                if let Some((conn, _)) = self.selected {
+                    self.context_menu(conn, None);
+                }
+            }
             Msg::Perform {
+                conn,
                 name,
                 action,
                 remove_storage,
             } => {
-                let Some(client) = self.client.clone() else {
+                let Some(client) = self.conns.get(conn).and_then(|c| c.client.clone()) else {
                     return;
                 };
                 let request = match action {
@@ -346,7 +608,8 @@ impl Component for ManagerWindow {
                     },
                     VmAction::Delete => Request::Undefine {
                         domain: name.clone(),
-                        remove_all_storage: remove_storage,
+                        remove_all_storage: false,
+                        remove_storage,
                     },
                     VmAction::Run => Request::Start {
                         domain: name.clone(),
@@ -393,29 +656,38 @@ impl Component for ManagerWindow {
                 dialog.present();
             }
         }
+        self.update_actions();
     }
 
-    fn update_cmd(&mut self, out: CmdOut, sender: ComponentSender<Self>, _root: &Self::Root) {
+    fn update_cmd(&mut self, out: CmdOut, sender: ComponentSender<Self>, root: &Self::Root) {
         match out {
-            CmdOut::Connected(client, domains) => {
-                self.client = Some(client);
-                self.status = gettext("Connected");
+            CmdOut::Connected(conn, client, domains) => {
+                let Some(c) = self.conns.get_mut(conn) else {
+                    return;
+                };
+                c.client = Some(client);
+                c.set_state(ConnState::Connected);
                 for d in domains {
-                    self.set_state(&d.name, Some(d.state));
+                    self.set_state(conn, &d.name, Some(d.state));
                 }
                 if let Some(name) = self.pending_console.take() {
-                    self.open_vm(&name);
+                    self.open_vm(conn, &name);
                 }
             }
-            CmdOut::ConnectFailed(e) => {
-                self.status = gettext("Not connected");
+            CmdOut::ConnectFailed(conn, e) => {
+                if let Some(c) = self.conns.get_mut(conn) {
+                    c.set_state(ConnState::Disconnected);
+                }
                 self.toast(&gettext("Could not connect to the engine"), e, &sender);
             }
-            CmdOut::Incoming(Incoming::Event(Event::Lifecycle { name, change, .. })) => {
+            CmdOut::Incoming(conn, Incoming::Event(Event::Lifecycle { name, change, .. })) => {
                 let state = match change {
                     Lifecycle::Defined => {
                         // A redefinition keeps the state; a new domain is off.
-                        let known = self.vms.iter().any(|r| r.name == name);
+                        let known = self
+                            .conns
+                            .get(conn)
+                            .is_some_and(|c| c.vm_state(&name).is_some());
                         if known {
                             return;
                         }
@@ -423,7 +695,7 @@ impl Component for ManagerWindow {
                     }
                     Lifecycle::Undefined => None,
                     Lifecycle::Started | Lifecycle::Resumed => {
-                        if let Some(w) = self.windows.get(&name) {
+                        if let Some(w) = self.windows.get(&(conn, name.clone())) {
                             w.emit(crate::vm_window::VmMsg::Reconnect);
                         }
                         Some(DomainState::Running)
@@ -432,10 +704,13 @@ impl Component for ManagerWindow {
                     Lifecycle::Stopped { .. } => Some(DomainState::Shutoff),
                     Lifecycle::Crashed { .. } => Some(DomainState::Crashed),
                 };
-                self.set_state(&name, state);
+                self.set_state(conn, &name, state);
             }
-            CmdOut::Incoming(Incoming::Event(Event::Stats { domains })) => {
-                let mut guard = self.vms.guard();
+            CmdOut::Incoming(conn, Incoming::Event(Event::Stats { domains })) => {
+                let Some(c) = self.conns.get_mut(conn) else {
+                    return;
+                };
+                let mut guard = c.vms.guard();
                 for stats in &domains {
                     let Some(i) = guard.iter().position(|r| r.name == stats.name) else {
                         continue;
@@ -447,16 +722,20 @@ impl Component for ManagerWindow {
                     }
                 }
             }
-            CmdOut::Incoming(Incoming::Disconnected(why)) => {
-                self.client = None;
-                self.status = gettext("Disconnected");
+            CmdOut::Incoming(conn, Incoming::Disconnected(why)) => {
+                if let Some(c) = self.conns.get_mut(conn) {
+                    c.set_state(ConnState::Disconnected);
+                }
                 self.toast(&gettext("Lost the connection to the engine"), why, &sender);
             }
-            CmdOut::Incoming(_) => {}
+            CmdOut::Incoming(..) => {}
             CmdOut::Failed { headline, details } => self.toast(&headline, details, &sender),
             CmdOut::Done => {}
-            CmdOut::DeleteInfo { name, disks } => confirm_delete(_root, &name, disks, &sender),
+            CmdOut::DeleteInfo { conn, name, disks } => {
+                confirm_delete(root, conn, &name, disks, &sender);
+            }
         }
+        self.update_actions();
     }
 }
 
@@ -477,6 +756,7 @@ fn disk_images(xml: &str) -> Vec<String> {
 /// Asks before an action that loses the guest's unsaved state.
 fn confirm(
     root: &adw::ApplicationWindow,
+    conn: usize,
     name: &str,
     action: VmAction,
     sender: &ComponentSender<ManagerWindow>,
@@ -506,22 +786,27 @@ fn confirm(
     dialog.add_response("do", &verb);
     dialog.set_response_appearance("do", adw::ResponseAppearance::Destructive);
     dialog.set_default_response(Some("cancel"));
+    dialog.set_close_response("cancel");
     let (sender, name) = (sender.clone(), name.to_owned());
     dialog.connect_response(None, move |_, response| {
         if response == "do" {
             sender.input(Msg::Perform {
+                conn,
                 name: name.clone(),
                 action,
-                remove_storage: false,
+                remove_storage: Vec::new(),
             });
         }
     });
     dialog.present();
+    tracing::info!("confirmation shown");
 }
 
-/// Asks before deleting a VM, offering to delete its disk images (listed).
+/// Asks before deleting a VM, offering to delete each of its disk images
+/// (none ticked at first).
 fn confirm_delete(
     root: &adw::ApplicationWindow,
+    conn: usize,
     name: &str,
     disks: Vec<String>,
     sender: &ComponentSender<ManagerWindow>,
@@ -531,20 +816,22 @@ fn confirm_delete(
         Some(&gettext("Delete “{name}”?").replace("{name}", name)),
         Some(&gettext("The virtual machine's definition is removed.")),
     );
-    let check = gtk::CheckButton::with_label(&gettext("Also delete its disk images:"));
     let list = gtk::Box::new(gtk::Orientation::Vertical, 6);
+    let mut checks = Vec::new();
     if disks.is_empty() {
-        check.set_sensitive(false);
         list.append(&gtk::Label::new(Some(&gettext("It has no disk images."))));
     } else {
-        list.append(&check);
-        for d in &disks {
-            let label = gtk::Label::new(Some(d));
-            label.set_xalign(0.0);
-            label.set_margin_start(24);
-            label.set_selectable(true);
-            label.add_css_class("monospace");
-            list.append(&label);
+        let heading = gtk::Label::new(Some(&gettext("Also delete these disk images:")));
+        heading.set_xalign(0.0);
+        list.append(&heading);
+        for path in disks {
+            let check = gtk::CheckButton::with_label(&path);
+            check.set_tooltip_text(Some(&path));
+            if let Some(label) = check.last_child().and_downcast::<gtk::Label>() {
+                label.set_ellipsize(gtk::pango::EllipsizeMode::Start);
+            }
+            list.append(&check);
+            checks.push((check, path));
         }
     }
     dialog.set_extra_child(Some(&list));
@@ -552,17 +839,30 @@ fn confirm_delete(
     dialog.add_response("delete", &gettext("Delete"));
     dialog.set_response_appearance("delete", adw::ResponseAppearance::Destructive);
     dialog.set_default_response(Some("cancel"));
+    dialog.set_close_response("cancel");
     let (sender, name) = (sender.clone(), name.to_owned());
+    let first = checks.first().map(|(c, _)| c.clone());
     dialog.connect_response(None, move |_, response| {
         if response == "delete" {
+            let remove_storage = checks
+                .iter()
+                .filter(|(c, _)| c.is_active())
+                .map(|(_, p)| p.clone())
+                .collect();
             sender.input(Msg::Perform {
+                conn,
                 name: name.clone(),
                 action: VmAction::Delete,
-                remove_storage: check.is_active(),
+                remove_storage,
             });
         }
     });
     dialog.present();
+    // The keyboard starts on the first image's box.
+    if let Some(first) = first {
+        first.grab_focus();
+    }
+    tracing::info!("delete dialog shown");
 }
 
 #[cfg(test)]

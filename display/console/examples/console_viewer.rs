@@ -45,12 +45,17 @@ fn main() -> gtk::glib::ExitCode {
             .child(view.widget())
             .build();
         let app = app.clone();
-        view.attach(session, events, move |why| {
-            eprintln!("console_viewer: {why}");
-            app.quit();
-        });
+        view.attach(
+            session,
+            events,
+            |_| {},
+            move |why| {
+                eprintln!("console_viewer: {why}");
+                app.quit();
+            },
+        );
         window.present();
-        view.widget().grab_focus();
+        view.focus_widget().grab_focus();
     });
     let code = app.run_with_args::<&str>(&[]);
     drop(runtime);

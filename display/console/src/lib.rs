@@ -9,5 +9,5 @@ pub mod session;
 pub mod view;
 
 pub use framebuffer::{Framebuffer, Rect};
-pub use session::{ConsoleEvent, Input, Session};
-pub use view::ConsoleView;
+pub use session::{ConsoleEvent, Input, ResizeRefused, Session};
+pub use view::{ConsoleView, ViewMode};

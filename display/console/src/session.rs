@@ -44,8 +44,24 @@ pub enum ConsoleEvent {
     Updated,
     /// The server rang the bell.
     Bell,
+    /// The answer to [`Input::ResizeDesktop`]: `Ok` once the server
+    /// resized its screen, or why it did not (e.g. the server or the guest
+    /// cannot resize it from outside).
+    DesktopResize(Result<(), ResizeRefused>),
     /// The session ended; the text says why.
     Closed(String),
+}
+
+/// Why a desktop resize request did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResizeRefused {
+    /// The server does not offer resizing (no ExtendedDesktopSize), or it
+    /// refused it as prohibited: the guest's display cannot be resized
+    /// from outside. Asking again will not help.
+    Unsupported(String),
+    /// This request failed (busy, timed out, invalid size); another may
+    /// succeed.
+    Failed(String),
 }
 
 /// Input for the remote machine.
@@ -67,6 +83,14 @@ pub enum Input {
         y: u16,
         /// Button mask.
         buttons: u8,
+    },
+    /// Ask the server to resize the remote screen (RFB SetDesktopSize);
+    /// answered by [`ConsoleEvent::DesktopResize`].
+    ResizeDesktop {
+        /// Width in pixels.
+        width: u16,
+        /// Height in pixels.
+        height: u16,
     },
 }
 
@@ -94,6 +118,7 @@ impl Session {
             .add_encoding(VncEncoding::Zrle)
             .add_encoding(VncEncoding::CopyRect)
             .add_encoding(VncEncoding::Raw)
+            .add_encoding(VncEncoding::ExtendedDesktopSizePseudo)
             .add_encoding(VncEncoding::DesktopSizePseudo)
             .add_encoding(VncEncoding::LastRectPseudo)
             .allow_shared(true)
@@ -134,6 +159,20 @@ impl Session {
                             break "the console was closed".to_owned();
                         };
                         let event = match input {
+                            Input::ResizeDesktop { width, height } => {
+                                // Answered while this loop keeps draining
+                                // events, which carry the confirmation.
+                                let (client, events_tx) = (client.clone(), events_tx.clone());
+                                tokio::spawn(async move {
+                                    let result = client
+                                        .resize_desktop(width, height)
+                                        .await
+                                        .map(|_| ())
+                                        .map_err(resize_refused);
+                                    let _ = events_tx.send(ConsoleEvent::DesktopResize(result));
+                                });
+                                continue;
+                            }
                             Input::Key { keysym, down } => {
                                 X11Event::KeyEvent(ClientKeyEvent { keycode: keysym, down })
                             }
@@ -186,6 +225,20 @@ impl Session {
     }
 }
 
+/// Sorts vnc-rs's resize errors into final and passing ones.
+fn resize_refused(e: vnc::ResizeError) -> ResizeRefused {
+    match e {
+        vnc::ResizeError::Unsupported => ResizeRefused::Unsupported(
+            "the display server does not offer resizing (no ExtendedDesktopSize)".to_owned(),
+        ),
+        vnc::ResizeError::Denied(vnc::DesktopStatus::Prohibited) => ResizeRefused::Unsupported(
+            "the display server refused: the guest's screen cannot be resized from outside"
+                .to_owned(),
+        ),
+        other => ResizeRefused::Failed(other.to_string()),
+    }
+}
+
 /// What one decoded event did.
 enum Applied {
     /// Something to tell the widget now.
@@ -221,6 +274,19 @@ fn apply(fb: &Mutex<Framebuffer>, event: VncEvent) -> Result<Applied, String> {
                 .map_err(|e| format!("the server sent a bad copy: {e}"))?;
             Ok(Applied::Pixels)
         }
+        // ExtendedDesktopSize: a new size (from the guest or a resize we
+        // asked for); the same size keeps the pixels.
+        VncEvent::DesktopUpdate(update) => match update.layout {
+            Some(layout)
+                if (u32::from(layout.width), u32::from(layout.height))
+                    != (fb.width(), fb.height()) =>
+            {
+                let (width, height) = (u32::from(layout.width), u32::from(layout.height));
+                *fb = Framebuffer::new(width, height).map_err(|e| e.to_string())?;
+                Ok(Applied::Event(ConsoleEvent::Resized { width, height }))
+            }
+            _ => Ok(Applied::Nothing),
+        },
         VncEvent::Bell => Ok(Applied::Event(ConsoleEvent::Bell)),
         VncEvent::Error(e) => Err(format!("the remote display failed: {e}")),
         // JPEG rectangles are never asked for (no quality level is sent);

@@ -1,8 +1,17 @@
 //! The GTK side of the console: a widget that shows a session's
-//! [`Framebuffer`] scaled to fit, and sends the keyboard and pointer to it.
+//! [`Framebuffer`] scaled to fit, 1:1 (scrollable) or with the guest asked
+//! to match the widget's size, and sends the keyboard and pointer to it.
+//!
+//! The keyboard is *grabbed* while the view has the focus: every key,
+//! including the desktop's own shortcuts (Alt+Tab, Super) where the
+//! windowing system lets us inhibit them, goes to the guest. Pressing
+//! Ctrl+Alt together releases the grab (as virt-manager does); keys then go
+//! to the app until the view is clicked again.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeSet;
 use std::rc::Rc;
+use std::time::Duration;
 
 use gtk::glib::translate::IntoGlib;
 use gtk::prelude::*;
@@ -12,13 +21,42 @@ use tokio::sync::mpsc;
 use crate::framebuffer::Framebuffer;
 use crate::session::{ConsoleEvent, Input, Session};
 
-/// Shows the remote screen, scaled to the widget while keeping its aspect,
-/// and forwards input while it has the keyboard focus.
-#[derive(Debug, Clone)]
+/// Called with the new keyboard grab state.
+type GrabCallback = Box<dyn Fn(bool)>;
+
+/// How the remote screen fits the widget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ViewMode {
+    /// Scaled to the widget, keeping the aspect ratio.
+    #[default]
+    Scale,
+    /// One remote pixel per widget pixel, scrollable when larger.
+    OneToOne,
+    /// The guest is asked to resize its screen to the widget (where the
+    /// server and the guest allow it); shown scaled meanwhile.
+    ResizeGuest,
+}
+
+/// Shows the remote screen and forwards input while it has the keyboard
+/// focus.
+#[derive(Clone)]
 pub struct ConsoleView {
+    scroller: gtk::ScrolledWindow,
     picture: gtk::Picture,
     /// The remote screen size, for mapping pointer positions.
     size: Rc<Cell<(u32, u32)>>,
+    mode: Rc<Cell<ViewMode>>,
+    /// Whether keys go to the guest.
+    grabbed: Rc<Cell<bool>>,
+    /// Keysyms pressed on the guest and not yet released.
+    down: Rc<RefCell<BTreeSet<u32>>>,
+    /// The session input, once attached.
+    input: Rc<RefCell<Option<Session>>>,
+    /// Called with the new grab state.
+    on_grab: Rc<RefCell<Vec<GrabCallback>>>,
+    /// The last size asked of the guest in [`ViewMode::ResizeGuest`].
+    asked: Rc<Cell<(u16, u16)>>,
+    resize_pending: Rc<Cell<bool>>,
 }
 
 impl Default for ConsoleView {
@@ -27,26 +65,101 @@ impl Default for ConsoleView {
     }
 }
 
+impl std::fmt::Debug for ConsoleView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleView")
+            .field("size", &self.size.get())
+            .field("mode", &self.mode.get())
+            .field("grabbed", &self.grabbed.get())
+            .finish_non_exhaustive()
+    }
+}
+
 impl ConsoleView {
-    /// An empty console.
+    /// An empty console, scaled to fit.
     pub fn new() -> Self {
         let picture = gtk::Picture::new();
-        picture.set_can_shrink(true);
-        picture.set_content_fit(gtk::ContentFit::Contain);
-        picture.set_hexpand(true);
-        picture.set_vexpand(true);
         picture.set_focusable(true);
         picture.set_can_focus(true);
         picture.add_css_class("vireo-console");
-        Self {
+        let scroller = gtk::ScrolledWindow::new();
+        scroller.set_hexpand(true);
+        scroller.set_vexpand(true);
+        scroller.set_child(Some(&picture));
+        let view = Self {
+            scroller,
             picture,
             size: Rc::new(Cell::new((0, 0))),
+            mode: Rc::new(Cell::new(ViewMode::Scale)),
+            grabbed: Rc::new(Cell::new(false)),
+            down: Rc::default(),
+            input: Rc::default(),
+            on_grab: Rc::default(),
+            asked: Rc::new(Cell::new((0, 0))),
+            resize_pending: Rc::new(Cell::new(false)),
+        };
+        view.set_mode(ViewMode::Scale);
+        view.add_focus_tracking();
+        for adj in [view.scroller.hadjustment(), view.scroller.vadjustment()] {
+            let v = view.clone();
+            adj.connect_changed(move |_| v.schedule_guest_resize());
         }
+        view
     }
 
     /// The widget to put in a container.
     pub fn widget(&self) -> &gtk::Widget {
+        self.scroller.upcast_ref()
+    }
+
+    /// The widget that takes the keyboard focus.
+    pub fn focus_widget(&self) -> &gtk::Widget {
         self.picture.upcast_ref()
+    }
+
+    /// The current view mode.
+    pub fn mode(&self) -> ViewMode {
+        self.mode.get()
+    }
+
+    /// Switches how the screen fits the widget.
+    pub fn set_mode(&self, mode: ViewMode) {
+        self.mode.set(mode);
+        match mode {
+            ViewMode::Scale | ViewMode::ResizeGuest => {
+                self.picture.set_can_shrink(true);
+                self.picture.set_content_fit(gtk::ContentFit::Contain);
+                self.scroller
+                    .set_policy(gtk::PolicyType::Never, gtk::PolicyType::Never);
+            }
+            ViewMode::OneToOne => {
+                self.picture.set_can_shrink(false);
+                self.picture.set_content_fit(gtk::ContentFit::ScaleDown);
+                self.scroller
+                    .set_policy(gtk::PolicyType::Automatic, gtk::PolicyType::Automatic);
+            }
+        }
+        if mode == ViewMode::ResizeGuest {
+            self.asked.set((0, 0));
+            self.schedule_guest_resize();
+        }
+    }
+
+    /// Whether keys currently go to the guest.
+    pub fn is_grabbed(&self) -> bool {
+        self.grabbed.get()
+    }
+
+    /// Calls `f` with the new state whenever the keyboard grab starts or
+    /// ends.
+    pub fn connect_grab_changed(&self, f: impl Fn(bool) + 'static) {
+        self.on_grab.borrow_mut().push(Box::new(f));
+    }
+
+    /// The shown screen as PNG, or `None` before the first frame.
+    pub fn screenshot_png(&self) -> Option<glib::Bytes> {
+        let texture = self.picture.paintable()?.downcast::<gdk::Texture>().ok()?;
+        Some(texture.save_to_png_bytes())
     }
 
     /// Shows the framebuffer's current contents.
@@ -68,18 +181,37 @@ impl ConsoleView {
     }
 
     /// Connects the view to a running session: redraws on its updates,
-    /// sends keys and pointer events to it, and calls `on_closed` with the
-    /// reason when it ends.
+    /// sends keys and pointer events to it, calls `on_resize` with the
+    /// answer to each guest-resize request, and `on_closed` with the reason
+    /// when it ends.
     pub fn attach(
         &self,
         session: Session,
         mut events: mpsc::UnboundedReceiver<ConsoleEvent>,
+        on_resize: impl Fn(Result<(), crate::ResizeRefused>) + 'static,
         on_closed: impl Fn(String) + 'static,
     ) {
-        self.add_input(&session);
+        let first = self.input.borrow_mut().replace(session.clone()).is_none();
+        if first {
+            self.add_input();
+        }
+        self.asked.set((0, 0));
+        self.resize_pending.set(false);
         let view = self.clone();
         glib::spawn_future_local(async move {
+            let mut probed = false;
             while let Some(event) = events.recv().await {
+                if let ConsoleEvent::Resized { width, height } = event
+                    && !probed
+                    && let (Ok(width), Ok(height)) = (u16::try_from(width), u16::try_from(height))
+                {
+                    // Learn at once whether the guest can follow the
+                    // widget's size: ask for the size it has, a no-op
+                    // where resizing is allowed.
+                    probed = true;
+                    view.resize_pending.set(true);
+                    session.send(Input::ResizeDesktop { width, height });
+                }
                 match event {
                     ConsoleEvent::Resized { .. } | ConsoleEvent::Updated => {
                         let fb = session
@@ -89,7 +221,12 @@ impl ConsoleView {
                         view.show(&fb);
                     }
                     ConsoleEvent::Bell => view.picture.error_bell(),
+                    ConsoleEvent::DesktopResize(result) => {
+                        view.resize_pending.set(false);
+                        on_resize(result);
+                    }
                     ConsoleEvent::Closed(why) => {
+                        view.set_grabbed(false);
                         on_closed(why);
                         break;
                     }
@@ -98,22 +235,107 @@ impl ConsoleView {
         });
     }
 
-    fn add_input(&self, session: &Session) {
-        let keys = gtk::EventControllerKey::new();
-        let s = session.clone();
-        keys.connect_key_pressed(move |_, keyval, _, _| {
-            s.send(Input::Key {
-                keysym: keyval.into_glib(),
-                down: true,
+    fn send(&self, input: Input) {
+        if let Some(s) = &*self.input.borrow() {
+            s.send(input);
+        }
+    }
+
+    /// Grabs or releases the keyboard. Releasing lets go of every key the
+    /// guest still sees pressed, so none sticks.
+    pub fn set_grabbed(&self, grab: bool) {
+        if self.grabbed.replace(grab) == grab {
+            return;
+        }
+        if !grab {
+            let down: Vec<u32> = std::mem::take(&mut *self.down.borrow_mut())
+                .into_iter()
+                .collect();
+            for keysym in down {
+                self.send(Input::Key {
+                    keysym,
+                    down: false,
+                });
+            }
+        }
+        if let Some(toplevel) = self
+            .picture
+            .native()
+            .and_then(|n| n.surface())
+            .and_then(|s| s.downcast::<gdk::Toplevel>().ok())
+        {
+            if grab {
+                toplevel.inhibit_system_shortcuts(None::<&gdk::Event>);
+            } else {
+                toplevel.restore_system_shortcuts();
+            }
+        }
+        for f in self.on_grab.borrow().iter() {
+            f(grab);
+        }
+    }
+
+    /// Grab with the focus, release without it.
+    fn add_focus_tracking(&self) {
+        let focus = gtk::EventControllerFocus::new();
+        let v = self.clone();
+        focus.connect_enter(move |_| v.set_grabbed(true));
+        let v = self.clone();
+        focus.connect_leave(move |_| v.set_grabbed(false));
+        self.picture.add_controller(focus);
+    }
+
+    /// Asks the guest for the widget's size (in `ResizeGuest` mode), once
+    /// the size has settled for a moment.
+    fn schedule_guest_resize(&self) {
+        if self.mode.get() != ViewMode::ResizeGuest || self.input.borrow().is_none() {
+            return;
+        }
+        let v = self.clone();
+        glib::timeout_add_local_once(Duration::from_millis(300), move || {
+            if v.mode.get() != ViewMode::ResizeGuest || v.resize_pending.get() {
+                return;
+            }
+            let (w, h) = (v.scroller.width(), v.scroller.height());
+            let (Ok(w), Ok(h)) = (u16::try_from(w), u16::try_from(h)) else {
+                return;
+            };
+            if w < 64 || h < 64 || v.asked.get() == (w, h) {
+                return;
+            }
+            v.asked.set((w, h));
+            v.resize_pending.set(true);
+            v.send(Input::ResizeDesktop {
+                width: w,
+                height: h,
             });
+        });
+    }
+
+    fn add_input(&self) {
+        let keys = gtk::EventControllerKey::new();
+        let v = self.clone();
+        keys.connect_key_pressed(move |_, keyval, _, state| {
+            if !v.grabbed.get() {
+                return glib::Propagation::Proceed;
+            }
+            let keysym = keyval.into_glib();
+            v.down.borrow_mut().insert(keysym);
+            v.send(Input::Key { keysym, down: true });
+            if is_release_combo(keyval, state) {
+                v.set_grabbed(false);
+            }
             glib::Propagation::Stop
         });
-        let s = session.clone();
+        let v = self.clone();
         keys.connect_key_released(move |_, keyval, _, _| {
-            s.send(Input::Key {
-                keysym: keyval.into_glib(),
-                down: false,
-            });
+            let keysym = keyval.into_glib();
+            if v.down.borrow_mut().remove(&keysym) {
+                v.send(Input::Key {
+                    keysym,
+                    down: false,
+                });
+            }
         });
         self.picture.add_controller(keys);
 
@@ -121,16 +343,11 @@ impl ConsoleView {
         let position = Rc::new(Cell::new((0u16, 0u16)));
 
         let motion = gtk::EventControllerMotion::new();
-        let (s, view, b, pos) = (
-            session.clone(),
-            self.clone(),
-            buttons.clone(),
-            position.clone(),
-        );
+        let (view, b, pos) = (self.clone(), buttons.clone(), position.clone());
         motion.connect_motion(move |_, x, y| {
             if let Some(p) = view.to_remote(x, y) {
                 pos.set(p);
-                s.send(Input::Pointer {
+                view.send(Input::Pointer {
                     x: p.0,
                     y: p.1,
                     buttons: b.get(),
@@ -141,30 +358,26 @@ impl ConsoleView {
 
         let click = gtk::GestureClick::new();
         click.set_button(0);
-        let (s, view, b, pos) = (
-            session.clone(),
-            self.clone(),
-            buttons.clone(),
-            position.clone(),
-        );
+        let (view, b, pos) = (self.clone(), buttons.clone(), position.clone());
         click.connect_pressed(move |g, _, x, y| {
             view.picture.grab_focus();
+            view.set_grabbed(true);
             b.set(b.get() | button_bit(g.current_button()));
             if let Some(p) = view.to_remote(x, y) {
                 pos.set(p);
             }
             let (x, y) = pos.get();
-            s.send(Input::Pointer {
+            view.send(Input::Pointer {
                 x,
                 y,
                 buttons: b.get(),
             });
         });
-        let (s, b, pos) = (session.clone(), buttons.clone(), position.clone());
+        let (view, b, pos) = (self.clone(), buttons.clone(), position.clone());
         click.connect_released(move |g, _, _, _| {
             b.set(b.get() & !button_bit(g.current_button()));
             let (x, y) = pos.get();
-            s.send(Input::Pointer {
+            view.send(Input::Pointer {
                 x,
                 y,
                 buttons: b.get(),
@@ -173,21 +386,25 @@ impl ConsoleView {
         self.picture.add_controller(click);
 
         let scroll = gtk::EventControllerScroll::new(gtk::EventControllerScrollFlags::VERTICAL);
-        let (s, b, pos) = (session.clone(), buttons, position);
+        let (view, b, pos) = (self.clone(), buttons, position);
         scroll.connect_scroll(move |_, _, dy| {
+            if view.mode.get() == ViewMode::OneToOne && !view.grabbed.get() {
+                // Not grabbed: the wheel scrolls the view.
+                return glib::Propagation::Proceed;
+            }
             // RFB wheel: button 4 (bit 3) up, button 5 (bit 4) down, as a click.
             let wheel = if dy < 0.0 { 1 << 3 } else { 1 << 4 };
             let (x, y) = pos.get();
             for buttons in [b.get() | wheel, b.get()] {
-                s.send(Input::Pointer { x, y, buttons });
+                view.send(Input::Pointer { x, y, buttons });
             }
             glib::Propagation::Stop
         });
         self.picture.add_controller(scroll);
     }
 
-    /// Maps a widget position to the remote screen, undoing the scaling of
-    /// `ContentFit::Contain`; `None` outside the picture.
+    /// Maps a widget position to the remote screen, undoing the scaling;
+    /// `None` outside the picture.
     fn to_remote(&self, x: f64, y: f64) -> Option<(u16, u16)> {
         let (fw, fh) = self.size.get();
         map_to_remote(
@@ -197,8 +414,20 @@ impl ConsoleView {
                 f64::from(self.picture.height()),
             ),
             (fw, fh),
+            self.mode.get() != ViewMode::OneToOne,
         )
     }
+}
+
+/// Whether this press completes the release combo: Ctrl+Alt.
+fn is_release_combo(keyval: gdk::Key, state: gdk::ModifierType) -> bool {
+    let ctrl = matches!(keyval, gdk::Key::Control_L | gdk::Key::Control_R);
+    let alt = matches!(
+        keyval,
+        gdk::Key::Alt_L | gdk::Key::Alt_R | gdk::Key::Meta_L | gdk::Key::Meta_R
+    );
+    (ctrl && state.contains(gdk::ModifierType::ALT_MASK))
+        || (alt && state.contains(gdk::ModifierType::CONTROL_MASK))
 }
 
 /// The RFB button bit for a GDK button number.
@@ -212,17 +441,22 @@ fn button_bit(button: u32) -> u8 {
 }
 
 /// Maps `pos` in a widget of `widget` size showing a `remote`-sized screen
-/// scaled to fit and centred, to remote pixel coordinates.
+/// scaled to fit (only down unless `upscale`) and centred, to remote pixel
+/// coordinates.
 pub fn map_to_remote(
     pos: (f64, f64),
     widget: (f64, f64),
     remote: (u32, u32),
+    upscale: bool,
 ) -> Option<(u16, u16)> {
     let (rw, rh) = (f64::from(remote.0), f64::from(remote.1));
     if rw == 0.0 || rh == 0.0 || widget.0 <= 0.0 || widget.1 <= 0.0 {
         return None;
     }
-    let scale = (widget.0 / rw).min(widget.1 / rh);
+    let mut scale = (widget.0 / rw).min(widget.1 / rh);
+    if !upscale {
+        scale = scale.min(1.0);
+    }
     let (ox, oy) = ((widget.0 - rw * scale) / 2.0, (widget.1 - rh * scale) / 2.0);
     let (x, y) = ((pos.0 - ox) / scale, (pos.1 - oy) / scale);
     if x < 0.0 || y < 0.0 || x >= rw || y >= rh {
@@ -239,22 +473,54 @@ mod tests {
     fn pointer_maps_through_letterboxing() {
         // 800x600 shown in 1000x600: scale 1, 100 px bars left and right.
         assert_eq!(
-            map_to_remote((100.0, 0.0), (1000.0, 600.0), (800, 600)),
+            map_to_remote((100.0, 0.0), (1000.0, 600.0), (800, 600), true),
             Some((0, 0))
         );
         assert_eq!(
-            map_to_remote((899.0, 599.0), (1000.0, 600.0), (800, 600)),
+            map_to_remote((899.0, 599.0), (1000.0, 600.0), (800, 600), true),
             Some((799, 599))
         );
         assert_eq!(
-            map_to_remote((50.0, 10.0), (1000.0, 600.0), (800, 600)),
+            map_to_remote((50.0, 10.0), (1000.0, 600.0), (800, 600), true),
             None
         );
         // Scaled down by half.
         assert_eq!(
-            map_to_remote((200.0, 150.0), (400.0, 300.0), (800, 600)),
+            map_to_remote((200.0, 150.0), (400.0, 300.0), (800, 600), true),
             Some((400, 300))
         );
-        assert_eq!(map_to_remote((1.0, 1.0), (400.0, 300.0), (0, 0)), None);
+        assert_eq!(
+            map_to_remote((1.0, 1.0), (400.0, 300.0), (0, 0), true),
+            None
+        );
+    }
+
+    #[test]
+    fn one_to_one_centres_a_small_screen_without_scaling_up() {
+        // 400x300 in 800x600 at 1:1: 200/150 px margins.
+        assert_eq!(
+            map_to_remote((200.0, 150.0), (800.0, 600.0), (400, 300), false),
+            Some((0, 0))
+        );
+        assert_eq!(
+            map_to_remote((599.0, 449.0), (800.0, 600.0), (400, 300), false),
+            Some((399, 299))
+        );
+        assert_eq!(
+            map_to_remote((100.0, 100.0), (800.0, 600.0), (400, 300), false),
+            None
+        );
+    }
+
+    #[test]
+    fn ctrl_alt_is_the_release_combo() {
+        use gdk::ModifierType as M;
+        assert!(is_release_combo(gdk::Key::Alt_L, M::CONTROL_MASK));
+        assert!(is_release_combo(gdk::Key::Control_R, M::ALT_MASK));
+        assert!(!is_release_combo(gdk::Key::Alt_L, M::empty()));
+        assert!(!is_release_combo(
+            gdk::Key::Delete,
+            M::CONTROL_MASK | M::ALT_MASK
+        ));
     }
 }

@@ -1,0 +1,265 @@
+//! The manager window's toolbar, context menu and Delete dialog against a
+//! real session engine, driven from the keyboard through the window's
+//! actions (xdotool keys): Ctrl+R runs the selected VM, the Menu key opens
+//! the row's context menu, Delete asks which disk images to delete.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use vireo_tests::desktop::{Reaper, Xvfb, artifacts_dir};
+use vireo_tests::engine::{Session, guest, kvm_or_skip, serial};
+
+/// Waits until the app's log has `line` at least `count` times.
+fn wait_log(log: &Path, line: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.matches(line).count() >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no '{line}' (x{count}) in the app log:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until `done` holds, checking every 100 ms for 30 s.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A domain booting the spin guest, with `disk` as its one disk when given.
+fn domain(name: &str, disk: Option<&Path>) -> String {
+    let disk = disk.map_or(String::new(), |d| {
+        format!(
+            "<disk type='file' device='disk'><driver name='qemu' type='raw'/>\
+             <source file='{}'/><target dev='vda' bus='virtio'/></disk>",
+            d.display()
+        )
+    });
+    format!(
+        "<domain type='kvm'><name>{name}</name><memory unit='MiB'>32</memory><vcpu>1</vcpu>\
+         <os><type arch='x86_64'>hvm</type><kernel>{}</kernel></os>\
+         <devices>{disk}<graphics type='vnc'/></devices></domain>",
+        guest("spin").display()
+    )
+}
+
+/// The app on `session`'s engine, its window id and its log.
+fn start_app(x: &Xvfb, session: &Session) -> (Reaper, String, PathBuf) {
+    let log = session.dir.path().join("app.log");
+    let mut app = x.spawn_with(
+        Path::new(env!("CARGO_BIN_EXE_vireo")),
+        &[],
+        &[
+            ("XDG_RUNTIME_DIR", session.runtime.as_os_str()),
+            ("XDG_DATA_HOME", session.data.as_os_str()),
+            ("VIREO_LOG", std::ffi::OsStr::new("vireo_app=debug")),
+        ],
+        Some(std::fs::File::create(&log).unwrap()),
+    );
+    x.wait_for_window("Vireo", &mut app, Duration::from_secs(60));
+    // Mapped and drawn: xdotool can focus it.
+    wait_log(&log, "first frame drawn", 1);
+    // Not GTK's 1x1 client leader, which has the same title.
+    let out = std::process::Command::new("xdotool")
+        .env("DISPLAY", &x.display)
+        .args(["search", "--onlyvisible", "--name", "^Vireo$"])
+        .output()
+        .unwrap();
+    let window = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .expect("the manager window is visible")
+        .to_owned();
+    (app, window, log)
+}
+
+/// The app's visible top-level windows other than `main`: its dialogs
+/// (each a window of its own without a window manager).
+fn dialog(x: &Xvfb, main: &str) -> String {
+    let mut found = None;
+    wait_until("a dialog window", || {
+        let out = std::process::Command::new("xdotool")
+            .env("DISPLAY", &x.display)
+            .args(["search", "--onlyvisible", "--classname", "vireo"])
+            .output()
+            .unwrap();
+        found = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|w| *w != main)
+            .map(str::to_owned);
+        found.is_some()
+    });
+    found.unwrap()
+}
+
+/// How many pixels differ between two screenshots of the same size.
+fn pixels_changed(a: &Path, b: &Path) -> usize {
+    let a = image::open(a).unwrap().to_rgb8();
+    let b = image::open(b).unwrap().to_rgb8();
+    a.pixels().zip(b.pixels()).filter(|(p, q)| p != q).count()
+}
+
+#[test]
+fn toolbar_run_starts_the_selected_vm_and_its_state_follows_vireoctl() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let _one_at_a_time = serial();
+    let session = Session::new();
+    session.define(&domain("demo", None));
+    let x = Xvfb::start();
+    let (_app, window, log) = start_app(&x, &session);
+    wait_log(&log, "vm demo: shut off", 1);
+    wait_log(&log, "selected demo", 1);
+
+    // Run (the toolbar's win.run) on the selected VM.
+    x.type_keys(&window, &["ctrl+r"]);
+    wait_log(&log, "run on demo", 1);
+    session.wait_state("demo", "running", Duration::from_secs(30));
+    wait_log(&log, "vm demo: running", 1);
+    x.screenshot(
+        &window,
+        &artifacts_dir().join("manager-toolbar-running.png"),
+    );
+
+    // From outside the app: the row follows the engine's events.
+    session.ok(&["destroy", "demo"]);
+    wait_log(&log, "vm demo: shut off", 2);
+    session.ok(&["start", "demo"]);
+    wait_log(&log, "vm demo: running", 2);
+    session.ok(&["destroy", "demo"]);
+    wait_log(&log, "vm demo: shut off", 3);
+}
+
+#[test]
+fn context_menu_force_off_stops_a_running_vm_after_confirmation() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let _one_at_a_time = serial();
+    let session = Session::new();
+    session.define(&domain("demo", None));
+    session.ok(&["start", "demo"]);
+    let x = Xvfb::start();
+    let (_app, window, log) = start_app(&x, &session);
+    wait_log(&log, "vm demo: running", 1);
+    wait_log(&log, "selected demo", 1);
+    // Let the list draw before the reference shot.
+    std::thread::sleep(Duration::from_secs(1));
+    let before = artifacts_dir().join("manager-before-context-menu.png");
+    x.screenshot("root", &before);
+
+    // The Menu key opens the selected row's context menu.
+    x.type_keys(&window, &["Menu"]);
+    wait_log(&log, "context menu shown", 1);
+    std::thread::sleep(Duration::from_secs(1));
+    let menu = artifacts_dir().join("manager-context-menu.png");
+    x.screenshot("root", &menu);
+    let changed = pixels_changed(&before, &menu);
+    assert!(
+        changed > 5000,
+        "the context menu did not show ({changed} pixels changed): {}",
+        menu.display()
+    );
+
+    // For a running VM the menu holds Open (focused), Run (disabled),
+    // Pause, Shut Down, Reboot, Reset, Force Off and Delete (disabled):
+    // five steps down, skipping Run, is Force Off.
+    x.type_keys(&window, &["Down", "Down", "Down", "Down", "Down", "Return"]);
+    wait_log(&log, "force-off on demo", 1);
+    wait_log(&log, "confirmation shown", 1);
+    assert!(
+        session.state("demo").starts_with("running"),
+        "Force Off acted before the confirmation"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    x.screenshot(
+        "root",
+        &artifacts_dir().join("manager-force-off-confirm.png"),
+    );
+
+    // Cancel is the default; Tab moves to Force Off.
+    x.type_keys(&dialog(&x, &window), &["Tab", "Return"]);
+    session.wait_state("demo", "shut off", Duration::from_secs(30));
+    wait_log(&log, "vm demo: shut off", 1);
+}
+
+#[test]
+fn delete_removes_the_vm_and_only_the_ticked_disk_images() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let _one_at_a_time = serial();
+    let session = Session::new();
+    let images = session.dir.path().join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let (a, b) = (images.join("a.img"), images.join("b.img"));
+    for image in [&a, &b] {
+        std::fs::File::create(image)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+    }
+    session.define(&domain("vm-a", Some(&a)));
+    session.define(&domain("vm-b", Some(&b)));
+    let x = Xvfb::start();
+    let (_app, window, log) = start_app(&x, &session);
+    wait_log(&log, "vm vm-a: shut off", 1);
+    wait_log(&log, "vm vm-b: shut off", 1);
+
+    // The first VM is selected; which one depends on the engine's order.
+    wait_until("a selection", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("selected vm-")
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    let first = if text.contains("selected vm-a") {
+        "vm-a"
+    } else {
+        "vm-b"
+    };
+    let (first_image, second, second_image) = if first == "vm-a" {
+        (&a, "vm-b", &b)
+    } else {
+        (&b, "vm-a", &a)
+    };
+
+    // Delete, tick the image (the first check box has the focus), then
+    // Tab past Cancel to Delete.
+    x.type_keys(&window, &["Delete"]);
+    wait_log(&log, "delete dialog shown", 1);
+    std::thread::sleep(Duration::from_secs(1));
+    let confirm = dialog(&x, &window);
+    x.type_keys(&confirm, &["space"]);
+    x.screenshot("root", &artifacts_dir().join("manager-delete-ticked.png"));
+    x.type_keys(&confirm, &["Tab", "Tab", "Return"]);
+    wait_log(&log, &format!("vm {first}: undefined"), 1);
+    wait_until("the ticked image to go", || !first_image.exists());
+    let list = session.ok(&["list", "--all", "--name"]);
+    assert!(!list.contains(first), "{first} still listed:\n{list}");
+
+    // The other VM is selected now; delete it without ticking its image.
+    wait_log(&log, &format!("selected {second}"), 1);
+    x.type_keys(&window, &["Delete"]);
+    wait_log(&log, "delete dialog shown", 2);
+    std::thread::sleep(Duration::from_secs(1));
+    x.screenshot("root", &artifacts_dir().join("manager-delete-unticked.png"));
+    x.type_keys(&dialog(&x, &window), &["Tab", "Tab", "Return"]);
+    wait_log(&log, &format!("vm {second}: undefined"), 1);
+    let list = session.ok(&["list", "--all", "--name"]);
+    assert!(!list.contains(second), "{second} still listed:\n{list}");
+    assert!(
+        second_image.exists(),
+        "the unticked image {} was deleted",
+        second_image.display()
+    );
+}

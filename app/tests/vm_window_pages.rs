@@ -1,0 +1,311 @@
+//! The VM window's console tools and pages, driven through its keyboard
+//! shortcuts under Xvfb against a real session engine and vireo-vmm: view
+//! modes, screenshot to PNG through the file dialog, the serial, details
+//! and performance pages, fullscreen, and Send Key reaching the guest as
+//! scancodes.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use vireo_tests::demo::{BARS, shows_test_card};
+use vireo_tests::desktop::{Reaper, Xvfb, artifacts_dir};
+use vireo_tests::engine::{Session, domain_xml, guest, kvm_or_skip, serial};
+
+/// Starts the app showing `domain`'s window, with `home` as its home
+/// directory; returns it and its log file.
+fn start_app(x: &Xvfb, session: &Session, domain: &str, home: &Path) -> (Reaper, Log) {
+    let log = session.dir.path().join("app.log");
+    std::fs::create_dir_all(home).unwrap();
+    let app = x.spawn_with(
+        Path::new(env!("CARGO_BIN_EXE_vireo")),
+        &["--show-domain-console", domain],
+        &[
+            ("HOME", home.as_os_str()),
+            ("XDG_CONFIG_HOME", home.join(".config").as_os_str()),
+            ("XDG_RUNTIME_DIR", session.runtime.as_os_str()),
+            ("XDG_DATA_HOME", session.data.as_os_str()),
+            ("VIREO_LOG", std::ffi::OsStr::new("vireo_app=debug")),
+        ],
+        Some(std::fs::File::create(&log).unwrap()),
+    );
+    (app, Log(log))
+}
+
+/// The app's log file, read from a mark so that a wait sees only what
+/// the app logged after the action it waits for.
+struct Log(PathBuf);
+
+impl Log {
+    fn text(&self) -> String {
+        std::fs::read_to_string(&self.0).unwrap_or_default()
+    }
+
+    /// Where the log ends now.
+    fn mark(&self) -> usize {
+        self.text().len()
+    }
+
+    /// Waits until a line logged after `mark` contains `needle`.
+    fn wait(&self, mark: usize, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.text();
+            if let Some(line) = text
+                .get(mark..)
+                .unwrap_or_default()
+                .lines()
+                .find(|l| l.contains(needle))
+            {
+                return line.to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the app never logged {needle:?} within {timeout:?}:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Presses `keys` in `window` and waits for `needle` to be logged.
+    fn keys_then(&self, x: &Xvfb, window: &str, keys: &[&str], needle: &str) -> String {
+        let mark = self.mark();
+        x.type_keys(window, keys);
+        self.wait(mark, needle, Duration::from_secs(10))
+    }
+}
+
+/// The longest horizontal run of the yellow bar's colour in a screenshot:
+/// the bar's shown width.
+fn yellow_bar_width(shot: &Path) -> u32 {
+    let img = image::open(shot).unwrap().to_rgb8();
+    let yellow = BARS[1];
+    (0..img.height())
+        .map(|y| {
+            (0..img.width())
+                .filter(|&x| {
+                    let p = img.get_pixel(x, y).0;
+                    p.iter().zip(yellow).all(|(&a, b)| a.abs_diff(b) <= 8)
+                })
+                .count() as u32
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Takes screenshots of `window` until `ok` holds for one; returns its path.
+fn wait_for_shot(
+    x: &Xvfb,
+    window: &str,
+    name: &str,
+    what: &str,
+    ok: impl Fn(&Path) -> bool,
+) -> PathBuf {
+    let shot = artifacts_dir().join(name);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        x.screenshot(window, &shot);
+        if ok(&shot) {
+            return shot;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} never showed; see {}",
+            shot.display()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn vm_window_view_modes_screenshot_serial_details_performance_and_fullscreen() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let _one_at_a_time = serial();
+    let session = Session::new();
+    // 1024x768: larger than the console area, so 1:1 differs from scaled.
+    session.define(&domain_xml("demo", &guest("demo"), "mode=1024x768"));
+    session.ok(&["start", "demo"]);
+    let uuid = session.info("demo").summary.uuid;
+    session.wait_serial(&uuid, "demo=ready", Duration::from_secs(60));
+
+    let x = Xvfb::start();
+    let home = session.dir.path().join("home");
+    let (mut app, log) = start_app(&x, &session, "demo", &home);
+    let window = x.wait_for_window("demo – Vireo", &mut app, Duration::from_secs(60));
+    let scaled = wait_for_shot(&x, &window, "vm-pages-scaled.png", "the test card", |p| {
+        shows_test_card(image::open(p).unwrap().to_rgb8().as_raw())
+    });
+    let scaled_width = yellow_bar_width(&scaled);
+    assert!(
+        scaled_width < 128,
+        "scaled to the window, a 1024-pixel screen should shrink (bar {scaled_width} px); see {}",
+        scaled.display()
+    );
+    // The probe at attach: vireo-vmm's bochs-display cannot be resized
+    // from outside, so the window learns the resize mode is unavailable.
+    log.wait(
+        0,
+        "console demo: resize unsupported",
+        Duration::from_secs(20),
+    );
+
+    // Keys typed into the console reach the guest, whose COM1 echo shows
+    // on the serial page's terminal.
+    log.wait(0, "keyboard grabbed", Duration::from_secs(10));
+    x.type_keys(&window, &["h", "i"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let shown: String = log
+            .text()
+            .lines()
+            .filter_map(|l| l.split_once("serial demo: output \"").map(|(_, r)| r))
+            .map(|r| r.trim_end_matches('"'))
+            .collect();
+        if shown.contains("hi") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the serial page never got the guest's echo (guest log: {:?}):\n{}",
+            session.serial_log(&uuid),
+            log.text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Ctrl+Alt releases the keyboard; shortcuts then reach the window.
+    log.keys_then(&x, &window, &["ctrl+alt"], "keyboard released");
+
+    // 1:1: the 128-pixel bars at their own size.
+    log.keys_then(&x, &window, &["ctrl+2"], "view mode 1:1");
+    wait_for_shot(&x, &window, "vm-pages-1to1.png", "the 1:1 view", |p| {
+        yellow_bar_width(p) == 128
+    });
+    // Resize-guest is refused (a toast says why) and the mode stays 1:1.
+    let mark = log.mark();
+    x.type_keys(&window, &["ctrl+3"]);
+    log.keys_then(&x, &window, &["ctrl+1"], "view mode scale");
+    assert!(
+        !log.text()[mark..].contains("view mode resize"),
+        "the unavailable resize mode was switched on:\n{}",
+        log.text()
+    );
+    wait_for_shot(
+        &x,
+        &window,
+        "vm-pages-scaled-again.png",
+        "the scaled view",
+        |p| yellow_bar_width(p) == scaled_width,
+    );
+
+    // Ctrl+S: the file dialog proposes a name in the home folder; Return
+    // saves the PNG, which shows the test card at the guest's size.
+    log.keys_then(&x, &window, &["ctrl+s"], "console demo: save screenshot");
+    let dialog = x.wait_for_window("Save Screenshot", &mut app, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(500));
+    x.screenshot(&dialog, &artifacts_dir().join("vm-pages-save-dialog.png"));
+    let saved = log.keys_then(&x, &dialog, &["Return"], "screenshot saved to ");
+    let path = PathBuf::from(saved.split("screenshot saved to ").nth(1).unwrap().trim());
+    assert!(
+        path.starts_with(&home),
+        "saved outside the home folder: {path:?}"
+    );
+    let png = image::open(&path).unwrap_or_else(|e| panic!("{path:?} is no image: {e}"));
+    assert_eq!((png.width(), png.height()), (1024, 768));
+    assert!(
+        shows_test_card(png.to_rgb8().as_raw()),
+        "{path:?} lacks the test card"
+    );
+    std::fs::copy(&path, artifacts_dir().join("vm-pages-saved-screenshot.png")).unwrap();
+
+    // The pages, by Alt+number. The console took the keyboard back with
+    // the focus when the dialog closed: Ctrl+Alt first.
+    log.wait(0, "keyboard grabbed", Duration::from_secs(10));
+    log.keys_then(
+        &x,
+        &window,
+        &["ctrl+alt", "alt+2"],
+        "vm window: page serial",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    x.screenshot(&window, &artifacts_dir().join("vm-pages-serial.png"));
+
+    // From the terminal too, Alt+number switches pages.
+    let mark = log.mark();
+    log.keys_then(&x, &window, &["alt+3"], "vm window: page details");
+    log.wait(
+        mark.min(log.mark()),
+        &format!("details demo: uuid {uuid} state running"),
+        Duration::from_secs(10),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    x.screenshot(&window, &artifacts_dir().join("vm-pages-details.png"));
+
+    log.keys_then(&x, &window, &["alt+4"], "vm window: page performance");
+    std::thread::sleep(Duration::from_millis(1000));
+    x.screenshot(&window, &artifacts_dir().join("vm-pages-performance.png"));
+
+    // F11 asks for fullscreen (on the console page). Xvfb runs no window
+    // manager to grant it, so only the request is checked here.
+    log.keys_then(&x, &window, &["alt+1"], "vm window: page console");
+    log.keys_then(
+        &x,
+        &window,
+        &["ctrl+alt", "F11"],
+        "console demo: fullscreen requested: true",
+    );
+
+    session.ok(&["destroy", "demo"]);
+}
+
+#[test]
+fn send_key_ctrl_alt_del_reaches_the_guest_as_scancodes() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let _one_at_a_time = serial();
+    let session = Session::new();
+    // The kbd guest prints every byte the keyboard sends.
+    session.define(&domain_xml("kbd", &guest("kbd"), "timeout=300"));
+    session.ok(&["start", "kbd"]);
+    let uuid = session.info("kbd").summary.uuid;
+    session.wait_serial(&uuid, "kbd=ready", Duration::from_secs(60));
+
+    let x = Xvfb::start();
+    let home = session.dir.path().join("home");
+    let (mut app, log) = start_app(&x, &session, "kbd", &home);
+    let window = x.wait_for_window("kbd – Vireo", &mut app, Duration::from_secs(60));
+    log.wait(0, "console kbd: attached", Duration::from_secs(30));
+    log.wait(0, "keyboard grabbed", Duration::from_secs(10));
+    // Release the keyboard, open the Send Key menu (F10) and take its
+    // first item, Ctrl+Alt+Del.
+    log.keys_then(&x, &window, &["ctrl+alt"], "keyboard released");
+    let before = session.serial_log(&uuid).len();
+    x.type_keys(&window, &["F10"]);
+    std::thread::sleep(Duration::from_millis(700));
+    log.keys_then(&x, &window, &["Return"], "send key ctrl-alt-del");
+
+    // Ctrl, Alt, Delete (extended) pressed, then released in reverse.
+    let want = [
+        "0x1d", "0x38", "0xe0", "0x53", "0xe0", "0xd3", "0xb8", "0x9d",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let serial_log = session.serial_log(&uuid);
+        let got: Vec<&str> = serial_log[before..]
+            .lines()
+            .filter_map(|l| l.strip_prefix("scancode="))
+            .map(str::trim)
+            .collect();
+        if got.windows(want.len()).any(|w| w == want) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Ctrl+Alt+Del did not reach the guest as {want:?}; got {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    session.ok(&["destroy", "kbd"]);
+}

@@ -1,6 +1,7 @@
 //! The Vireo desktop app. `main.rs` only calls [`run`].
 
 pub mod config;
+mod connection;
 mod engine;
 mod i18n;
 mod serial_view;

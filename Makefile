@@ -42,3 +42,5 @@ bench: deps-test
 	$(CARGO) bench -p vireo-storage --bench storage_vs_qemu_img --locked
 	$(CARGO) build --release -p vireod -p vireoctl --bins --locked
 	$(CARGO) bench -p vireod --bench list_vs_virsh --locked
+	$(CARGO) build --release -p vireo --bins --locked
+	$(CARGO) bench -p vireo --bench app_bench --locked

@@ -11,8 +11,12 @@
 //!
 //! Only the top layer is ever opened writable.
 //!
-//! imago's I/O runs inside a tokio current-thread runtime owned by the
-//! `SyncFormatAccess` wrapper. Every call into imago is wrapped in
+//! Reads and writes poll imago's futures on the calling thread
+//! ([`block_on`]), so several threads serve requests on one image at the
+//! same time; [`Image::run_batch`] runs the requests a guest has in flight
+//! together on a few I/O threads (`pool.rs`). Flush, discard, resize and
+//! the other rarer operations go through the tokio current-thread runtime
+//! of imago's `SyncFormatAccess` wrapper. Every call into imago is wrapped in
 //! `catch_unwind`: if the format driver were to panic on a hostile image, the
 //! image is marked failed and every later request returns an error, and the
 //! VMM or daemon carries on.
@@ -24,6 +28,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Wake, Waker};
 
 use imago::file::File;
 use imago::format::PreallocateMode;
@@ -36,10 +42,47 @@ use imago::{
 };
 
 use crate::error::{Result, StorageError};
+use crate::pool::IoPool;
 use crate::probe::{ImageFormat, probe};
 
 /// The deepest backing chain we open (top image included).
 pub const MAX_CHAIN_DEPTH: usize = 64;
+
+/// I/O threads an image starts (on its first batch of more than one
+/// request) to serve a batch together with the caller's thread.
+pub const IO_WORKERS: usize = 3;
+
+/// Whether a request of a batch reads or writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoKind {
+    /// Read from the disk into the slices.
+    Read,
+    /// Write the slices to the disk.
+    Write,
+}
+
+/// One read or write of a batch ([`Image::run_batch`]): guest memory
+/// slices (a scatter/gather list) and the disk offset.
+pub struct IoRequest<'a, 'm, B = ()> {
+    /// Read or write.
+    pub kind: IoKind,
+    /// The memory, in order.
+    pub slices: &'a [vm_memory::VolatileSlice<'m, B>],
+    /// The byte offset on the disk.
+    pub offset: u64,
+}
+
+/// The requests of a batch, shared with the I/O threads.
+struct SharedRequests<'r, 'a, 'm, B>(&'r [IoRequest<'a, 'm, B>]);
+
+// SAFETY: a `VolatileSlice` is a pointer and a length into memory that
+// stays valid for `'m`, made for memory that others (the guest) change at
+// the same time: every access through it is a volatile copy. It is not
+// `Sync` only because it holds a raw pointer. `Image::run_batch` hands
+// each request to exactly one thread, and returns (ending the shared
+// borrow) only after all of them finished. The dirty bitmap `B` is `Sync`
+// by the bound.
+unsafe impl<B: Sync> Sync for SharedRequests<'_, '_, '_, B> {}
 
 /// How writes reach the disk (libvirt's `<driver cache='…'/>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -148,6 +191,8 @@ pub struct Image {
     chain: Vec<ChainLink>,
     access: SyncFormatAccess<File>,
     failed: AtomicBool,
+    /// Started on the first batch of more than one request.
+    pool: OnceLock<IoPool>,
 }
 
 impl fmt::Debug for Image {
@@ -169,6 +214,45 @@ pub(crate) fn no_panic<T>(f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
             "the image format driver failed on this image (it is probably corrupt)",
         )),
     }
+}
+
+/// Wakes the thread that waits in [`block_on`].
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+thread_local! {
+    static WAKER: Waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+}
+
+/// Runs an imago future to completion on the calling thread.
+///
+/// imago's file I/O is positioned `preadv`/`pwritev` done inside the
+/// future, and its locks are `tokio::sync` ones, which need no runtime; so a
+/// request needs no tokio runtime, only a thread to poll it and to park
+/// while it waits for a lock another request holds. Unlike
+/// `SyncFormatAccess` (whose current-thread runtime has one scheduler core
+/// that concurrent callers take in turn), any number of threads can run
+/// requests on one image at the same time this way.
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    WAKER.with(|waker| {
+        let mut cx = Context::from_waker(waker);
+        loop {
+            if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                return out;
+            }
+            std::thread::park();
+        }
+    })
 }
 
 /// Resolves a backing file name as QEMU does: relative names are relative
@@ -413,6 +497,7 @@ impl Image {
             chain,
             access,
             failed: AtomicBool::new(false),
+            pool: OnceLock::new(),
         })
     }
 
@@ -515,7 +600,7 @@ impl Image {
         let len = buf.len();
         self.run(
             || format!("reading {len} bytes at offset {offset}"),
-            || self.access.read(buf, offset),
+            || block_on(self.access.inner().read(buf, offset)),
         )
     }
 
@@ -526,7 +611,7 @@ impl Image {
         let len = buf.len();
         self.run(
             || format!("writing {len} bytes at offset {offset}"),
-            || self.access.write(buf, offset),
+            || block_on(self.access.inner().write(buf, offset)),
         )?;
         self.after_write()
     }
@@ -543,7 +628,7 @@ impl Image {
             || format!("reading {len} bytes at offset {offset}"),
             || {
                 let (vector, _guard) = imago::io_buffers::IoVectorMut::from_volatile_slice(slices);
-                self.access.readv(vector, offset)
+                block_on(self.access.inner().readv(vector, offset))
             },
         )
     }
@@ -561,10 +646,54 @@ impl Image {
             || format!("writing {len} bytes at offset {offset}"),
             || {
                 let (vector, _guard) = imago::io_buffers::IoVector::from_volatile_slice(slices);
-                self.access.writev(vector, offset)
+                block_on(self.access.inner().writev(vector, offset))
             },
         )?;
         self.after_write()
+    }
+
+    /// Runs a batch of reads and writes at the same time (as a guest with
+    /// several requests in flight expects) on this thread and the image's
+    /// I/O threads; returns one result per request, in order, once all
+    /// have finished.
+    ///
+    /// The requests are not ordered among themselves: like the requests
+    /// a guest has in flight at once, two that overlap leave either's data.
+    /// A caller that needs an order (a flush after writes) runs the batch
+    /// first and the rest after it.
+    pub fn run_batch<B: vm_memory::bitmap::BitmapSlice + Sync>(
+        &self,
+        requests: &[IoRequest<'_, '_, B>],
+    ) -> Vec<Result<()>> {
+        let run_one = |r: &IoRequest<'_, '_, B>| match r.kind {
+            IoKind::Read => self.read_volatile(r.slices, r.offset),
+            IoKind::Write => self.write_volatile(r.slices, r.offset),
+        };
+        if requests.len() <= 1 {
+            return requests.iter().map(run_one).collect();
+        }
+        let pool = self
+            .pool
+            .get_or_init(|| IoPool::new(IO_WORKERS, "vireo-disk-io"));
+        let shared = SharedRequests(requests);
+        let results: Vec<OnceLock<Result<()>>> = requests.iter().map(|_| OnceLock::new()).collect();
+        pool.run(requests.len(), &|i| {
+            let shared = &shared;
+            let _ = results[i].set(run_one(&shared.0[i]));
+        });
+        results
+            .into_iter()
+            .zip(requests)
+            .map(|(result, r)| {
+                result.into_inner().unwrap_or_else(|| {
+                    Err(StorageError::io(
+                        &self.path,
+                        format!("a request at offset {}", r.offset),
+                        io::Error::other("the request failed inside an I/O thread"),
+                    ))
+                })
+            })
+            .collect()
     }
 
     /// Writes out metadata caches and syncs data and metadata to the disk:

@@ -3,8 +3,10 @@
 //! Images are hostile input: every offset and size read from a header is
 //! checked against the file before it is used, and errors name the image.
 //! qcow2, raw and vmdk are read and written through the `imago` crate.
-//! The API is synchronous (imago's `sync-wrappers`, each with a private
-//! tokio current-thread runtime): async callers use `spawn_blocking`.
+//! The API is synchronous (imago's futures polled on the calling thread,
+//! or imago's `sync-wrappers` with a private tokio current-thread runtime):
+//! async callers use `spawn_blocking`. [`Image::run_batch`] runs a batch of
+//! reads and writes at once on a few I/O threads (virtio-blk's queue depth).
 //!
 //! - [`probe()`]: format detection from the header.
 //! - [`Image`]: an open image with its backing chain: read, write, flush,
@@ -18,11 +20,12 @@ pub mod create;
 pub mod error;
 pub mod image;
 pub mod ops;
+mod pool;
 pub mod probe;
 pub mod volume;
 
 pub use create::{BackingSpec, Qcow2Options, create_overlay, create_qcow2, create_raw};
 pub use error::{Result, StorageError};
-pub use image::{CacheMode, ChainLink, Image, OpenOptions};
+pub use image::{CacheMode, ChainLink, Image, IoKind, IoRequest, OpenOptions};
 pub use ops::{TargetFormat, commit, convert, stream, stream_above};
 pub use probe::{ImageFormat, ImageInfo, ProbeError, probe};

@@ -99,6 +99,12 @@ pub enum StorageRequest {
         /// The pool.
         pool: String,
     },
+    /// Removes an inactive pool's folder, which must be empty
+    /// (`pool-delete`).
+    DeletePool {
+        /// The pool.
+        pool: String,
+    },
     /// Activates a pool and scans its folder.
     StartPool {
         /// The pool.
@@ -269,6 +275,82 @@ impl VolumeSummary {
         }
         xml.push_str("</volume>\n");
         xml
+    }
+}
+
+/// A new volume as libvirt's `<volume>` XML describes it (`vol-create`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeDef {
+    /// The file name.
+    pub name: String,
+    /// Capacity in bytes.
+    pub capacity: u64,
+    /// Bytes to allocate now.
+    pub allocation: Option<u64>,
+    /// `<target><format type=…>` (raw when absent).
+    pub format: VolumeFormat,
+    /// `<backingStore><path>`.
+    pub backing: Option<String>,
+    /// `<backingStore><format type=…>`.
+    pub backing_format: Option<VolumeFormat>,
+}
+
+#[derive(Deserialize)]
+struct VolumeXmlDoc {
+    name: Option<String>,
+    capacity: Option<crate::domain::Size>,
+    allocation: Option<crate::domain::Size>,
+    target: Option<VolTargetXml>,
+    #[serde(rename = "backingStore")]
+    backing_store: Option<VolTargetXml>,
+}
+
+#[derive(Deserialize)]
+struct VolTargetXml {
+    path: Option<String>,
+    format: Option<FormatXml>,
+}
+
+#[derive(Deserialize)]
+struct FormatXml {
+    #[serde(rename = "@type")]
+    kind: String,
+}
+
+impl VolumeDef {
+    /// Reads `<volume>` XML; sizes default to bytes, as in libvirt.
+    pub fn parse(xml: &str) -> Result<Self, String> {
+        if !xml.contains("<volume") {
+            return Err("invalid storage volume XML: the root element must be <volume>".into());
+        }
+        let doc: VolumeXmlDoc = quick_xml::de::from_str(xml.trim_start_matches('\u{feff}'))
+            .map_err(|e| format!("invalid storage volume XML: {e}"))?;
+        let name = doc.name.map(|n| n.trim().to_owned()).unwrap_or_default();
+        check_volume_name(&name)?;
+        let bytes = |size: Option<crate::domain::Size>, element: &'static str| {
+            size.map(|mut s| {
+                s.unit = Some(s.unit.unwrap_or_else(|| "bytes".to_owned()));
+                s.bytes(element)
+                    .map_err(|e| format!("invalid storage volume XML: {e}"))
+            })
+            .transpose()
+        };
+        let capacity = bytes(doc.capacity, "capacity")?
+            .ok_or("invalid storage volume XML: <capacity> is missing")?;
+        let allocation = bytes(doc.allocation, "allocation")?;
+        let format = |t: Option<&VolTargetXml>| {
+            t.and_then(|t| t.format.as_ref())
+                .map(|f| VolumeFormat::parse(&f.kind))
+                .transpose()
+        };
+        Ok(Self {
+            name,
+            capacity,
+            allocation,
+            format: format(doc.target.as_ref())?.unwrap_or(VolumeFormat::Raw),
+            backing_format: format(doc.backing_store.as_ref())?,
+            backing: doc.backing_store.and_then(|b| b.path),
+        })
     }
 }
 
@@ -461,6 +543,44 @@ mod tests {
         ];
         for (xml, want) in cases {
             let err = PoolDef::parse(xml).unwrap_err();
+            assert!(err.contains(want), "{xml}: {err}");
+        }
+    }
+
+    #[test]
+    fn volume_xml_for_vol_create_is_read_with_units_and_backing() {
+        let v = VolumeDef::parse(
+            "<volume type='file'><name>d.qcow2</name><capacity unit='G'>2</capacity>\
+             <allocation>0</allocation><target><format type='qcow2'/></target>\
+             <backingStore><path>/p/base.img</path><format type='raw'/></backingStore></volume>",
+        )
+        .unwrap();
+        assert_eq!(v.name, "d.qcow2");
+        assert_eq!(v.capacity, 2 << 30);
+        assert_eq!(v.allocation, Some(0));
+        assert_eq!(v.format, VolumeFormat::Qcow2);
+        assert_eq!(v.backing.as_deref(), Some("/p/base.img"));
+        assert_eq!(v.backing_format, Some(VolumeFormat::Raw));
+        let plain =
+            VolumeDef::parse("<volume><name>r</name><capacity>4096</capacity></volume>").unwrap();
+        assert_eq!((plain.capacity, plain.format), (4096, VolumeFormat::Raw));
+        for (xml, want) in [
+            (
+                "<volume><name>../x</name><capacity>1</capacity></volume>",
+                "invalid volume name",
+            ),
+            ("<volume><name>x</name></volume>", "<capacity> is missing"),
+            (
+                "<volume><name>x</name><capacity unit='parsec'>1</capacity></volume>",
+                "unit",
+            ),
+            ("<pool/>", "<volume>"),
+            (
+                "<volume><name>x</name><capacity>1</capacity><target><format type='iso'/></target></volume>",
+                "unsupported volume format",
+            ),
+        ] {
+            let err = VolumeDef::parse(xml).unwrap_err();
             assert!(err.contains(want), "{xml}: {err}");
         }
     }

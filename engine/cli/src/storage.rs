@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use vireo_api::client::ClientError;
 use vireo_api::proto::{ErrorCode, Request, Response};
-use vireo_api::storage::{PoolDef, PoolSummary, StorageRequest, VolumeFormat, VolumeSummary};
+use vireo_api::storage::{
+    PoolDef, PoolSummary, StorageRequest, VolumeDef, VolumeFormat, VolumeSummary,
+};
 
 use crate::connect::Connection;
 use crate::output::table;
@@ -78,6 +80,12 @@ pub enum StorageCommand {
         /// Pool name or UUID.
         pool: String,
     },
+    /// Delete an inactive storage pool's folder (it must be empty).
+    #[command(name = "pool-delete")]
+    PoolDelete {
+        /// Pool name or UUID.
+        pool: String,
+    },
     /// Start a (previously defined) inactive storage pool.
     #[command(name = "pool-start")]
     PoolStart {
@@ -132,6 +140,14 @@ pub enum StorageCommand {
         /// The backing volume's format (probed by default).
         #[arg(long)]
         backing_vol_format: Option<String>,
+    },
+    /// Create a volume from libvirt volume XML ('-' reads stdin).
+    #[command(name = "vol-create")]
+    VolCreate {
+        /// Pool name or UUID.
+        pool: String,
+        /// The XML file.
+        file: String,
     },
     /// List the volumes of a storage pool.
     #[command(name = "vol-list")]
@@ -435,6 +451,7 @@ fn call(conn: &mut Connection, request: StorageRequest) -> Result<Response, Stri
         StorageRequest::PoolXml { pool }
         | StorageRequest::PoolInfo { pool }
         | StorageRequest::BuildPool { pool }
+        | StorageRequest::DeletePool { pool }
         | StorageRequest::StartPool { pool }
         | StorageRequest::DestroyPool { pool }
         | StorageRequest::UndefinePool { pool }
@@ -659,6 +676,7 @@ pub fn run(conn: &mut Connection, command: StorageCommand) -> Result<(), String>
             print!("{}", pool_info(&pool, bytes));
         }
         C::PoolBuild { pool } => pool_verb(conn, pool.clone(), R::BuildPool { pool }, "built")?,
+        C::PoolDelete { pool } => pool_verb(conn, pool.clone(), R::DeletePool { pool }, "deleted")?,
         C::PoolStart { pool } => pool_verb(conn, pool.clone(), R::StartPool { pool }, "started")?,
         C::PoolDestroy { pool } => {
             pool_verb(conn, pool.clone(), R::DestroyPool { pool }, "destroyed")?
@@ -705,6 +723,22 @@ pub fn run(conn: &mut Connection, command: StorageCommand) -> Result<(), String>
             };
             call(conn, request)?;
             println!("Vol {name} created\n");
+        }
+        C::VolCreate { pool, file } => {
+            let def = VolumeDef::parse(&read_input(&file)?)?;
+            let name = def.name.clone();
+            let request = R::CreateVolume {
+                pool,
+                name: def.name,
+                capacity: def.capacity,
+                allocation: def.allocation,
+                format: def.format,
+                backing: def.backing,
+                backing_format: def.backing_format,
+            };
+            call(conn, request)?;
+            let from = if file == "-" { "standard input" } else { &file };
+            println!("Vol {name} created from {from}\n");
         }
         C::VolList {
             pool,

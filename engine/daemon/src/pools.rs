@@ -445,6 +445,26 @@ impl Pools {
                     .map_err(|e| internal(format!("cannot create '{}': {e}", dir.display())))?;
                 Ok(Response::Done)
             }
+            StorageRequest::DeletePool { pool } => {
+                let dir = {
+                    let inner = self.lock();
+                    let p = inner.find(&pool)?;
+                    if p.active {
+                        return Err(invalid_state(format!(
+                            "Requested operation is not valid: storage pool '{}' is still active",
+                            p.def.name
+                        )));
+                    }
+                    p.dir()
+                };
+                std::fs::remove_dir(&dir).map_err(|e| {
+                    internal(format!(
+                        "cannot delete the pool folder '{}': {e}",
+                        dir.display()
+                    ))
+                })?;
+                Ok(Response::Done)
+            }
             StorageRequest::StartPool { pool } => {
                 let this = self.clone();
                 blocking(move || this.start(&pool)).await

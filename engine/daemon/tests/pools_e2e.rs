@@ -240,6 +240,15 @@ fn dir_pools_define_start_autostart_refresh_and_survive_restarts() {
         s.ok(&["pool-undefine", "p1"]),
         "Pool p1 has been undefined\n\n"
     );
+    // pool-delete removes an inactive pool's empty folder, nothing else.
+    let err = fails(&s, &["pool-delete", "default"]);
+    assert!(err.contains("is still active"), "{err}");
+    std::fs::write(missing.join("file"), b"x").unwrap();
+    let err = fails(&s, &["pool-delete", "gone"]);
+    assert!(err.contains("cannot delete the pool folder"), "{err}");
+    std::fs::remove_file(missing.join("file")).unwrap();
+    assert_eq!(s.ok(&["pool-delete", "gone"]), "Pool gone deleted\n\n");
+    assert!(!missing.exists());
     assert!(ext.exists());
     assert!(!s.ok(&["pool-list", "--all"]).contains("p1"));
 
@@ -398,6 +407,29 @@ fn volumes_create_resize_clone_delete_and_qemu_img_agrees() {
         xml.contains(&format!("<backingStore>\n    <path>{}</path>", a.display())),
         "{xml}"
     );
+    // vol-create reads libvirt's volume XML.
+    let xml = s.dir.path().join("vol.xml");
+    std::fs::write(
+        &xml,
+        format!(
+            "<volume type='file'><name>d.qcow2</name><capacity unit='MiB'>4</capacity>\
+             <target><format type='qcow2'/></target><backingStore><path>{}</path>\
+             <format type='raw'/></backingStore></volume>",
+            b.display()
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        s.ok(&["vol-create", "default", xml.to_str().unwrap()]),
+        format!("Vol d.qcow2 created from {}\n\n", xml.display())
+    );
+    let d = dir.join("d.qcow2");
+    let id = img_info(&d);
+    assert_eq!(id["virtual-size"], 4 << 20);
+    assert_eq!(id["backing-filename"], b.to_str().unwrap());
+    assert_eq!(id["backing-filename-format"], "raw");
+    img_check(&d);
+    s.ok(&["vol-delete", "d.qcow2", "--pool", "default"]);
     let err = fails(&s, &["vol-create-as", "default", "a.qcow2", "1M"]);
     assert!(
         err.contains("storage volume 'a.qcow2' exists already"),

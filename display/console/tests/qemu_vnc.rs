@@ -1,9 +1,10 @@
 //! The console session against QEMU's own VNC server (bochs-display, the
-//! demo guest): pixels arrive, and typed keys reach the guest.
+//! demo guest): pixels arrive, typed keys reach the guest, and a request
+//! to resize the guest's screen is answered.
 
 use std::time::{Duration, Instant};
 
-use vireo_console::{ConsoleEvent, Input, Session};
+use vireo_console::{ConsoleEvent, Input, ResizeRefused, Session};
 use vireo_tests::demo::qemu_with_vnc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,4 +54,28 @@ async fn session_shows_qemus_screen_and_types_into_the_guest() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::task::block_in_place(|| qemu.wait_for_text("typed hi", |t| t.ends_with("hi\n")));
+
+    // SetDesktopSize: QEMU offers ExtendedDesktopSize, so the request goes
+    // out and is answered (Debian 12's QEMU with bochs-display answers
+    // "invalid layout"), never "unsupported" without asking.
+    session.send(Input::ResizeDesktop {
+        width: 1024,
+        height: 768,
+    });
+    let answer = loop {
+        let ev = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("no answer to the resize request within 10 s");
+        match ev {
+            Some(ConsoleEvent::DesktopResize(result)) => break result,
+            Some(ConsoleEvent::Closed(why)) => panic!("session closed: {why}"),
+            None => panic!("the session ended"),
+            _ => {}
+        }
+    };
+    eprintln!("QEMU's answer to SetDesktopSize: {answer:?}");
+    assert!(
+        !matches!(answer, Err(ResizeRefused::Unsupported(_))),
+        "QEMU's server offers resizing, yet the session called it unsupported: {answer:?}"
+    );
 }

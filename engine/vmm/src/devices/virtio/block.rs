@@ -11,7 +11,7 @@
 //! has somewhere to put the status, and is returned with length 0
 //! otherwise; it never panics the VMM.
 
-use vireo_storage::Image;
+use vireo_storage::{Image, IoKind, IoRequest};
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
@@ -107,6 +107,16 @@ impl Failure {
             _ => req_status::IOERR,
         }
     }
+}
+
+/// A validated read or write, waiting for its batch.
+struct DataRequest<'m> {
+    kind: IoKind,
+    slices: Vec<VolatileSlice<'m, ()>>,
+    offset: u64,
+    status: GuestAddress,
+    /// Bytes written to guest memory when it succeeds.
+    to_guest: u32,
 }
 
 /// A validated request: its descriptors split into readable and writable
@@ -279,6 +289,95 @@ impl VirtioBlock {
         };
         let _ = mem.write_obj(status, parsed.status);
         (Some(parsed.status), written.saturating_add(1))
+    }
+
+    /// Processes chains the driver made available together; returns the
+    /// used length of each. Reads and writes run at the same time
+    /// (`Image::run_batch`), as the requests a guest has in flight may;
+    /// any other request (flush, discard, write-zeroes, get-id, or a bad
+    /// one) runs alone after the reads and writes before it completed, so a
+    /// flush covers every write the driver submitted ahead of it.
+    fn handle_batch(
+        &mut self,
+        chains: &[(u16, Vec<Descriptor>)],
+        mem: &GuestMemoryMmap,
+    ) -> Vec<u32> {
+        let mut lens = vec![0u32; chains.len()];
+        let mut pending: Vec<(usize, DataRequest<'_>)> = Vec::new();
+        for (i, (_, descs)) in chains.iter().enumerate() {
+            let truncated = descs.last().is_some_and(|d| d.has_next());
+            match self.data_request(descs, truncated, mem) {
+                Some(request) => pending.push((i, request)),
+                None => {
+                    self.run_data(&mut pending, &mut lens, mem);
+                    lens[i] = self.handle(descs, truncated, mem).1;
+                }
+            }
+        }
+        self.run_data(&mut pending, &mut lens, mem);
+        lens
+    }
+
+    /// A valid read or write, ready to run in a batch; `None` for any other
+    /// request, and for a bad one (which [`Self::handle`] then reports).
+    fn data_request<'m>(
+        &self,
+        descs: &[Descriptor],
+        truncated: bool,
+        mem: &'m GuestMemoryMmap,
+    ) -> Option<DataRequest<'m>> {
+        let parsed = Self::parse(descs, truncated, mem).ok()?;
+        let header = gather(mem, &parsed.readable, 0, 16)?;
+        let ty = u32::from_le_bytes(header[0..4].try_into().ok()?);
+        let sector = u64::from_le_bytes(header[8..16].try_into().ok()?);
+        let (kind, ranges) = match ty {
+            request::IN => (IoKind::Read, parsed.writable.clone()),
+            request::OUT if !self.read_only => (IoKind::Write, skip(&parsed.readable, 16)),
+            _ => return None,
+        };
+        let len = byte_len(&ranges);
+        let offset = self.data_offset(sector, len).ok()?;
+        let slices = slices(mem, &ranges).ok()?;
+        Some(DataRequest {
+            kind,
+            slices,
+            offset,
+            status: parsed.status,
+            to_guest: if kind == IoKind::Read { len as u32 } else { 0 },
+        })
+    }
+
+    /// Runs the pending reads and writes as one batch and completes them.
+    fn run_data(
+        &self,
+        pending: &mut Vec<(usize, DataRequest<'_>)>,
+        lens: &mut [u32],
+        mem: &GuestMemoryMmap,
+    ) {
+        if pending.is_empty() {
+            return;
+        }
+        let requests: Vec<IoRequest<'_, '_>> = pending
+            .iter()
+            .map(|(_, r)| IoRequest {
+                kind: r.kind,
+                slices: &r.slices,
+                offset: r.offset,
+            })
+            .collect();
+        let results = self.image.run_batch(&requests);
+        for ((i, r), result) in pending.iter().zip(results) {
+            let (status, written) = match result {
+                Ok(()) => (req_status::OK, r.to_guest),
+                Err(e) => {
+                    tracing::warn!("virtio-blk: {e}");
+                    (req_status::IOERR, 0)
+                }
+            };
+            let _ = mem.write_obj(status, r.status);
+            lens[*i] = written.saturating_add(1);
+        }
+        pending.clear();
     }
 
     /// Runs a parsed request; returns the data bytes written to the guest.
@@ -493,22 +592,32 @@ impl VirtioDevice for VirtioBlock {
 
     fn process_queue(&mut self, _index: usize, queue: &mut Queue, mem: &GuestMemoryMmap) -> bool {
         let mut used = false;
-        // Each pass consumes one available chain; a queue holds at most
-        // `size` of them, and the driver may add more meanwhile, so bound
-        // the work per notification.
-        for _ in 0..u32::from(queue.size()) * 4 {
-            let Some(chain) = queue.pop_descriptor_chain(mem) else {
-                break;
-            };
-            let head = chain.head_index();
-            let descs: Vec<Descriptor> = chain.clone().collect();
-            let truncated = descs.last().is_some_and(|d| d.has_next());
-            let (_, len) = self.handle(&descs, truncated, mem);
-            if let Err(e) = queue.add_used(mem, head, len) {
-                tracing::warn!("virtio-blk: cannot return a buffer: {e}");
+        // Each pass takes the chains available now (at most a queue's
+        // worth) and runs them as one batch; the driver may add more
+        // meanwhile, so bound the work per notification.
+        let mut budget = usize::from(queue.size()) * 4;
+        while budget > 0 {
+            let mut chains = Vec::new();
+            while chains.len() < usize::from(queue.size()) && budget > 0 {
+                let Some(chain) = queue.pop_descriptor_chain(mem) else {
+                    break;
+                };
+                budget -= 1;
+                let head = chain.head_index();
+                let descs: Vec<Descriptor> = chain.collect();
+                chains.push((head, descs));
+            }
+            if chains.is_empty() {
                 break;
             }
-            used = true;
+            let lens = self.handle_batch(&chains, mem);
+            for ((head, _), len) in chains.iter().zip(lens) {
+                if let Err(e) = queue.add_used(mem, *head, len) {
+                    tracing::warn!("virtio-blk: cannot return a buffer: {e}");
+                    return used;
+                }
+                used = true;
+            }
         }
         used
     }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use vireo_storage::{Image, OpenOptions, create_raw};
+use vireo_storage::{Image, OpenOptions, Qcow2Options, create_qcow2, create_raw};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::block::{VirtioBlock, req_status, request};
@@ -52,9 +52,25 @@ impl Rig {
     }
 
     fn with_queues(read_only: bool, queues: u16) -> Self {
+        Self::on_image(read_only, queues, false)
+    }
+
+    fn on_image(read_only: bool, queues: u16, qcow2: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("disk.raw");
-        create_raw(&path, DISK).unwrap();
+        if qcow2 {
+            create_qcow2(
+                &path,
+                &Qcow2Options {
+                    size: DISK,
+                    cluster_size: 65536,
+                    backing: None,
+                },
+            )
+            .unwrap();
+        } else {
+            create_raw(&path, DISK).unwrap();
+        }
         let image = Image::open(&path, &OpenOptions::new().read_only(read_only)).unwrap();
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
         let irq = Arc::new(RecordingIrq::default());
@@ -166,6 +182,30 @@ impl Rig {
         let id: u32 = self.mem.read_obj(GuestAddress(elem)).unwrap();
         assert_eq!(id, u32::from(head));
         self.mem.read_obj(GuestAddress(elem + 4)).unwrap()
+    }
+
+    /// Makes all of `heads` available, notifies once; returns the used
+    /// ring entries (head, length) added by that notification.
+    fn submit_all(&mut self, heads: &[u16]) -> Vec<(u32, u32)> {
+        let before: u16 = self.mem.read_obj(GuestAddress(USED + 2)).unwrap();
+        for &head in heads {
+            let slot = AVAIL + 4 + 2 * u64::from(self.avail_idx % QSIZE);
+            self.mem.write_obj(head, GuestAddress(slot)).unwrap();
+            self.avail_idx = self.avail_idx.wrapping_add(1);
+        }
+        self.mem
+            .write_obj(self.avail_idx, GuestAddress(AVAIL + 2))
+            .unwrap();
+        self.w16(NOTIFY_OFFSET, 0);
+        let after: u16 = self.mem.read_obj(GuestAddress(USED + 2)).unwrap();
+        (0..after.wrapping_sub(before))
+            .map(|k| {
+                let elem = USED + 4 + 8 * u64::from(before.wrapping_add(k) % QSIZE);
+                let id: u32 = self.mem.read_obj(GuestAddress(elem)).unwrap();
+                let len: u32 = self.mem.read_obj(GuestAddress(elem + 4)).unwrap();
+                (id, len)
+            })
+            .collect()
     }
 
     fn header(&self, at: u64, ty: u32, sector: u64) {
@@ -637,4 +677,129 @@ fn moving_the_bar_or_turning_decoding_off_calls_the_hook() {
 
     assert_eq!(*seen.lock().unwrap(), [Some(0xd000_0000), None]);
     assert_eq!(rig.dev.bar_address(), None);
+}
+
+/// Eight requests in flight at once (two descriptors each: header and data
+/// in one buffer), as a driver at queue depth 8 submits them: writes with a
+/// bad one and a flush among them, then reads of the same sectors. The
+/// reads and writes of one notification run as a batch on the image's I/O
+/// threads; every request completes with its own status and length, the
+/// data lands where each request said, and the qcow2 passes `qemu-img
+/// check`.
+fn requests_in_flight_together_complete_each_with_its_own_status(qcow2: bool) {
+    let mut rig = Rig::on_image(false, 1, qcow2);
+    assert_ne!(rig.setup(VIRTIO_F_VERSION_1) & status::DRIVER_OK, 0);
+    // Request k: header at 0x100000 + k * 0x2000, its 4 KiB of data right
+    // after the header, status in its own descriptor at 0x200000 + k.
+    let base = |k: u16| 0x100000 + u64::from(k) * 0x2000;
+    let status_at = |k: u16| 0x200000 + u64::from(k);
+    let pattern = |k: u16| -> Vec<u8> {
+        (0..4096u32)
+            .map(|i| (i as u8) ^ (k as u8).wrapping_mul(37))
+            .collect()
+    };
+    // Sectors far apart, so that a qcow2 allocates a cluster for each.
+    let sector = |k: u16| u64::from(k) * 200 + 8;
+    for k in 0..8u16 {
+        let (ty, len) = match k {
+            5 => (request::FLUSH, 16),
+            _ => (request::OUT, 16 + 4096),
+        };
+        let at = base(k);
+        // Request 3 runs past the end of the disk.
+        let s = if k == 3 { DISK / 512 - 2 } else { sector(k) };
+        rig.header(at, ty, s);
+        if ty == request::OUT {
+            rig.mem
+                .write_slice(&pattern(k), GuestAddress(at + 16))
+                .unwrap();
+        }
+        rig.mem
+            .write_obj(0xffu8, GuestAddress(status_at(k)))
+            .unwrap();
+        rig.desc(2 * k, at, len, NEXT, 2 * k + 1);
+        rig.desc(2 * k + 1, status_at(k), 1, WRITE, 0);
+    }
+    let heads: Vec<u16> = (0..8).map(|k| 2 * k).collect();
+    let mut writes = rig.submit_all(&heads);
+    let statuses: Vec<u8> = (0..8).map(|k| rig.status_at(status_at(k))).collect();
+
+    // Reads of the same sectors: header descriptor, then data and status
+    // in one writable buffer.
+    for k in 0..8u16 {
+        let at = base(k);
+        rig.header(at, request::IN, sector(k));
+        rig.mem
+            .write_slice(&[0xee; 4097], GuestAddress(at + 16))
+            .unwrap();
+        rig.desc(2 * k, at, 16, NEXT, 2 * k + 1);
+        rig.desc(2 * k + 1, at + 16, 4097, WRITE, 0);
+    }
+    let mut reads = rig.submit_all(&heads);
+
+    writes.sort_unstable();
+    reads.sort_unstable();
+    let expected_writes: Vec<(u32, u32)> = (0..8).map(|k| (2 * k, 1)).collect();
+    let expected_reads: Vec<(u32, u32)> = (0..8).map(|k| (2 * k, 4097)).collect();
+    assert_eq!(
+        writes, expected_writes,
+        "every write and the flush completed, status only"
+    );
+    assert_eq!(
+        reads, expected_reads,
+        "every read completed with data and status"
+    );
+    for k in 0..8u16 {
+        let want = if k == 3 {
+            req_status::IOERR
+        } else {
+            req_status::OK
+        };
+        assert_eq!(
+            statuses[usize::from(k)],
+            want,
+            "status of write request {k}"
+        );
+        let mut back = vec![0u8; 4097];
+        rig.mem
+            .read_slice(&mut back, GuestAddress(base(k) + 16))
+            .unwrap();
+        assert_eq!(back[4096], req_status::OK, "status of read {k}");
+        if k == 3 || k == 5 {
+            assert!(
+                back[..4096].iter().all(|&b| b == 0),
+                "sector of request {k} was never written"
+            );
+        } else {
+            assert!(
+                back[..4096] == pattern(k)[..],
+                "data of request {k} read back"
+            );
+        }
+    }
+    drop(rig.dev);
+    if !qcow2 {
+        return;
+    }
+    let out = std::process::Command::new("qemu-img")
+        .args(["check", "-f", "qcow2"])
+        .arg(&rig.path)
+        .output()
+        .expect("qemu-img (qemu-utils) is needed");
+    assert!(
+        out.status.success(),
+        "qemu-img check: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn requests_in_flight_together_on_raw_complete_each_with_its_own_status() {
+    requests_in_flight_together_complete_each_with_its_own_status(false);
+}
+
+#[test]
+fn requests_in_flight_together_on_qcow2_complete_each_with_its_own_status() {
+    requests_in_flight_together_complete_each_with_its_own_status(true);
 }

@@ -256,8 +256,9 @@ pub struct DiskDriver {
     pub queues: Option<u16>,
 }
 
-/// `<source file='…'/>`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+/// `<source file='…'/>`, `<source dev='…'/>` or
+/// `<source pool='…' volume='…'/>`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct DiskSource {
     /// Image path for file disks.
     #[serde(rename = "@file", default, skip_serializing_if = "Option::is_none")]
@@ -265,6 +266,12 @@ pub struct DiskSource {
     /// Device path for block disks.
     #[serde(rename = "@dev", default, skip_serializing_if = "Option::is_none")]
     pub dev: Option<String>,
+    /// Storage pool of a volume disk.
+    #[serde(rename = "@pool", default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// Volume name (in `pool`) of a volume disk.
+    #[serde(rename = "@volume", default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
 }
 
 /// `<target dev='vda' bus='virtio'/>`.
@@ -323,6 +330,23 @@ impl Disk {
         .filter(|p| !p.is_empty())
     }
 
+    /// The pool and volume of a `<disk type='volume'>`, which the engine
+    /// resolves to the volume's file when the domain starts.
+    pub fn volume(&self) -> Option<(&str, &str)> {
+        let source = self.source.as_ref().filter(|_| self.kind == "volume")?;
+        match (source.pool.as_deref(), source.volume.as_deref()) {
+            (Some(pool), Some(volume)) if !pool.is_empty() && !volume.is_empty() => {
+                Some((pool, volume))
+            }
+            _ => None,
+        }
+    }
+
+    /// What `domblklist` shows as the source: the path, or the volume name.
+    pub fn source_name(&self) -> Option<&str> {
+        self.source_path().or_else(|| self.volume().map(|(_, v)| v))
+    }
+
     /// Whether the guest sees the disk read-only (`<readonly/>`, and every
     /// CD-ROM).
     pub fn read_only(&self) -> bool {
@@ -345,7 +369,7 @@ impl Disk {
     /// kept in the definition, never attached under another bus.
     pub fn unsupported(&self) -> Option<String> {
         let base = "domain/devices/disk";
-        if self.kind != "file" && self.kind != "block" {
+        if !["file", "block", "volume"].contains(&self.kind.as_str()) {
             return Some(format!("{base}[@type='{}']", self.kind));
         }
         if self.device != "disk" && self.device != "cdrom" {
@@ -354,7 +378,7 @@ impl Disk {
         if self.bus() != "virtio" {
             return Some(format!("{base}[target/@bus='{}']", self.bus()));
         }
-        if self.source_path().is_none() {
+        if self.source_name().is_none() {
             return Some(format!("{base}[not(source)]"));
         }
         None
@@ -699,7 +723,9 @@ mod tests {
              <disk type='file' device='disk'><source file='/x'/><target dev='hda'/></disk>\
              <disk type='network' device='disk'><target dev='vdc' bus='virtio'/></disk>\
              <disk type='file' device='floppy'><source file='/f'/><target dev='fda'/></disk>\
-             <disk type='file' device='cdrom'><target dev='vdd' bus='virtio'/></disk>",
+             <disk type='file' device='cdrom'><target dev='vdd' bus='virtio'/></disk>\
+             <disk type='volume'><source pool='p'/><target dev='vde'/></disk>\
+             <disk type='volume'><source pool='p' volume='v.qcow2'/><target dev='vdf'/></disk>",
         );
         let d = Domain::from_xml(&xml).unwrap();
         let why: Vec<_> = d.devices.disks.iter().map(Disk::unsupported).collect();
@@ -711,8 +737,14 @@ mod tests {
                 Some("domain/devices/disk[@type='network']".to_owned()),
                 Some("domain/devices/disk[@device='floppy']".to_owned()),
                 Some("domain/devices/disk[not(source)]".to_owned()),
+                Some("domain/devices/disk[not(source)]".to_owned()),
+                None,
             ]
         );
+        let vol = &d.devices.disks[6];
+        assert_eq!(vol.volume(), Some(("p", "v.qcow2")));
+        assert_eq!(vol.source_name(), Some("v.qcow2"));
+        assert_eq!(vol.source_path(), None);
     }
 
     #[test]

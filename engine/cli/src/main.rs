@@ -276,7 +276,13 @@ fn run(uri: &ConnectUri, command: Command) -> Result<(), String> {
                 for path in removed_storage {
                     let target = disks
                         .iter()
-                        .find(|d| d.source_path() == Some(path.as_str()))
+                        .find(|d| {
+                            d.source_path() == Some(path.as_str())
+                                || d.volume().is_some_and(|(_, v)| {
+                                    std::path::Path::new(&path).file_name()
+                                        == Some(std::ffi::OsStr::new(v))
+                                })
+                        })
                         .map_or("-", |d| d.target.dev.as_str());
                     println!("Volume '{target}'({path}) removed.");
                 }

@@ -54,15 +54,10 @@ pub fn list_table(domains: &[DomainSummary]) -> String {
     table(&["Id", "Name", "State"], &rows)
 }
 
-/// `domblklist [--details]`: a disk without a source shows `-`.
+/// `domblklist [--details]`: the path, or the volume name of a volume disk
+/// (as virsh shows it); a disk without a source shows `-`.
 pub fn domblklist(disks: &[Disk], details: bool) -> String {
-    let source = |d: &Disk| {
-        d.source
-            .as_ref()
-            .and_then(|s| s.file.as_deref().or(s.dev.as_deref()))
-            .unwrap_or("-")
-            .to_owned()
-    };
+    let source = |d: &Disk| d.source_name().unwrap_or("-").to_owned();
     let rows: Vec<Vec<String>> = disks
         .iter()
         .map(|d| {

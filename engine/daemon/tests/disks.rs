@@ -370,3 +370,76 @@ fn an_image_is_shared_between_running_domains_only_read_only() {
     let check = qemu_img(&["check", rw.to_str().unwrap()]);
     assert!(check.contains("No errors were found"), "{check}");
 }
+
+#[test]
+fn a_pool_volume_disk_is_resolved_at_start_and_removed_through_its_pool() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let s = Session::new();
+    s.ok(&[
+        "vol-create-as",
+        "default",
+        "guest.qcow2",
+        "8M",
+        "--format",
+        "qcow2",
+    ]);
+    let path = s.ok(&["vol-path", "guest.qcow2", "--pool", "default"]);
+    let path = Path::new(path.trim()).to_owned();
+    assert!(path.is_file(), "{}", path.display());
+    let out = s.ctl_with_input(
+        &["define", "-"],
+        Some(&vblk_domain(
+            "onvolume",
+            "    <disk type='volume' device='disk'>\n      <driver name='qemu' type='qcow2'/>\n      \
+             <source pool='default' volume='guest.qcow2'/>\n      \
+             <target dev='vda' bus='virtio'/>\n    </disk>\n",
+        )),
+    );
+    assert!(out.status.success(), "{out:?}");
+    // Nothing unsupported: the volume disk is applied.
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    // virsh shows a volume disk's source as the volume name.
+    assert_eq!(
+        s.ok(&["domblklist", "onvolume"]),
+        " Target   Source\n-----------------------\n vda      guest.qcow2\n\n"
+    );
+
+    let report = run_guest(&s, "onvolume");
+
+    assert_eq!(report.number("write_status"), Some(0), "{report:?}");
+    assert_eq!(report.number("read_match"), Some(1));
+    qemu_io_reads(&path, "qcow2", &[(0xa0, 1024, 512), (0x5a, 66560, 512)]);
+
+    let out = s.ok(&["undefine", "onvolume", "--remove-all-storage"]);
+
+    assert_eq!(
+        out,
+        format!(
+            "Domain 'onvolume' has been undefined\nVolume 'vda'({}) removed.\n\n",
+            path.display()
+        )
+    );
+    assert!(!path.exists());
+    // The pool knows it is gone.
+    assert!(!s.ok(&["vol-list", "default"]).contains("guest.qcow2"));
+
+    // A volume the pool does not have fails start, naming disk and volume.
+    s.define(&vblk_domain(
+        "novolume",
+        "    <disk type='volume'><driver type='qcow2'/>\
+         <source pool='default' volume='gone.qcow2'/><target dev='vdb'/></disk>\n",
+    ));
+    let out = s.ctl(&["start", "novolume"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(
+            "error: cannot start domain 'novolume': disk 'vdb' (volume 'gone.qcow2' in pool \
+             'default'): "
+        ),
+        "{err}"
+    );
+}

@@ -372,13 +372,34 @@ impl VmWindow {
         });
     }
 
-    fn set_state(&mut self, state: DomainState, sender: &ComponentSender<Self>) {
+    fn set_state(&mut self, state: DomainState, reason: &str, sender: &ComponentSender<Self>) {
         self.state = Some(state);
         if state.is_active() {
             sender.input(VmMsg::Reconnect);
         } else {
             self.perf.clear();
+            if self.session.is_none() {
+                self.show_off(state, reason);
+            }
         }
+    }
+
+    /// Says on the console page that the VM is off (or crashed, and why).
+    fn show_off(&mut self, state: DomainState, reason: &str) {
+        tracing::info!("console {}: the VM is off", self.name);
+        self.message = Some(if state == DomainState::Crashed {
+            (
+                gettext("The virtual machine crashed"),
+                // Translators: {reason} is the engine's text.
+                gettext("{reason}. Run it again to see its screen here.")
+                    .replace("{reason}", reason),
+            )
+        } else {
+            (
+                gettext("The virtual machine is off"),
+                gettext("Run it to see its screen here."),
+            )
+        });
     }
 }
 
@@ -697,8 +718,8 @@ impl Component for VmWindow {
                 tracing::info!("console {}: closed: {why}", self.name);
                 self.session = None;
                 self.message = Some((gettext("The virtual machine is off"), String::new()));
-                // The details (state, VMM process) changed with it.
-                self.fetch_details(&sender);
+                // Ask why (off or crashed), and refresh the details.
+                sender.input(VmMsg::Reconnect);
             }
             VmMsg::Run => {
                 if let Some(client) = self.client.clone() {
@@ -949,12 +970,8 @@ impl Component for VmWindow {
             }
             VmCmd::Off(info) => {
                 self.connecting = false;
-                tracing::info!("console {}: the VM is off", self.name);
                 self.state = Some(info.summary.state);
-                self.message = Some((
-                    gettext("The virtual machine is off"),
-                    gettext("Run it to see its screen here."),
-                ));
+                self.show_off(info.summary.state, &info.summary.reason);
                 self.show_details(&info, None);
                 self.fetch_details(&sender);
             }
@@ -972,11 +989,15 @@ impl Component for VmWindow {
                 tracing::info!("vm window {}: {change:?}", self.name);
                 match change {
                     Lifecycle::Started | Lifecycle::Resumed => {
-                        self.set_state(DomainState::Running, &sender)
+                        self.set_state(DomainState::Running, "", &sender)
                     }
-                    Lifecycle::Paused => self.set_state(DomainState::Paused, &sender),
-                    Lifecycle::Stopped { .. } => self.set_state(DomainState::Shutoff, &sender),
-                    Lifecycle::Crashed { .. } => self.set_state(DomainState::Crashed, &sender),
+                    Lifecycle::Paused => self.set_state(DomainState::Paused, "", &sender),
+                    Lifecycle::Stopped { reason } => {
+                        self.set_state(DomainState::Shutoff, &reason, &sender)
+                    }
+                    Lifecycle::Crashed { reason } => {
+                        self.set_state(DomainState::Crashed, &reason, &sender)
+                    }
                     Lifecycle::Defined | Lifecycle::Undefined => {}
                 }
                 self.fetch_details(&sender);

@@ -256,7 +256,13 @@ fn vm_window_view_modes_screenshot_serial_details_performance_and_fullscreen() {
         "console demo: fullscreen requested: true",
     );
 
+    // Stopped from outside: the console page says the VM is off and offers
+    // Run (the only suggested-action blue) again.
+    let mark = log.mark();
     session.ok(&["destroy", "demo"]);
+    log.wait(mark, "console demo: the VM is off", Duration::from_secs(30));
+    x.wait_for_colour(&window, [0x35, 0x84, 0xe4], 200, Duration::from_secs(30));
+    x.screenshot(&window, &artifacts_dir().join("vm-pages-off-again.png"));
 }
 
 #[test]

@@ -218,7 +218,9 @@ pub struct Disk {
     /// Where the data lives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<DiskSource>,
-    /// How the guest sees it.
+    /// How the guest sees it (required: a missing one is refused by
+    /// validation, naming the disk's source).
+    #[serde(default)]
     pub target: DiskTarget,
     /// `<readonly/>`: the guest may not write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -251,9 +253,10 @@ pub struct DiskDriver {
     /// What guest discards do: `unmap` or `ignore` (libvirt's default).
     #[serde(rename = "@discard", default, skip_serializing_if = "Option::is_none")]
     pub discard: Option<String>,
-    /// virtio-blk request queues.
+    /// virtio-blk request queues, 1 to [`MAX_DISK_QUEUES`] (kept as
+    /// written; see [`Disk::queues`]).
     #[serde(rename = "@queues", default, skip_serializing_if = "Option::is_none")]
-    pub queues: Option<u16>,
+    pub queues: Option<String>,
 }
 
 /// `<source file='…'/>`, `<source dev='…'/>` or
@@ -275,10 +278,10 @@ pub struct DiskSource {
 }
 
 /// `<target dev='vda' bus='virtio'/>`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct DiskTarget {
     /// Guest device name.
-    #[serde(rename = "@dev")]
+    #[serde(rename = "@dev", default)]
     pub dev: String,
     /// Bus type.
     #[serde(rename = "@bus", default, skip_serializing_if = "Option::is_none")]
@@ -328,6 +331,18 @@ impl Disk {
             _ => None,
         }
         .filter(|p| !p.is_empty())
+    }
+
+    /// `<driver queues>` when it is a number from 1 to [`MAX_DISK_QUEUES`].
+    pub fn queues(&self) -> Option<u16> {
+        self.driver
+            .as_ref()?
+            .queues
+            .as_deref()?
+            .trim()
+            .parse()
+            .ok()
+            .filter(|q| (1..=MAX_DISK_QUEUES).contains(q))
     }
 
     /// The pool and volume of a `<disk type='volume'>`, which the engine
@@ -392,7 +407,11 @@ impl Disk {
         if self.target.dev.is_empty() {
             return Err(DomainError::Invalid {
                 element: "disk",
-                reason: "<target dev> is empty".into(),
+                reason: format!(
+                    "the disk {} has no <target dev='…'>",
+                    self.source_name()
+                        .map_or_else(|| "without a source".to_owned(), |s| format!("'{s}'"))
+                ),
             });
         }
         if let Some(path) = self.source_path()
@@ -425,11 +444,11 @@ impl Disk {
                 "discard '{discard}' is not supported (unmap or ignore)"
             )));
         }
-        if let Some(q) = driver.queues
-            && !(1..=MAX_DISK_QUEUES).contains(&q)
+        if let Some(q) = &driver.queues
+            && self.queues().is_none()
         {
             return Err(invalid(format!(
-                "{q} queues is outside 1 … {MAX_DISK_QUEUES}"
+                "queues '{q}' is not a number from 1 to {MAX_DISK_QUEUES}"
             )));
         }
         self.validate_serial()
@@ -696,9 +715,14 @@ mod tests {
         };
         let drv = a.driver.as_ref().unwrap();
         assert_eq!(
-            (drv.cache.as_deref(), drv.discard.as_deref(), drv.queues),
-            (Some("none"), Some("unmap"), Some(4))
+            (
+                drv.cache.as_deref(),
+                drv.discard.as_deref(),
+                drv.queues.as_deref()
+            ),
+            (Some("none"), Some("unmap"), Some("4"))
         );
+        assert_eq!(a.queues(), Some(4));
         assert_eq!(a.format(), "qcow2");
         assert!(a.read_only());
         assert_eq!(a.serial.as_deref(), Some("SN-1 x"));
@@ -764,8 +788,21 @@ mod tests {
             disk("<driver type='raw' cache='directsync'/>").contains("cache mode 'directsync'")
         );
         assert!(disk("<driver discard='trim'/>").contains("discard 'trim'"));
-        assert!(disk("<driver queues='0'/>").contains("'vdb': 0 queues"));
-        assert!(disk("<driver queues='17'/>").contains("17 queues"));
+        assert_eq!(
+            disk("<driver queues='0'/>"),
+            "<disk> 'vdb': queues '0' is not a number from 1 to 16"
+        );
+        assert!(disk("<driver queues='17'/>").contains("queues '17'"));
+        assert!(disk("<driver queues='lots'/>").contains("queues 'lots'"));
+        let untargeted = Domain::from_xml(&with_disks(
+            "<disk type='file'><source file='/a.img'/></disk>",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            untargeted,
+            "<disk>: the disk '/a.img' has no <target dev='…'>"
+        );
         let long = Domain::from_xml(&with_disks(
             "<disk type='file'><source file='/x'/><target dev='vda'/>\
              <serial>123456789012345678901</serial></disk>",

@@ -499,6 +499,10 @@ impl Engine {
         let mut imp = Imported::parse(xml).map_err(|e| {
             let msg = match &e {
                 ImportError::Syntax { .. } => e.to_string(),
+                // DomainError::Xml already says "invalid domain XML".
+                ImportError::Invalid(inner @ vireo_api::domain::DomainError::Xml(_)) => {
+                    inner.to_string()
+                }
                 ImportError::Invalid(inner) => format!("invalid domain XML: {inner}"),
             };
             ApiError::new(ErrorCode::InvalidXml, msg)

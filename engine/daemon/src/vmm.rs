@@ -156,7 +156,7 @@ pub fn disk_arg(disk: &Disk) -> Result<String, String> {
         .and_then(|d| d.discard.as_deref())
         .unwrap_or("ignore");
     arg.push_str(&format!(",discard={discard}"));
-    if let Some(queues) = driver.and_then(|d| d.queues) {
+    if let Some(queues) = disk.queues() {
         arg.push_str(&format!(",queues={queues}"));
     }
     if let Some(serial) = &disk.serial {

@@ -304,7 +304,8 @@ pub enum Response {
         /// Its UUID (generated if the XML had none).
         uuid: Uuid,
         /// Elements kept in the stored XML that Vireo does not act on, by
-        /// path (e.g. `domain/devices/interface`).
+        /// path (e.g. `domain/devices/interface`; a disk vireo-vmm cannot
+        /// attach as `domain/devices/disk[target/@bus='sata']`).
         unsupported: Vec<String>,
     },
     /// A domain was undefined.

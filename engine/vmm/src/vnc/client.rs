@@ -17,7 +17,7 @@ use vireo_rfb::server::{self, SizeReason, encoding, security, size_status};
 use vireo_rfb::{ClientMessage, PixelFormat, Rect};
 
 use super::keymap;
-use super::tracker::{ClientHandle, Display, TILE};
+use super::tracker::{ClientHandle, Display, TILE, TileBox};
 
 /// A byte stream to a client: a unix or a TCP socket.
 pub trait Conn: Read + Write + Send + 'static {
@@ -310,16 +310,22 @@ impl Reader {
     fn handle(&mut self, msg: ClientMessage) {
         match msg {
             ClientMessage::SetPixelFormat(pf) => {
-                let mut s = lock(&self.shared.settings);
-                s.pf = pf;
-                s.pf_changed = true;
+                {
+                    let mut s = lock(&self.shared.settings);
+                    s.pf = pf;
+                    s.pf_changed = true;
+                }
+                self.notify_writer();
             }
             ClientMessage::SetEncodings(list) => {
-                let mut s = lock(&self.shared.settings);
-                s.ext_key_ack = list.contains(&encoding::QEMU_EXTENDED_KEY);
-                s.cursor = list.contains(&encoding::CURSOR);
-                s.leds = list.contains(&encoding::QEMU_LED_STATE);
-                s.encodings = list;
+                {
+                    let mut s = lock(&self.shared.settings);
+                    s.ext_key_ack = list.contains(&encoding::QEMU_EXTENDED_KEY);
+                    s.cursor = list.contains(&encoding::CURSOR);
+                    s.leds = list.contains(&encoding::QEMU_LED_STATE);
+                    s.encodings = list;
+                }
+                self.notify_writer();
             }
             ClientMessage::FramebufferUpdateRequest { incremental, .. } => {
                 {
@@ -329,10 +335,10 @@ impl Reader {
                 }
                 self.handle.wants_update.store(true, Ordering::Release);
                 self.display.wake();
-                let _g = lock(&self.handle.dirty);
-                self.handle.changed.notify_all();
+                self.notify_writer();
             }
             ClientMessage::KeyEvent { down, keysym } => {
+                self.display.input();
                 if let Some(code) = keymap::keysym_to_scancode(keysym) {
                     self.key(code, down);
                 }
@@ -342,20 +348,30 @@ impl Reader {
                 keysym,
                 scancode,
             } => {
+                self.display.input();
                 let code = keymap::qemu_keycode_to_scancode(scancode)
                     .or_else(|| keymap::keysym_to_scancode(keysym));
                 if let Some(code) = code {
                     self.key(code, down);
                 }
             }
-            ClientMessage::PointerEvent { buttons, x, y } => self.pointer(buttons, x, y),
+            ClientMessage::PointerEvent { buttons, x, y } => {
+                self.display.input();
+                self.pointer(buttons, x, y);
+            }
             ClientMessage::ClientCutText(_) => {}
             ClientMessage::SetDesktopSize { .. } => {
                 lock(&self.shared.settings).resize_reply = true;
-                let _g = lock(&self.handle.dirty);
-                self.handle.changed.notify_all();
+                self.notify_writer();
             }
         }
+    }
+
+    /// Wakes the writer to look at the settings again (under the dirty
+    /// lock, which the writer holds from its check to its wait).
+    fn notify_writer(&self) {
+        let _g = lock(&self.handle.dirty);
+        self.handle.changed.notify_all();
     }
 
     /// Sends a key, waiting (at most 2 s) for the guest to read the
@@ -407,8 +423,6 @@ struct Writer {
     /// The size the client knows.
     size: (u16, u16),
     size_serial: u64,
-    /// The client's copy of the frame, taken from the shadow.
-    pixels: Vec<u32>,
     out: Vec<u8>,
     ext_key_sent: bool,
     cursor_sent: bool,
@@ -460,7 +474,6 @@ impl Writer {
             encoder: Encoder::new(PixelFormat::XRGB8888),
             size,
             size_serial,
-            pixels: Vec::new(),
             out: Vec::new(),
             ext_key_sent: false,
             cursor_sent: false,
@@ -474,27 +487,25 @@ impl Writer {
 
     fn run(&mut self) -> io::Result<()> {
         loop {
-            // Wait for a request and something to send, re-checking the
-            // connection every 100 ms.
+            // Wait for a request and something to send. Whoever changes
+            // either notifies `changed` holding the dirty lock, which is
+            // held here from the check to the wait, so no wake-up is
+            // missed; the timeout is only a safety net.
             let incremental = loop {
+                let d = lock(&self.handle.dirty);
                 if self.closed() {
                     return Ok(());
                 }
                 let request = lock(&self.shared.settings).request;
-                if let Some(incremental) = request {
-                    let has_work = {
-                        let d = lock(&self.handle.dirty);
-                        d.any() || !incremental
-                    } || self.pseudo_pending();
-                    if has_work {
-                        break incremental;
-                    }
+                if let Some(incremental) = request
+                    && (d.any() || !incremental || self.pseudo_pending())
+                {
+                    break incremental;
                 }
-                let d = lock(&self.handle.dirty);
                 let _ = self
                     .handle
                     .changed
-                    .wait_timeout(d, Duration::from_millis(100))
+                    .wait_timeout(d, Duration::from_secs(1))
                     .unwrap_or_else(|e| e.into_inner());
             };
             self.update(incremental)?;
@@ -562,7 +573,7 @@ impl Writer {
                 d.leds_changed,
             );
             d.full = false;
-            d.tiles = vec![false; taken.1.len()];
+            d.tiles = vec![TileBox::default(); taken.1.len()];
             d.leds_changed = false;
             taken
         };
@@ -618,9 +629,13 @@ impl Writer {
                 count += 1;
                 self.cursor_sent = true;
             }
-            // Rectangles to send, in the client's size.
+            // Rectangles to send, in the client's size: dirty tiles merged,
+            // each cut down to the pixels that changed in it.
             let (cw, ch) = (self.size.0.min(frame.width), self.size.1.min(frame.height));
-            let full = dirty.0 || !incremental;
+            let tiles_h = usize::from(frame.height).div_ceil(TILE);
+            let map_fits = dirty.2 == usize::from(frame.width).div_ceil(TILE)
+                && dirty.1.len() == dirty.2 * tiles_h;
+            let full = dirty.0 || !incremental || !map_fits;
             let rects = if cw == 0 || ch == 0 {
                 Vec::new()
             } else if full {
@@ -628,30 +643,9 @@ impl Writer {
             } else {
                 tiles_to_rects(&dirty.1, dirty.2, cw, ch)
             };
-            let fw = usize::from(frame.width);
-            let rects: Vec<Rect> = if full || self.pixels.len() != frame.pixels.len() {
-                rects
-            } else {
-                // Only what differs from the client's copy, to the pixel.
-                rects
-                    .into_iter()
-                    .filter_map(|r| changed_bounds(&frame.pixels, &self.pixels, fw, r))
-                    .collect()
-            };
-            if self.pixels.len() != frame.pixels.len() {
-                self.pixels = frame.pixels.clone();
-            } else {
-                for r in &rects {
-                    for y in r.y..r.y + r.h {
-                        let a = usize::from(y) * fw + usize::from(r.x);
-                        let b = a + usize::from(r.w);
-                        self.pixels[a..b].copy_from_slice(&frame.pixels[a..b]);
-                    }
-                }
-            }
-            drop(frame);
-            let (fw16, fh16) = (fw as u16, (self.pixels.len() / fw.max(1)) as u16);
-            if let Some(f) = Frame::new(&self.pixels, fw16, fh16) {
+            // Encoded straight from the shadow frame, which the tracker
+            // cannot change while this read lock is held.
+            if let Some(f) = Frame::new(&frame.pixels, frame.width, frame.height) {
                 for r in rects {
                     let n = self.encoder.encode(enc, &f, r, &mut self.out);
                     count = count.saturating_add(n);
@@ -673,87 +667,70 @@ impl Writer {
     }
 }
 
-/// The smallest part of `r` where `new` and `old` (both `width` pixels
-/// wide) differ, or `None` where they are the same.
-pub fn changed_bounds(new: &[u32], old: &[u32], width: usize, r: Rect) -> Option<Rect> {
-    let (x0, x1) = (usize::from(r.x), usize::from(r.x) + usize::from(r.w));
-    let row = |y: usize| y * width;
-    let differs = |y: usize| new[row(y) + x0..row(y) + x1] != old[row(y) + x0..row(y) + x1];
-    let ys = usize::from(r.y)..usize::from(r.y) + usize::from(r.h);
-    let top = ys.clone().find(|&y| differs(y))?;
-    let bottom = ys.rev().find(|&y| differs(y)).unwrap_or(top);
-    let mut left = x1;
-    let mut right = x0;
-    for y in top..=bottom {
-        let (n, o) = (
-            &new[row(y) + x0..row(y) + x1],
-            &old[row(y) + x0..row(y) + x1],
-        );
-        if let Some(i) = n.iter().zip(o).position(|(a, b)| a != b) {
-            left = left.min(x0 + i);
-        }
-        if let Some(i) = n.iter().zip(o).rposition(|(a, b)| a != b) {
-            right = right.max(x0 + i + 1);
-        }
-    }
-    (left < right).then(|| {
-        Rect::new(
-            left as u16,
-            top as u16,
-            (right - left) as u16,
-            (bottom + 1 - top) as u16,
-        )
-    })
-}
-
 /// Merges a tile map into rectangles: runs of dirty tiles per tile row,
-/// joined with the row above when they span the same columns.
-pub fn tiles_to_rects(tiles: &[bool], tiles_w: usize, width: u16, height: u16) -> Vec<Rect> {
-    let mut rects: Vec<Rect> = Vec::new();
+/// joined with the row above when they span the same columns; each is then
+/// cut down to the box of pixels that changed in its tiles and to the
+/// client's `width`×`height`.
+pub fn tiles_to_rects(tiles: &[TileBox], tiles_w: usize, width: u16, height: u16) -> Vec<Rect> {
+    // Merged runs in tile units: x, y, w, h.
+    let mut runs: Vec<(usize, usize, usize, usize)> = Vec::new();
     if tiles_w == 0 {
-        return rects;
+        return Vec::new();
     }
-    let mut open: Vec<usize> = Vec::new(); // indices into `rects` from the row above
+    let mut open: Vec<usize> = Vec::new(); // indices into `runs` from the row above
     for (ty, row) in tiles.chunks(tiles_w).enumerate() {
-        let y = (ty * TILE) as u16;
-        if y >= height {
+        if ty * TILE >= usize::from(height) {
             break;
         }
         let mut next_open = Vec::new();
         let mut tx = 0;
         while tx < row.len() {
-            if !row[tx] {
+            if !row[tx].is_dirty() {
                 tx += 1;
                 continue;
             }
             let start = tx;
-            while tx < row.len() && row[tx] {
+            while tx < row.len() && row[tx].is_dirty() {
                 tx += 1;
             }
-            let x = (start * TILE) as u16;
-            if x >= width {
+            if start * TILE >= usize::from(width) {
                 break;
             }
-            let w = ((tx * TILE) as u16).min(width) - x;
-            let h = (TILE as u16).min(height - y);
             let joined = open.iter().copied().find(|&i| {
-                let r = rects[i];
-                r.x == x && r.w == w && r.y + r.h == y
+                let r = runs[i];
+                r.0 == start && r.2 == tx - start && r.1 + r.3 == ty
             });
             match joined {
                 Some(i) => {
-                    rects[i].h += h;
+                    runs[i].3 += 1;
                     next_open.push(i);
                 }
                 None => {
-                    rects.push(Rect::new(x, y, w, h));
-                    next_open.push(rects.len() - 1);
+                    runs.push((start, ty, tx - start, 1));
+                    next_open.push(runs.len() - 1);
                 }
             }
         }
         open = next_open;
     }
-    rects
+    runs.into_iter()
+        .filter_map(|(x, y, w, h)| {
+            // The box of changed pixels over the run's tiles.
+            let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
+            for ty in y..y + h {
+                for tx in x..x + w {
+                    let b = tiles[ty * tiles_w + tx];
+                    x0 = x0.min(tx * TILE + usize::from(b.x0));
+                    y0 = y0.min(ty * TILE + usize::from(b.y0));
+                    x1 = x1.max(tx * TILE + usize::from(b.x1));
+                    y1 = y1.max(ty * TILE + usize::from(b.y1));
+                }
+            }
+            let (x1, y1) = (x1.min(usize::from(width)), y1.min(usize::from(height)));
+            (x0 < x1 && y0 < y1)
+                .then(|| Rect::new(x0 as u16, y0 as u16, (x1 - x0) as u16, (y1 - y0) as u16))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -833,31 +810,50 @@ mod tests {
 
     #[test]
     fn dirty_tiles_merge_into_few_rectangles() {
-        // 4x3 tiles on a 60x40 screen: a 2x2 block and a lone tile.
+        // 4x3 tiles on a 60x40 screen: a 2x2 block and a lone tile, all of
+        // each tile changed.
+        let all = TileBox {
+            x0: 0,
+            y0: 0,
+            x1: 16,
+            y1: 16,
+        };
+        let o = TileBox::default();
         #[rustfmt::skip]
         let tiles = [
-            false, true, true, false,
-            false, true, true, false,
-            false, false, false, true,
+            o, all, all, o,
+            o, all, all, o,
+            o, o, o, all,
         ];
         let rects = tiles_to_rects(&tiles, 4, 60, 40);
         assert_eq!(rects, [Rect::new(16, 0, 32, 32), Rect::new(48, 32, 12, 8)]);
     }
 
     #[test]
-    fn changed_bounds_shrink_to_the_pixels_that_differ() {
-        let old = vec![0u32; 64 * 32];
-        let mut new = old.clone();
-        new[5 * 64 + 20] = 1;
-        new[9 * 64 + 17] = 1;
-        assert_eq!(
-            changed_bounds(&new, &old, 64, Rect::new(16, 0, 16, 16)),
-            Some(Rect::new(17, 5, 4, 5))
-        );
-        assert_eq!(
-            changed_bounds(&new, &old, 64, Rect::new(32, 0, 16, 16)),
-            None
-        );
+    fn merged_tiles_shrink_to_the_pixels_that_changed() {
+        // Two neighbouring tiles with small boxes: one rectangle spanning
+        // both boxes; a lone box at the screen's edge is clipped to it.
+        let mut tiles = vec![TileBox::default(); 4 * 2];
+        tiles[1] = TileBox {
+            x0: 4,
+            y0: 5,
+            x1: 16,
+            y1: 6,
+        };
+        tiles[2] = TileBox {
+            x0: 0,
+            y0: 9,
+            x1: 2,
+            y1: 12,
+        };
+        tiles[7] = TileBox {
+            x0: 10,
+            y0: 0,
+            x1: 16,
+            y1: 3,
+        };
+        let rects = tiles_to_rects(&tiles, 4, 60, 18);
+        assert_eq!(rects, [Rect::new(20, 5, 14, 7), Rect::new(58, 16, 2, 2)]);
     }
 
     #[test]

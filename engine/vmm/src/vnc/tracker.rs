@@ -3,8 +3,15 @@
 //! KVM clears the log on every read, so a single tracker reads it for every
 //! consumer: it keeps a shadow copy of the last frame, compares the rows the
 //! guest dirtied against it in 16×16 tiles, and marks only the tiles that
-//! really changed in every client's own dirty map. Pages it read are also
-//! kept for the control socket's `dirty-pages` command.
+//! really changed, with the box of pixels that changed in each, in every
+//! client's own dirty map. Clients encode straight from the shadow frame.
+//! Pages it read are also kept for the control socket's `dirty-pages`
+//! command.
+//!
+//! It polls every [`POLL_INTERVAL`] while a client waits for an update and
+//! the screen keeps changing; on a still screen the interval grows to
+//! [`MAX_POLL_INTERVAL`] (as QEMU's refresh timer backs off), and client
+//! input brings it back at once.
 //!
 //! It follows the current [`crate::vm::Vm`]: the machine hands it the new
 //! devices after each reset, and a new device or mode means a full re-read.
@@ -18,8 +25,13 @@ use crate::devices::i8042::I8042;
 
 /// Side of a dirty tile, in pixels.
 pub const TILE: usize = 16;
-/// How often the tracker polls while a client waits for an update.
+/// How often the tracker polls while a client waits for an update and the
+/// screen changes; also the step by which the interval grows.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// The longest interval between polls on a still screen.
+pub const MAX_POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Polls that find nothing before the interval starts to grow.
+const QUIET_POLLS: u32 = 5;
 /// Size of a VRAM page in the dirty log.
 const PAGE: u64 = 4096;
 
@@ -44,10 +56,47 @@ pub struct Frame {
     pub size_serial: u64,
 }
 
+/// The pixels that changed inside one tile: columns `x0..x1` and rows
+/// `y0..y1`, relative to the tile (empty while the tile is clean).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TileBox {
+    /// First changed column.
+    pub x0: u8,
+    /// First changed row.
+    pub y0: u8,
+    /// One past the last changed column.
+    pub x1: u8,
+    /// One past the last changed row.
+    pub y1: u8,
+}
+
+impl TileBox {
+    /// Whether anything changed in the tile.
+    pub fn is_dirty(&self) -> bool {
+        self.x1 > self.x0
+    }
+
+    /// Grows the box to take in `o`.
+    pub fn add(&mut self, o: TileBox) {
+        if !o.is_dirty() {
+            return;
+        }
+        if !self.is_dirty() {
+            *self = o;
+            return;
+        }
+        self.x0 = self.x0.min(o.x0);
+        self.y0 = self.y0.min(o.y0);
+        self.x1 = self.x1.max(o.x1);
+        self.y1 = self.y1.max(o.y1);
+    }
+}
+
 /// What a client is told by the tracker.
 pub struct ClientDirty {
-    /// Tiles changed since the client last took them, `tiles_w * tiles_h`.
-    pub tiles: Vec<bool>,
+    /// Tiles changed since the client last took them, `tiles_w * tiles_h`,
+    /// each with the box of its pixels that changed.
+    pub tiles: Vec<TileBox>,
     /// Width of the tile map.
     pub tiles_w: usize,
     /// Everything changed (new mode or device).
@@ -59,7 +108,7 @@ pub struct ClientDirty {
 impl ClientDirty {
     /// Anything to send.
     pub fn any(&self) -> bool {
-        self.full || self.leds_changed || self.tiles.iter().any(|&t| t)
+        self.full || self.leds_changed || self.tiles.iter().any(TileBox::is_dirty)
     }
 }
 
@@ -109,7 +158,16 @@ pub struct Display {
     poll: Mutex<PollState>,
     clients: Mutex<Vec<Weak<ClientHandle>>>,
     wake: Condvar,
-    wake_lock: Mutex<()>,
+    wake_lock: Mutex<Wake>,
+}
+
+/// Why the tracker thread was woken.
+#[derive(Default)]
+struct Wake {
+    /// A client asked for an update.
+    request: bool,
+    /// A client sent input: poll often again.
+    input: bool,
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -139,7 +197,7 @@ impl Display {
             }),
             clients: Mutex::new(Vec::new()),
             wake: Condvar::new(),
-            wake_lock: Mutex::new(()),
+            wake_lock: Mutex::new(Wake::default()),
         })
     }
 
@@ -171,8 +229,30 @@ impl Display {
 
     /// Wakes the tracker thread (a client asked for an update).
     pub fn wake(&self) {
-        let _g = lock(&self.wake_lock);
+        lock(&self.wake_lock).request = true;
         self.wake.notify_all();
+    }
+
+    /// A client sent a key or pointer event: the screen is about to change,
+    /// so the tracker goes back to its shortest interval.
+    pub fn input(&self) {
+        lock(&self.wake_lock).input = true;
+        self.wake.notify_all();
+    }
+
+    /// Waits up to `d` unless woken by a request or input; returns whether
+    /// input came.
+    fn sleep(&self, d: Duration) -> bool {
+        let mut w = lock(&self.wake_lock);
+        if !w.request && !w.input {
+            w = self
+                .wake
+                .wait_timeout(w, d)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        w.request = false;
+        std::mem::take(&mut w.input)
     }
 
     fn live_clients(&self) -> Vec<Arc<ClientHandle>> {
@@ -182,27 +262,42 @@ impl Display {
             .collect()
     }
 
-    /// Runs the tracker: polls every [`POLL_INTERVAL`] while a client waits
-    /// for an update, and sleeps otherwise.
+    /// Runs the tracker: polls while a client waits for an update, every
+    /// [`POLL_INTERVAL`] while the screen changes, backing off by that much
+    /// per poll after [`QUIET_POLLS`] quiet ones up to
+    /// [`MAX_POLL_INTERVAL`]; sleeps while no client waits.
     pub fn spawn_tracker(self: &Arc<Self>) -> std::io::Result<()> {
         let this = Arc::downgrade(self);
         std::thread::Builder::new()
             .name("vnc-tracker".into())
             .spawn(move || {
+                let mut interval = POLL_INTERVAL;
+                let mut quiet = 0;
                 while let Some(d) = this.upgrade() {
                     let waiting = d
                         .live_clients()
                         .iter()
                         .any(|c| c.wants_update.load(Ordering::Acquire));
-                    if waiting {
-                        d.poll();
-                        std::thread::sleep(POLL_INTERVAL);
+                    let limit = if waiting {
+                        if d.poll() {
+                            quiet = 0;
+                        } else {
+                            quiet += 1;
+                        }
+                        if quiet <= QUIET_POLLS {
+                            interval = POLL_INTERVAL;
+                        } else {
+                            interval = (interval + POLL_INTERVAL).min(MAX_POLL_INTERVAL);
+                        }
+                        interval
                     } else {
-                        let g = lock(&d.wake_lock);
-                        let _ = d
-                            .wake
-                            .wait_timeout(g, Duration::from_millis(200))
-                            .unwrap_or_else(|e| e.into_inner());
+                        // Woken by a request; the timeout only guards
+                        // against the Display going away.
+                        Duration::from_secs(1)
+                    };
+                    if d.sleep(limit) {
+                        quiet = 0;
+                        interval = POLL_INTERVAL;
                     }
                 }
             })?;
@@ -217,20 +312,22 @@ impl Display {
         Ok(std::mem::take(&mut p.control_pages))
     }
 
-    /// One round: dirty log, compare, notify.
-    pub fn poll(&self) {
-        if let Err(e) = self.poll_inner() {
+    /// One round: dirty log, compare, notify; returns whether anything
+    /// changed.
+    pub fn poll(&self) -> bool {
+        self.poll_inner().unwrap_or_else(|e| {
             tracing::warn!("vnc: cannot read the VRAM dirty log: {e}");
-        }
+            false
+        })
     }
 
-    fn poll_inner(&self) -> Result<(), String> {
+    fn poll_inner(&self) -> Result<bool, String> {
         let (devices, generation) = {
             let s = lock(&self.source);
             (s.devices.clone(), s.generation)
         };
         let Some(devices) = devices else {
-            return Ok(());
+            return Ok(false);
         };
         let mut p = lock(&self.poll);
         let leds = {
@@ -274,10 +371,10 @@ impl Display {
                 d.leds_changed |= leds_changed;
                 c.changed.notify_all();
             }
-            return Ok(());
+            return Ok(true);
         }
         let Some(mode) = mode else {
-            return Ok(());
+            return Ok(leds_changed);
         };
         // Rows the dirty pages touch, as merged ranges.
         let mut rows: Vec<(u32, u32)> = Vec::new();
@@ -302,18 +399,18 @@ impl Display {
                     c.changed.notify_all();
                 }
             }
-            return Ok(());
+            return Ok(leds_changed);
         }
         let width = mode.width as usize;
         let tiles_w = width.div_ceil(TILE);
         let tiles_h = (mode.height as usize).div_ceil(TILE);
-        let mut changed = vec![false; tiles_w * tiles_h];
+        let mut changed = vec![TileBox::default(); tiles_w * tiles_h];
         let mut any = false;
         {
             let mut f = self.frame.write().unwrap_or_else(|e| e.into_inner());
             if f.pixels.len() < width * mode.height as usize {
                 // The shadow could not be read for this mode: nothing to compare.
-                return Ok(());
+                return Ok(false);
             }
             let mut row = std::mem::take(&mut p.row);
             for &(y0, y1) in &rows {
@@ -330,15 +427,8 @@ impl Display {
                         continue;
                     }
                     let shadow = &mut f.pixels[y * width..(y + 1) * width];
-                    for tx in 0..tiles_w {
-                        let x0 = tx * TILE;
-                        let x1 = (x0 + TILE).min(width);
-                        if shadow[x0..x1] != row[x0..x1] {
-                            shadow[x0..x1].copy_from_slice(&row[x0..x1]);
-                            changed[(y / TILE) * tiles_w + tx] = true;
-                            any = true;
-                        }
-                    }
+                    let boxes = &mut changed[(y / TILE) * tiles_w..(y / TILE + 1) * tiles_w];
+                    any |= update_row(shadow, &row[..width], y % TILE, boxes);
                 }
             }
             p.row = row;
@@ -351,19 +441,43 @@ impl Display {
                     // A map of another size predates this mode: a mode
                     // change set `full` for that client already.
                     if d.tiles.len() != changed.len() || d.tiles_w != tiles_w {
-                        d.tiles = vec![false; changed.len()];
+                        d.tiles = vec![TileBox::default(); changed.len()];
                         d.tiles_w = tiles_w;
                     }
                     for (t, &ch) in d.tiles.iter_mut().zip(&changed) {
-                        *t |= ch;
+                        t.add(ch);
                     }
                 }
                 d.leds_changed |= leds_changed;
                 c.changed.notify_all();
             }
         }
-        Ok(())
+        Ok(any || leds_changed)
     }
+}
+
+/// Copies `new` over `old` (one row of the shadow), tile by tile, and adds
+/// the pixels that differed to the boxes of the tiles of this row (`ty` is
+/// the row inside them); returns whether any did.
+fn update_row(old: &mut [u32], new: &[u32], ty: usize, boxes: &mut [TileBox]) -> bool {
+    let mut any = false;
+    for ((old, new), b) in old.chunks_mut(TILE).zip(new.chunks(TILE)).zip(boxes) {
+        if old == new {
+            continue;
+        }
+        let differs = |(a, b): (&u32, &u32)| a != b;
+        let first = old.iter().zip(new).position(differs).unwrap_or(0);
+        let last = old.iter().zip(new).rposition(differs).unwrap_or(0);
+        old.copy_from_slice(new);
+        b.add(TileBox {
+            x0: first as u8,
+            y0: ty as u8,
+            x1: last as u8 + 1,
+            y1: ty as u8 + 1,
+        });
+        any = true;
+    }
+    any
 }
 
 /// One line of VRAM in `mode` as `0x00RRGGBB` pixels.
@@ -404,6 +518,42 @@ fn read_screen(bochs: &BochsDisplay, mode: &Mode) -> (u16, u16, Vec<u32>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changed_pixels_grow_their_tiles_boxes() {
+        // Two tiles and a narrow third; pixels change in the first on two
+        // rows and in the third on one.
+        let mut shadow = vec![7u32; 36];
+        let mut boxes = [TileBox::default(); 3];
+        let mut row = shadow.clone();
+        row[3] = 1;
+        row[5] = 1;
+        assert!(update_row(&mut shadow, &row, 2, &mut boxes));
+        assert_eq!(shadow, row);
+        let mut row2 = row.clone();
+        row2[1] = 2;
+        row2[33] = 2;
+        assert!(update_row(&mut shadow, &row2, 6, &mut boxes));
+        assert!(!update_row(&mut shadow, &row2, 7, &mut boxes));
+        assert_eq!(
+            boxes,
+            [
+                TileBox {
+                    x0: 1,
+                    y0: 2,
+                    x1: 6,
+                    y1: 7
+                },
+                TileBox::default(),
+                TileBox {
+                    x0: 1,
+                    y0: 6,
+                    x1: 2,
+                    y1: 7
+                },
+            ]
+        );
+    }
 
     #[test]
     fn rows_convert_from_32_and_16_bpp() {

@@ -589,18 +589,24 @@ impl Component for VmWindow {
         stack
             .add_titled(perf.widget(), Some("performance"), &gettext("Performance"))
             .set_icon_name(Some("power-profile-performance-symbolic"));
-        let c = console.clone();
-        let ser = serial.clone();
+        // Weak: the stack owns this handler and, through its pages, both
+        // widgets.
+        let c = console.focus_widget().downgrade();
+        let ser = serial.terminal().downgrade();
         let s = sender.clone();
         stack.connect_visible_child_name_notify(move |st| {
             let page = st.visible_child_name().unwrap_or_default();
             tracing::info!("vm window: page {page}");
             match page.as_str() {
                 "console" => {
-                    c.focus_widget().grab_focus();
+                    if let Some(w) = c.upgrade() {
+                        w.grab_focus();
+                    }
                 }
                 "serial" => {
-                    ser.terminal().grab_focus();
+                    if let Some(w) = ser.upgrade() {
+                        w.grab_focus();
+                    }
                 }
                 "details" => s.input(VmMsg::RefreshDetails),
                 _ => {}

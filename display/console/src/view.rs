@@ -65,6 +65,40 @@ impl Default for ConsoleView {
     }
 }
 
+/// A [`ConsoleView`] that does not keep its widgets alive: what the
+/// widgets' own event handlers hold, so the view and its controllers do
+/// not keep each other alive in a cycle.
+#[derive(Clone)]
+struct WeakView {
+    scroller: glib::WeakRef<gtk::ScrolledWindow>,
+    picture: glib::WeakRef<gtk::Picture>,
+    size: Rc<Cell<(u32, u32)>>,
+    mode: Rc<Cell<ViewMode>>,
+    grabbed: Rc<Cell<bool>>,
+    down: Rc<RefCell<BTreeSet<u32>>>,
+    input: Rc<RefCell<Option<Session>>>,
+    on_grab: Rc<RefCell<Vec<GrabCallback>>>,
+    asked: Rc<Cell<(u16, u16)>>,
+    resize_pending: Rc<Cell<bool>>,
+}
+
+impl WeakView {
+    fn upgrade(&self) -> Option<ConsoleView> {
+        Some(ConsoleView {
+            scroller: self.scroller.upgrade()?,
+            picture: self.picture.upgrade()?,
+            size: self.size.clone(),
+            mode: self.mode.clone(),
+            grabbed: self.grabbed.clone(),
+            down: self.down.clone(),
+            input: self.input.clone(),
+            on_grab: self.on_grab.clone(),
+            asked: self.asked.clone(),
+            resize_pending: self.resize_pending.clone(),
+        })
+    }
+}
+
 impl std::fmt::Debug for ConsoleView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConsoleView")
@@ -101,8 +135,12 @@ impl ConsoleView {
         view.set_mode(ViewMode::Scale);
         view.add_focus_tracking();
         for adj in [view.scroller.hadjustment(), view.scroller.vadjustment()] {
-            let v = view.clone();
-            adj.connect_changed(move |_| v.schedule_guest_resize());
+            let w = view.downgrade();
+            adj.connect_changed(move |_| {
+                if let Some(v) = w.upgrade() {
+                    v.schedule_guest_resize();
+                }
+            });
         }
         view
     }
@@ -110,6 +148,21 @@ impl ConsoleView {
     /// The widget to put in a container.
     pub fn widget(&self) -> &gtk::Widget {
         self.scroller.upcast_ref()
+    }
+
+    fn downgrade(&self) -> WeakView {
+        WeakView {
+            scroller: self.scroller.downgrade(),
+            picture: self.picture.downgrade(),
+            size: self.size.clone(),
+            mode: self.mode.clone(),
+            grabbed: self.grabbed.clone(),
+            down: self.down.clone(),
+            input: self.input.clone(),
+            on_grab: self.on_grab.clone(),
+            asked: self.asked.clone(),
+            resize_pending: self.resize_pending.clone(),
+        }
     }
 
     /// The widget that takes the keyboard focus.
@@ -278,10 +331,18 @@ impl ConsoleView {
     /// Grab with the focus, release without it.
     fn add_focus_tracking(&self) {
         let focus = gtk::EventControllerFocus::new();
-        let v = self.clone();
-        focus.connect_enter(move |_| v.set_grabbed(true));
-        let v = self.clone();
-        focus.connect_leave(move |_| v.set_grabbed(false));
+        let w = self.downgrade();
+        focus.connect_enter(move |_| {
+            if let Some(v) = w.upgrade() {
+                v.set_grabbed(true);
+            }
+        });
+        let w = self.downgrade();
+        focus.connect_leave(move |_| {
+            if let Some(v) = w.upgrade() {
+                v.set_grabbed(false);
+            }
+        });
         self.picture.add_controller(focus);
     }
 
@@ -314,8 +375,11 @@ impl ConsoleView {
 
     fn add_input(&self) {
         let keys = gtk::EventControllerKey::new();
-        let v = self.clone();
+        let w = self.downgrade();
         keys.connect_key_pressed(move |_, keyval, _, state| {
+            let Some(v) = w.upgrade() else {
+                return glib::Propagation::Proceed;
+            };
             if !v.grabbed.get() {
                 return glib::Propagation::Proceed;
             }
@@ -327,8 +391,11 @@ impl ConsoleView {
             }
             glib::Propagation::Stop
         });
-        let v = self.clone();
+        let w = self.downgrade();
         keys.connect_key_released(move |_, keyval, _, _| {
+            let Some(v) = w.upgrade() else {
+                return;
+            };
             let keysym = keyval.into_glib();
             if v.down.borrow_mut().remove(&keysym) {
                 v.send(Input::Key {
@@ -343,8 +410,11 @@ impl ConsoleView {
         let position = Rc::new(Cell::new((0u16, 0u16)));
 
         let motion = gtk::EventControllerMotion::new();
-        let (view, b, pos) = (self.clone(), buttons.clone(), position.clone());
+        let (w, b, pos) = (self.downgrade(), buttons.clone(), position.clone());
         motion.connect_motion(move |_, x, y| {
+            let Some(view) = w.upgrade() else {
+                return;
+            };
             if let Some(p) = view.to_remote(x, y) {
                 pos.set(p);
                 view.send(Input::Pointer {
@@ -358,8 +428,11 @@ impl ConsoleView {
 
         let click = gtk::GestureClick::new();
         click.set_button(0);
-        let (view, b, pos) = (self.clone(), buttons.clone(), position.clone());
+        let (w, b, pos) = (self.downgrade(), buttons.clone(), position.clone());
         click.connect_pressed(move |g, _, x, y| {
+            let Some(view) = w.upgrade() else {
+                return;
+            };
             view.picture.grab_focus();
             view.set_grabbed(true);
             b.set(b.get() | button_bit(g.current_button()));
@@ -373,8 +446,11 @@ impl ConsoleView {
                 buttons: b.get(),
             });
         });
-        let (view, b, pos) = (self.clone(), buttons.clone(), position.clone());
+        let (w, b, pos) = (self.downgrade(), buttons.clone(), position.clone());
         click.connect_released(move |g, _, _, _| {
+            let Some(view) = w.upgrade() else {
+                return;
+            };
             b.set(b.get() & !button_bit(g.current_button()));
             let (x, y) = pos.get();
             view.send(Input::Pointer {
@@ -386,8 +462,11 @@ impl ConsoleView {
         self.picture.add_controller(click);
 
         let scroll = gtk::EventControllerScroll::new(gtk::EventControllerScrollFlags::VERTICAL);
-        let (view, b, pos) = (self.clone(), buttons, position);
+        let (w, b, pos) = (self.downgrade(), buttons, position);
         scroll.connect_scroll(move |_, _, dy| {
+            let Some(view) = w.upgrade() else {
+                return glib::Propagation::Proceed;
+            };
             if view.mode.get() == ViewMode::OneToOne && !view.grabbed.get() {
                 // Not grabbed: the wheel scrolls the view.
                 return glib::Propagation::Proceed;

@@ -443,3 +443,44 @@ fn a_pool_volume_disk_is_resolved_at_start_and_removed_through_its_pool() {
         "{err}"
     );
 }
+
+#[test]
+fn undefine_storage_removes_only_the_named_disks_images() {
+    let _serial = serial();
+    let s = Session::new();
+    let (a, b) = (s.dir.path().join("a.img"), s.dir.path().join("b.img"));
+    for image in [&a, &b] {
+        std::fs::write(image, [0u8; 512]).unwrap();
+    }
+    s.define(&vblk_domain(
+        "two",
+        &format!(
+            "    <disk type='file'><source file='{}'/><target dev='vda'/></disk>\n    \
+             <disk type='file'><source file='{}'/><target dev='vdb'/></disk>\n",
+            a.display(),
+            b.display()
+        ),
+    ));
+
+    // An unknown name is refused before anything is deleted.
+    let out = s.ctl(&["undefine", "two", "--storage", "vdb,vdz"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("'vdz' is not a disk image of domain 'two'"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(a.exists() && b.exists());
+
+    let out = s.ok(&["undefine", "two", "--storage", "vdb"]);
+
+    assert_eq!(
+        out,
+        format!(
+            "Domain 'two' has been undefined\nVolume 'vdb'({}) removed.\n\n",
+            b.display()
+        )
+    );
+    assert!(a.exists());
+    assert!(!b.exists());
+}

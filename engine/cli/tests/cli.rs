@@ -77,8 +77,18 @@ fn help_lists_the_virsh_verbs() {
 }
 
 #[test]
-fn ssh_uris_fail_with_a_clear_message_for_now() {
-    let (ok, _, err) = vireoctl(&["-c", "vireo+ssh://h/system", "list"], None);
-    assert!(!ok);
-    assert!(err.contains("SSH connections are not available"), "{err}");
+fn an_unreachable_ssh_host_is_named_in_the_error() {
+    // Port 1 on loopback: nothing listens there. HOME without ~/.ssh, so
+    // no user ssh_config can redirect the host.
+    let out = Command::new(env!("CARGO_BIN_EXE_vireoctl"))
+        .args(["-c", "vireo+ssh://nobody@127.0.0.1:1/system", "list"])
+        .env("HOME", env!("CARGO_TARGET_TMPDIR"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("cannot reach 127.0.0.1 at 127.0.0.1:1") && err.contains("refused"),
+        "{err}"
+    );
 }

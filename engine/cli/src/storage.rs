@@ -841,10 +841,16 @@ pub fn run(conn: &mut Connection, command: StorageCommand) -> Result<(), String>
         C::VolUpload { vol, file, pool } => {
             let mut source = std::fs::File::open(&file)
                 .map_err(|e| format!("cannot open '{}': {e}", file.display()))?;
-            let length = source
+            let meta = source
                 .metadata()
-                .map_err(|e| format!("cannot read '{}': {e}", file.display()))?
-                .len();
+                .map_err(|e| format!("cannot read '{}': {e}", file.display()))?;
+            if !meta.is_file() {
+                return Err(format!(
+                    "'{}' is not a regular file; vol-upload sends a file of known size",
+                    file.display()
+                ));
+            }
+            let length = meta.len();
             let mut meter = Meter::new(Some("Uploading"));
             let request = Request::Storage(R::UploadVolume {
                 pool,

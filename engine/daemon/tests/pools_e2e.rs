@@ -767,6 +767,12 @@ fn hostile_volume_names_are_refused_and_nothing_lands_outside_the_pool() {
             "{name}: {err}"
         );
     }
+    // Only regular files are uploaded (a pipe's size is unknown).
+    let err = fails(
+        &s,
+        &["vol-upload", "ok.raw", "/dev/null", "--pool", "default"],
+    );
+    assert!(err.contains("is not a regular file"), "{err}");
     // A path outside every pool is no volume.
     let err = fails(&s, &["vol-delete", outside.to_str().unwrap()]);
     assert!(err.contains("no storage vol with matching path"), "{err}");

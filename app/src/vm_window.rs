@@ -194,7 +194,7 @@ pub enum VmMsg {
     ToggleFullscreen,
     /// The window entered or left fullscreen.
     Fullscreened(bool),
-    /// The pointer is at this height over the console (fullscreen toolbar).
+    /// The pointer is at this height in the window (fullscreen toolbar).
     PointerY(f64),
     /// Ask where to save a screenshot.
     Screenshot,
@@ -564,10 +564,12 @@ impl Component for VmWindow {
         console_overlay.set_child(Some(&console_stack));
         console_overlay.add_overlay(&grab_hint);
         console_overlay.add_overlay(&top_bar);
+        // On the whole window, in window coordinates: its top rows may be
+        // the window's border rather than the console.
         let motion = gtk::EventControllerMotion::new();
         let s = sender.clone();
         motion.connect_motion(move |_, _, y| s.input(VmMsg::PointerY(y)));
-        console_overlay.add_controller(motion);
+        root.add_controller(motion);
 
         let serial_sender = sender.clone();
         let serial = SerialView::new(move |data| serial_sender.input(VmMsg::SerialInput(data)));
@@ -856,11 +858,15 @@ impl Component for VmWindow {
                 if root.is_fullscreen() {
                     let shown = self.ui.top_bar.reveals_child();
                     let limit = if shown {
-                        f64::from(self.ui.top_bar.height()) + 24.0
+                        f64::from(self.ui.top_bar.height()) + 32.0
                     } else {
-                        4.0
+                        8.0
                     };
-                    self.ui.top_bar.set_reveal_child(y <= limit);
+                    let show = y <= limit;
+                    if show != shown {
+                        tracing::info!("console {}: fullscreen toolbar shown: {show}", self.name);
+                    }
+                    self.ui.top_bar.set_reveal_child(show);
                 }
             }
             VmMsg::Screenshot => {

@@ -1,9 +1,11 @@
 //! The VM window's console tools and pages, driven through its keyboard
 //! shortcuts under Xvfb against a real session engine and vireo-vmm: view
 //! modes, screenshot to PNG through the file dialog, the serial, details
-//! and performance pages, fullscreen, and Send Key reaching the guest as
+//! and performance pages, fullscreen (under a real window manager,
+//! Openbox, which grants it), and Send Key reaching the guest as
 //! scancodes.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -92,6 +94,18 @@ fn yellow_bar_width(shot: &Path) -> u32 {
         .unwrap_or(0)
 }
 
+/// Moves the pointer to (`px`, `py`) inside `window`.
+fn move_pointer(x: &Xvfb, window: &str, px: u32, py: u32) {
+    let status = std::process::Command::new("xdotool")
+        .env("DISPLAY", &x.display)
+        .args(["mousemove", "--sync", "--window", window])
+        .arg(px.to_string())
+        .arg(py.to_string())
+        .status()
+        .expect("xdotool is required (`make test` installs it)");
+    assert!(status.success(), "xdotool mousemove failed");
+}
+
 /// Takes screenshots of `window` until `ok` holds for one; returns its path.
 fn wait_for_shot(
     x: &Xvfb,
@@ -117,7 +131,7 @@ fn wait_for_shot(
 }
 
 #[test]
-fn vm_window_view_modes_screenshot_serial_details_performance_and_fullscreen() {
+fn vm_window_view_modes_screenshot_serial_details_and_performance() {
     if !kvm_or_skip() {
         return;
     }
@@ -246,15 +260,7 @@ fn vm_window_view_modes_screenshot_serial_details_performance_and_fullscreen() {
     std::thread::sleep(Duration::from_millis(1000));
     x.screenshot(&window, &artifacts_dir().join("vm-pages-performance.png"));
 
-    // F11 asks for fullscreen (on the console page). Xvfb runs no window
-    // manager to grant it, so only the request is checked here.
     log.keys_then(&x, &window, &["alt+1"], "vm window: page console");
-    log.keys_then(
-        &x,
-        &window,
-        &["ctrl+alt", "F11"],
-        "console demo: fullscreen requested: true",
-    );
 
     // Stopped from outside: the console page says the VM is off and offers
     // Run (the only suggested-action blue) again.
@@ -314,4 +320,98 @@ fn send_key_ctrl_alt_del_reaches_the_guest_as_scancodes() {
         std::thread::sleep(Duration::from_millis(100));
     }
     session.ok(&["destroy", "kbd"]);
+}
+
+#[test]
+fn fullscreen_hides_the_header_and_reveals_a_toolbar_at_the_top_edge() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let _one_at_a_time = serial();
+    let session = Session::new();
+    session.define(&domain_xml("demo", &guest("demo"), ""));
+    session.ok(&["start", "demo"]);
+    let uuid = session.info("demo").summary.uuid;
+    session.wait_serial(&uuid, "demo=ready", Duration::from_secs(60));
+
+    let x = Xvfb::start();
+    // A window manager grants fullscreen (bare Xvfb has none).
+    let _wm = Reaper(
+        std::process::Command::new("openbox")
+            .args(["--sm-disable"])
+            .env("DISPLAY", &x.display)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("openbox is required (`make test` installs it)"),
+    );
+    let home = session.dir.path().join("home");
+    let (mut app, log) = start_app(&x, &session, "demo", &home);
+    let window = x.wait_for_window("demo – Vireo", &mut app, Duration::from_secs(60));
+    wait_for_shot(
+        &x,
+        &window,
+        "vm-fullscreen-before.png",
+        "the test card",
+        |p| shows_test_card(image::open(p).unwrap().to_rgb8().as_raw()),
+    );
+    log.wait(0, "keyboard grabbed", Duration::from_secs(10));
+
+    // F11 (with the keyboard released): the window fills the 1280x800
+    // screen, the header bar gone, the test card scaled up.
+    log.keys_then(
+        &x,
+        &window,
+        &["ctrl+alt", "F11"],
+        "console demo: fullscreen true",
+    );
+    let full = wait_for_shot(
+        &x,
+        &window,
+        "vm-fullscreen.png",
+        "a fullscreen test card",
+        |p| {
+            let img = image::open(p).unwrap().to_rgb8();
+            img.dimensions() == (1280, 800) && shows_test_card(img.as_raw())
+        },
+    );
+    // No header bar: the test card's bars reach the top (below the
+    // window's few-pixel border).
+    let img = image::open(&full).unwrap().to_rgb8();
+    let top: Vec<[u8; 3]> = (0..img.width()).map(|px| img.get_pixel(px, 8).0).collect();
+    assert!(
+        BARS[..7].iter().all(|bar| top
+            .iter()
+            .any(|p| p.iter().zip(bar).all(|(&a, &b)| a.abs_diff(b) <= 8))),
+        "row 8 does not cross the colour bars (a header bar?); see {}",
+        full.display()
+    );
+
+    // The pointer at the top edge reveals the toolbar; away, it hides.
+    let mark = log.mark();
+    move_pointer(&x, &window, 640, 0);
+    log.wait(
+        mark,
+        "console demo: fullscreen toolbar shown: true",
+        Duration::from_secs(10),
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    x.screenshot(&window, &artifacts_dir().join("vm-fullscreen-toolbar.png"));
+    let mark = log.mark();
+    move_pointer(&x, &window, 640, 500);
+    log.wait(
+        mark,
+        "console demo: fullscreen toolbar shown: false",
+        Duration::from_secs(10),
+    );
+
+    // F11 again leaves fullscreen.
+    log.keys_then(
+        &x,
+        &window,
+        &["ctrl+alt", "F11"],
+        "console demo: fullscreen false",
+    );
+    session.ok(&["destroy", "demo"]);
 }

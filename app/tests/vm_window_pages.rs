@@ -94,6 +94,44 @@ fn yellow_bar_width(shot: &Path) -> u32 {
         .unwrap_or(0)
 }
 
+/// Runs Openbox on `x`: a real window manager, which grants fullscreen
+/// and binds Alt+Tab (to cycle windows) as desktops do.
+fn window_manager(x: &Xvfb) -> Reaper {
+    Reaper(
+        std::process::Command::new("openbox")
+            .args(["--sm-disable"])
+            .env("DISPLAY", &x.display)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("openbox is required (`make test` installs it)"),
+    )
+}
+
+/// Waits until the kbd guest has printed `want` as consecutive
+/// `scancode=` lines after byte `from` of its serial log (`serial_log`
+/// reads it).
+fn wait_for_scancodes(serial_log: impl Fn() -> String, from: usize, want: &[&str], what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let serial_log = serial_log();
+        let got: Vec<&str> = serial_log[from..]
+            .lines()
+            .filter_map(|l| l.strip_prefix("scancode="))
+            .map(str::trim)
+            .collect();
+        if got.windows(want.len()).any(|w| w == want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not reach the guest as {want:?}; got {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Moves the pointer to (`px`, `py`) inside `window`.
 fn move_pointer(x: &Xvfb, window: &str, px: u32, py: u32) {
     let status = std::process::Command::new("xdotool")
@@ -272,7 +310,7 @@ fn vm_window_view_modes_screenshot_serial_details_and_performance() {
 }
 
 #[test]
-fn send_key_ctrl_alt_del_reaches_the_guest_as_scancodes() {
+fn alt_tab_and_send_key_ctrl_alt_del_reach_the_guest_as_scancodes() {
     if !kvm_or_skip() {
         return;
     }
@@ -285,11 +323,23 @@ fn send_key_ctrl_alt_del_reaches_the_guest_as_scancodes() {
     session.wait_serial(&uuid, "kbd=ready", Duration::from_secs(60));
 
     let x = Xvfb::start();
+    let _wm = window_manager(&x);
     let home = session.dir.path().join("home");
     let (mut app, log) = start_app(&x, &session, "kbd", &home);
     let window = x.wait_for_window("kbd – Vireo", &mut app, Duration::from_secs(60));
     log.wait(0, "console kbd: attached", Duration::from_secs(30));
     log.wait(0, "keyboard grabbed", Duration::from_secs(10));
+    // While the console holds the keyboard, the window manager's Alt+Tab
+    // goes to the guest: Alt, Tab pressed, then released (xdotool releases
+    // in the order it pressed).
+    let before = session.serial_log(&uuid).len();
+    x.type_keys(&window, &["alt+Tab"]);
+    wait_for_scancodes(
+        || session.serial_log(&uuid),
+        before,
+        &["0x38", "0x0f", "0xb8", "0x8f"],
+        "Alt+Tab (under Openbox, which binds it)",
+    );
     // Release the keyboard, open the Send Key menu (F10) and take its
     // first item, Ctrl+Alt+Del.
     log.keys_then(&x, &window, &["ctrl+alt"], "keyboard released");
@@ -299,26 +349,14 @@ fn send_key_ctrl_alt_del_reaches_the_guest_as_scancodes() {
     log.keys_then(&x, &window, &["Return"], "send key ctrl-alt-del");
 
     // Ctrl, Alt, Delete (extended) pressed, then released in reverse.
-    let want = [
-        "0x1d", "0x38", "0xe0", "0x53", "0xe0", "0xd3", "0xb8", "0x9d",
-    ];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let serial_log = session.serial_log(&uuid);
-        let got: Vec<&str> = serial_log[before..]
-            .lines()
-            .filter_map(|l| l.strip_prefix("scancode="))
-            .map(str::trim)
-            .collect();
-        if got.windows(want.len()).any(|w| w == want) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Ctrl+Alt+Del did not reach the guest as {want:?}; got {got:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_scancodes(
+        || session.serial_log(&uuid),
+        before,
+        &[
+            "0x1d", "0x38", "0xe0", "0x53", "0xe0", "0xd3", "0xb8", "0x9d",
+        ],
+        "Ctrl+Alt+Del",
+    );
     session.ok(&["destroy", "kbd"]);
 }
 
@@ -336,16 +374,7 @@ fn fullscreen_hides_the_header_and_reveals_a_toolbar_at_the_top_edge() {
 
     let x = Xvfb::start();
     // A window manager grants fullscreen (bare Xvfb has none).
-    let _wm = Reaper(
-        std::process::Command::new("openbox")
-            .args(["--sm-disable"])
-            .env("DISPLAY", &x.display)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("openbox is required (`make test` installs it)"),
-    );
+    let _wm = window_manager(&x);
     let home = session.dir.path().join("home");
     let (mut app, log) = start_app(&x, &session, "demo", &home);
     let window = x.wait_for_window("demo – Vireo", &mut app, Duration::from_secs(60));

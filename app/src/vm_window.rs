@@ -126,6 +126,171 @@ fn mode_name(mode: ViewMode) -> &'static str {
     }
 }
 
+/// The window's actions, in the "vm" group.
+fn actions(sender: &ComponentSender<VmWindow>) -> gio::SimpleActionGroup {
+    let actions = gio::SimpleActionGroup::new();
+    let add = |name: &str,
+               param: Option<&glib::VariantTy>,
+               msg: fn(Option<&glib::Variant>) -> Option<VmMsg>| {
+        let a = gio::SimpleAction::new(name, param);
+        let s = sender.clone();
+        a.connect_activate(move |_, p| {
+            if let Some(m) = msg(p) {
+                s.input(m);
+            }
+        });
+        actions.add_action(&a);
+    };
+    add("send-key", Some(glib::VariantTy::STRING), |p| {
+        p.and_then(|p| p.str())
+            .map(|s| VmMsg::SendKey(s.to_owned()))
+    });
+    add("fullscreen", None, |_| Some(VmMsg::ToggleFullscreen));
+    add("screenshot", None, |_| Some(VmMsg::Screenshot));
+    add("run", None, |_| Some(VmMsg::Run));
+    add("page", Some(glib::VariantTy::STRING), |p| {
+        p.and_then(|p| p.str()).map(|s| VmMsg::Page(s.to_owned()))
+    });
+    let mode = gio::SimpleAction::new_stateful(
+        "view-mode",
+        Some(glib::VariantTy::STRING),
+        &"scale".to_variant(),
+    );
+    let s = sender.clone();
+    mode.connect_activate(move |_, p| {
+        let m = match p.and_then(|p| p.str()) {
+            Some("1:1") => ViewMode::OneToOne,
+            Some("resize") => ViewMode::ResizeGuest,
+            _ => ViewMode::Scale,
+        };
+        s.input(VmMsg::SetViewMode(m));
+    });
+    actions.add_action(&mode);
+    // Stands for the resize mode once the guest turned it down: never
+    // enabled, so its menu item is greyed out.
+    let unavailable = gio::SimpleAction::new("resize-unavailable", None);
+    unavailable.set_enabled(false);
+    actions.add_action(&unavailable);
+    actions
+}
+
+/// The window's shortcuts: the first on the window, in the bubble phase
+/// (while the console holds the keyboard it stops every key before they
+/// get there); the second, in the capture phase, for the serial page.
+fn shortcuts() -> (gtk::ShortcutController, gtk::ShortcutController) {
+    let shortcuts = gtk::ShortcutController::new();
+    shortcuts.set_scope(gtk::ShortcutScope::Local);
+    // The serial terminal takes every key too; switching pages from it
+    // works as in GNOME Terminal's tabs: Alt+number, caught before the
+    // terminal sees it.
+    let page_keys = gtk::ShortcutController::new();
+    page_keys.set_propagation_phase(gtk::PropagationPhase::Capture);
+    let shortcut =
+        |c: &gtk::ShortcutController, trigger: &str, action: &str, arg: Option<glib::Variant>| {
+            let s = gtk::Shortcut::new(
+                gtk::ShortcutTrigger::parse_string(trigger),
+                Some(gtk::NamedAction::new(action)),
+            );
+            s.set_arguments(arg.as_ref());
+            c.add_shortcut(s);
+        };
+    shortcut(&shortcuts, "F11", "vm.fullscreen", None);
+    shortcut(&shortcuts, "<Control>s", "vm.screenshot", None);
+    for (i, page) in ["console", "serial", "details", "performance"]
+        .into_iter()
+        .enumerate()
+    {
+        let trigger = format!("<Alt>{}", i + 1);
+        shortcut(&shortcuts, &trigger, "vm.page", Some(page.to_variant()));
+        shortcut(&page_keys, &trigger, "vm.page", Some(page.to_variant()));
+    }
+    for (i, m) in ["scale", "1:1", "resize"].into_iter().enumerate() {
+        let trigger = format!("<Control>{}", i + 1);
+        shortcut(&shortcuts, &trigger, "vm.view-mode", Some(m.to_variant()));
+    }
+    (shortcuts, page_keys)
+}
+
+/// The console page: the screen or the "off" page, the grab hint and the
+/// fullscreen toolbar over it.
+#[derive(Debug)]
+struct ConsolePage {
+    overlay: gtk::Overlay,
+    console_stack: gtk::Stack,
+    off_page: adw::StatusPage,
+    run_button: gtk::Button,
+    grab_hint: gtk::Revealer,
+    grab_label: gtk::Label,
+    top_bar: gtk::Revealer,
+}
+
+impl ConsolePage {
+    fn new(console: &ConsoleView) -> Self {
+        let off_page = adw::StatusPage::new();
+        off_page.set_icon_name(Some("computer-symbolic"));
+        let run_button = gtk::Button::with_label(&gettext("Run"));
+        run_button.set_halign(gtk::Align::Center);
+        run_button.add_css_class("pill");
+        run_button.add_css_class("suggested-action");
+        run_button.set_action_name(Some("vm.run"));
+        off_page.set_child(Some(&run_button));
+        let console_stack = gtk::Stack::new();
+        console_stack.add_named(console.widget(), Some("console"));
+        console_stack.add_named(&off_page, Some("message"));
+
+        let grab_label = gtk::Label::new(None);
+        grab_label.add_css_class("osd");
+        grab_label.add_css_class("vireo-grab-hint");
+        grab_label.set_margin_top(6);
+        grab_label.set_margin_bottom(6);
+        grab_label.set_margin_start(12);
+        grab_label.set_margin_end(12);
+        let grab_hint = gtk::Revealer::new();
+        grab_hint.set_transition_type(gtk::RevealerTransitionType::Crossfade);
+        grab_hint.set_child(Some(&grab_label));
+        grab_hint.set_halign(gtk::Align::Center);
+        grab_hint.set_valign(gtk::Align::End);
+        grab_hint.set_margin_bottom(12);
+        grab_hint.set_can_target(false);
+
+        let top_box = gtk::Box::new(gtk::Orientation::Horizontal, 6);
+        top_box.add_css_class("toolbar");
+        top_box.add_css_class("osd");
+        let send_key = gtk::MenuButton::new();
+        send_key.set_icon_name("input-keyboard-symbolic");
+        send_key.set_tooltip_text(Some(&gettext("Send Key")));
+        send_key.set_menu_model(Some(&send_key_menu()));
+        top_box.append(&send_key);
+        let shot = gtk::Button::from_icon_name("camera-photo-symbolic");
+        shot.set_tooltip_text(Some(&gettext("Save Screenshot")));
+        shot.set_action_name(Some("vm.screenshot"));
+        top_box.append(&shot);
+        let leave = gtk::Button::from_icon_name("view-restore-symbolic");
+        leave.set_tooltip_text(Some(&gettext("Leave Fullscreen")));
+        leave.set_action_name(Some("vm.fullscreen"));
+        top_box.append(&leave);
+        let top_bar = gtk::Revealer::new();
+        top_bar.set_transition_type(gtk::RevealerTransitionType::SlideDown);
+        top_bar.set_child(Some(&top_box));
+        top_bar.set_halign(gtk::Align::Center);
+        top_bar.set_valign(gtk::Align::Start);
+
+        let console_overlay = gtk::Overlay::new();
+        console_overlay.set_child(Some(&console_stack));
+        console_overlay.add_overlay(&grab_hint);
+        console_overlay.add_overlay(&top_bar);
+        Self {
+            overlay: console_overlay,
+            console_stack,
+            off_page,
+            run_button,
+            grab_hint,
+            grab_label,
+            top_bar,
+        }
+    }
+}
+
 /// The widgets the window updates.
 #[derive(Debug)]
 struct Ui {
@@ -426,144 +591,23 @@ impl Component for VmWindow {
     ) -> ComponentParts<Self> {
         root.set_title(Some(&gettext("{name} – Vireo").replace("{name}", &name)));
 
-        // Actions, in the "vm" group.
-        let actions = gio::SimpleActionGroup::new();
-        let add = |name: &str,
-                   param: Option<&glib::VariantTy>,
-                   msg: fn(Option<&glib::Variant>) -> Option<VmMsg>| {
-            let a = gio::SimpleAction::new(name, param);
-            let s = sender.clone();
-            a.connect_activate(move |_, p| {
-                if let Some(m) = msg(p) {
-                    s.input(m);
-                }
-            });
-            actions.add_action(&a);
-        };
-        add("send-key", Some(glib::VariantTy::STRING), |p| {
-            p.and_then(|p| p.str())
-                .map(|s| VmMsg::SendKey(s.to_owned()))
-        });
-        add("fullscreen", None, |_| Some(VmMsg::ToggleFullscreen));
-        add("screenshot", None, |_| Some(VmMsg::Screenshot));
-        add("run", None, |_| Some(VmMsg::Run));
-        add("page", Some(glib::VariantTy::STRING), |p| {
-            p.and_then(|p| p.str()).map(|s| VmMsg::Page(s.to_owned()))
-        });
-        let mode = gio::SimpleAction::new_stateful(
-            "view-mode",
-            Some(glib::VariantTy::STRING),
-            &"scale".to_variant(),
-        );
-        let s = sender.clone();
-        mode.connect_activate(move |_, p| {
-            let m = match p.and_then(|p| p.str()) {
-                Some("1:1") => ViewMode::OneToOne,
-                Some("resize") => ViewMode::ResizeGuest,
-                _ => ViewMode::Scale,
-            };
-            s.input(VmMsg::SetViewMode(m));
-        });
-        actions.add_action(&mode);
-        // Stands for the resize mode once the guest turned it down: never
-        // enabled, so its menu item is greyed out.
-        let unavailable = gio::SimpleAction::new("resize-unavailable", None);
-        unavailable.set_enabled(false);
-        actions.add_action(&unavailable);
+        let actions = actions(&sender);
         root.insert_action_group("vm", Some(&actions));
 
-        // Shortcuts, in the bubble phase: while the console holds the
-        // keyboard it stops every key before they get here.
-        let shortcuts = gtk::ShortcutController::new();
-        shortcuts.set_scope(gtk::ShortcutScope::Local);
-        // The serial terminal takes every key too; switching pages from it
-        // works as in GNOME Terminal's tabs: Alt+number, caught before the
-        // terminal sees it.
-        let page_keys = gtk::ShortcutController::new();
-        page_keys.set_propagation_phase(gtk::PropagationPhase::Capture);
-        let shortcut = |c: &gtk::ShortcutController,
-                        trigger: &str,
-                        action: &str,
-                        arg: Option<glib::Variant>| {
-            let s = gtk::Shortcut::new(
-                gtk::ShortcutTrigger::parse_string(trigger),
-                Some(gtk::NamedAction::new(action)),
-            );
-            s.set_arguments(arg.as_ref());
-            c.add_shortcut(s);
-        };
-        shortcut(&shortcuts, "F11", "vm.fullscreen", None);
-        shortcut(&shortcuts, "<Control>s", "vm.screenshot", None);
-        for (i, page) in ["console", "serial", "details", "performance"]
-            .into_iter()
-            .enumerate()
-        {
-            let trigger = format!("<Alt>{}", i + 1);
-            shortcut(&shortcuts, &trigger, "vm.page", Some(page.to_variant()));
-            shortcut(&page_keys, &trigger, "vm.page", Some(page.to_variant()));
-        }
-        for (i, m) in ["scale", "1:1", "resize"].into_iter().enumerate() {
-            let trigger = format!("<Control>{}", i + 1);
-            shortcut(&shortcuts, &trigger, "vm.view-mode", Some(m.to_variant()));
-        }
+        let (shortcuts, page_keys) = shortcuts();
         root.add_controller(shortcuts);
 
-        // The console page: the screen or the "off" page, the grab hint and
-        // the fullscreen toolbar over it.
         let console = ConsoleView::new();
-        let off_page = adw::StatusPage::new();
-        off_page.set_icon_name(Some("computer-symbolic"));
-        let run_button = gtk::Button::with_label(&gettext("Run"));
-        run_button.set_halign(gtk::Align::Center);
-        run_button.add_css_class("pill");
-        run_button.add_css_class("suggested-action");
-        run_button.set_action_name(Some("vm.run"));
-        off_page.set_child(Some(&run_button));
-        let console_stack = gtk::Stack::new();
-        console_stack.add_named(console.widget(), Some("console"));
-        console_stack.add_named(&off_page, Some("message"));
+        let ConsolePage {
+            overlay: console_overlay,
+            console_stack,
+            off_page,
+            run_button,
+            grab_hint,
+            grab_label,
+            top_bar,
+        } = ConsolePage::new(&console);
 
-        let grab_label = gtk::Label::new(None);
-        grab_label.add_css_class("osd");
-        grab_label.add_css_class("vireo-grab-hint");
-        grab_label.set_margin_top(6);
-        grab_label.set_margin_bottom(6);
-        grab_label.set_margin_start(12);
-        grab_label.set_margin_end(12);
-        let grab_hint = gtk::Revealer::new();
-        grab_hint.set_transition_type(gtk::RevealerTransitionType::Crossfade);
-        grab_hint.set_child(Some(&grab_label));
-        grab_hint.set_halign(gtk::Align::Center);
-        grab_hint.set_valign(gtk::Align::End);
-        grab_hint.set_margin_bottom(12);
-        grab_hint.set_can_target(false);
-
-        let top_box = gtk::Box::new(gtk::Orientation::Horizontal, 6);
-        top_box.add_css_class("toolbar");
-        top_box.add_css_class("osd");
-        let send_key = gtk::MenuButton::new();
-        send_key.set_icon_name("input-keyboard-symbolic");
-        send_key.set_tooltip_text(Some(&gettext("Send Key")));
-        send_key.set_menu_model(Some(&send_key_menu()));
-        top_box.append(&send_key);
-        let shot = gtk::Button::from_icon_name("camera-photo-symbolic");
-        shot.set_tooltip_text(Some(&gettext("Save Screenshot")));
-        shot.set_action_name(Some("vm.screenshot"));
-        top_box.append(&shot);
-        let leave = gtk::Button::from_icon_name("view-restore-symbolic");
-        leave.set_tooltip_text(Some(&gettext("Leave Fullscreen")));
-        leave.set_action_name(Some("vm.fullscreen"));
-        top_box.append(&leave);
-        let top_bar = gtk::Revealer::new();
-        top_bar.set_transition_type(gtk::RevealerTransitionType::SlideDown);
-        top_bar.set_child(Some(&top_box));
-        top_bar.set_halign(gtk::Align::Center);
-        top_bar.set_valign(gtk::Align::Start);
-
-        let console_overlay = gtk::Overlay::new();
-        console_overlay.set_child(Some(&console_stack));
-        console_overlay.add_overlay(&grab_hint);
-        console_overlay.add_overlay(&top_bar);
         // On the whole window, in window coordinates: its top rows may be
         // the window's border rather than the console.
         let motion = gtk::EventControllerMotion::new();

@@ -510,6 +510,53 @@ fn volumes_create_resize_clone_delete_and_qemu_img_agrees() {
     assert!(img_info(&c2).get("backing-filename").is_none(), "flattened");
     img_check(&c2);
 
+    // Clone progress reaches API clients, blocking and async.
+    let mut client = s.client(false);
+    let mut seen = Vec::new();
+    let clone = |new_name: &str| {
+        Request::Storage(StorageRequest::CloneVolume {
+            pool: Some("default".into()),
+            volume: "a.qcow2".into(),
+            new_name: new_name.into(),
+        })
+    };
+    client
+        .call_with_progress(clone("a3.qcow2"), &mut |d, t| seen.push((d, t)))
+        .unwrap();
+    assert!(!seen.is_empty());
+    assert_eq!(seen.last().map(|(d, t)| d == t), Some(true), "{seen:?}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let async_seen = rt.block_on(async {
+        let (client, _incoming) = AsyncClient::connect_unix(&s.socket(), "e2e-async", false)
+            .await
+            .unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        client
+            .call_with_progress(clone("a4.qcow2"), tx)
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        while let Ok(p) = rx.try_recv() {
+            seen.push(p);
+        }
+        seen
+    });
+    assert_eq!(async_seen.last(), seen.last());
+    for name in ["a3.qcow2", "a4.qcow2"] {
+        qemu(
+            "qemu-img",
+            &[
+                "compare",
+                a.to_str().unwrap(),
+                dir.join(name).to_str().unwrap(),
+            ],
+        );
+        s.ok(&["vol-delete", name, "--pool", "default"]);
+    }
+
     // Delete: by name and by path.
     assert_eq!(
         s.ok(&["vol-delete", "a2.qcow2", "--pool", "default"]),

@@ -678,9 +678,17 @@ impl Component for VmWindow {
 
         let toasts = adw::ToastOverlay::new();
         toasts.set_child(Some(&stack));
+        // In a narrow window the switcher moves to a bar at the bottom.
+        let switcher_bar = adw::ViewSwitcherBar::new();
+        switcher_bar.set_stack(Some(&stack));
+        switcher
+            .bind_property("title-visible", &switcher_bar, "reveal")
+            .sync_create()
+            .build();
         let content = gtk::Box::new(gtk::Orientation::Vertical, 0);
         content.append(&header);
         content.append(&toasts);
+        content.append(&switcher_bar);
         root.set_content(Some(&content));
         let s = sender.clone();
         root.connect_fullscreened_notify(move |w| s.input(VmMsg::Fullscreened(w.is_fullscreen())));

@@ -264,6 +264,8 @@ pub struct Pools {
     state_dir: PathBuf,
     runtime_dir: PathBuf,
     inner: Mutex<Inner>,
+    /// Serialises the first use's set-up of the default pool.
+    setup: Mutex<()>,
 }
 
 impl Pools {
@@ -273,6 +275,7 @@ impl Pools {
             state_dir: paths.state_dir.join("storage"),
             runtime_dir: paths.runtime_dir.join("storage"),
             inner: Mutex::default(),
+            setup: Mutex::default(),
         });
         for dir in [
             pools.definitions_dir(),
@@ -373,6 +376,10 @@ impl Pools {
 
     /// Defines, builds and starts `default` the first time storage is used.
     fn ensure_default(&self) {
+        if self.lock().default_checked {
+            return;
+        }
+        let _setup = self.setup.lock().unwrap_or_else(|e| e.into_inner());
         if self.lock().default_checked {
             return;
         }

@@ -983,3 +983,42 @@ fn interrupted_uploads_leave_the_old_volume_and_no_half_file() {
     assert!(!tmp.exists());
     assert!(s.ok(&["pool-list"]).contains(" default "));
 }
+
+#[test]
+fn concurrent_first_uses_set_up_one_default_pool() {
+    let _serial = serial();
+    let s = Session::new();
+    // The engine runs, storage is still unused.
+    s.ok(&["list", "--all"]);
+    assert!(!s.data.join("vireo/storage/default-pool-created").exists());
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let mut client = s.client(false);
+            std::thread::spawn(move || {
+                client
+                    .call(Request::Storage(StorageRequest::ListPools { all: true }))
+                    .unwrap()
+            })
+        })
+        .collect();
+    for c in clients {
+        let Response::Pools { pools } = c.join().unwrap() else {
+            panic!("not a pool list")
+        };
+        assert_eq!(pools.len(), 1, "{pools:?}");
+        assert_eq!(pools[0].name, "default");
+        assert!(pools[0].active && pools[0].autostart, "{pools:?}");
+    }
+    let stored = std::fs::read_dir(s.data.join("vireo/storage/pools"))
+        .unwrap()
+        .count();
+    assert_eq!(stored, 1);
+    // An undefined default pool is not set up again.
+    s.ok(&["pool-destroy", "default"]);
+    s.ok(&["pool-undefine", "default"]);
+    s.kill_daemon();
+    assert_eq!(
+        s.ok(&["pool-list", "--all"]),
+        " Name   State   Autostart\n---------------------------\n\n"
+    );
+}

@@ -27,8 +27,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// The largest chunk of a volume stream (base64 in JSON stays far below
-/// the 16 MiB frame limit).
+/// The largest chunk of a volume stream, sent in one binary frame (see
+/// [`crate::proto::STREAM_FRAME`]).
 pub const STREAM_CHUNK: usize = 1 << 20;
 
 /// How many bytes of a stream may be in flight, unacknowledged.

@@ -26,7 +26,10 @@ fn start_app(x: &Xvfb, session: &Session, domain: &str, home: &Path) -> (Reaper,
             ("XDG_CONFIG_HOME", home.join(".config").as_os_str()),
             ("XDG_RUNTIME_DIR", session.runtime.as_os_str()),
             ("XDG_DATA_HOME", session.data.as_os_str()),
-            ("VIREO_LOG", std::ffi::OsStr::new("vireo_app=debug")),
+            (
+                "VIREO_LOG",
+                std::ffi::OsStr::new("vireo_app=debug,vireo_console=debug"),
+            ),
         ],
         Some(std::fs::File::create(&log).unwrap()),
     );
@@ -329,6 +332,7 @@ fn alt_tab_and_send_key_ctrl_alt_del_reach_the_guest_as_scancodes() {
     let window = x.wait_for_window("kbd – Vireo", &mut app, Duration::from_secs(60));
     log.wait(0, "console kbd: attached", Duration::from_secs(30));
     log.wait(0, "keyboard grabbed", Duration::from_secs(10));
+    log.wait(0, "system shortcuts inhibited", Duration::from_secs(10));
     // While the console holds the keyboard, the window manager's Alt+Tab
     // goes to the guest: Alt, Tab pressed, then released (xdotool releases
     // in the order it pressed).

@@ -311,21 +311,48 @@ impl ConsoleView {
                 });
             }
         }
-        if let Some(toplevel) = self
-            .picture
-            .native()
-            .and_then(|n| n.surface())
-            .and_then(|s| s.downcast::<gdk::Toplevel>().ok())
-        {
-            if grab {
-                toplevel.inhibit_system_shortcuts(None::<&gdk::Event>);
-            } else {
-                toplevel.restore_system_shortcuts();
-            }
+        if grab {
+            self.inhibit_shortcuts(50);
+        } else if let Some(toplevel) = self.toplevel() {
+            toplevel.restore_system_shortcuts();
         }
         for f in self.on_grab.borrow().iter() {
             f(grab);
         }
+    }
+
+    fn toplevel(&self) -> Option<gdk::Toplevel> {
+        self.picture
+            .native()
+            .and_then(|n| n.surface())
+            .and_then(|s| s.downcast::<gdk::Toplevel>().ok())
+    }
+
+    /// Keeps the desktop's shortcuts (Alt+Tab…) for the guest while the
+    /// keyboard is grabbed. On X11 this is a keyboard grab, which fails
+    /// while the window is not yet viewable (the focus can arrive first),
+    /// so it is tried again, `tries` more times, 100 ms apart.
+    fn inhibit_shortcuts(&self, tries: u32) {
+        if !self.grabbed.get() {
+            return;
+        }
+        if let Some(toplevel) = self.toplevel() {
+            toplevel.inhibit_system_shortcuts(None::<&gdk::Event>);
+            if toplevel.property::<bool>("shortcuts-inhibited") {
+                tracing::debug!("console: system shortcuts inhibited");
+                return;
+            }
+        }
+        if tries == 0 {
+            tracing::debug!("console: the system shortcuts could not be inhibited");
+            return;
+        }
+        let w = self.downgrade();
+        glib::timeout_add_local_once(Duration::from_millis(100), move || {
+            if let Some(v) = w.upgrade() {
+                v.inhibit_shortcuts(tries - 1);
+            }
+        });
     }
 
     /// Grab with the focus, release without it.

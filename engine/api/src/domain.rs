@@ -520,6 +520,60 @@ pub struct Graphics {
     pub passwd: Option<String>,
 }
 
+/// The deepest element nesting accepted in any XML document (domain, pool,
+/// volume): libxml2's limit, so libvirt refuses deeper documents too.
+pub const MAX_XML_DEPTH: usize = 256;
+
+/// Reads `xml` into `T` with quick-xml's deserializer, after a linear
+/// pass that refuses what the deserializer handles badly: nesting deeper
+/// than [`MAX_XML_DEPTH`] and a `<!DOCTYPE>` after the root element starts
+/// (ill-formed XML on which quick-xml 0.38 reaches an `unreachable!`). A
+/// panic inside the deserializer all the same is an error, not a crash.
+pub(crate) fn deserialize<T: serde::de::DeserializeOwned>(
+    xml: &str,
+) -> Result<T, quick_xml::DeError> {
+    use quick_xml::events::Event;
+    let refuse = |offset: u64, what: &str| {
+        let before = &xml.as_bytes()[..(offset as usize).min(xml.len())];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        quick_xml::DeError::Custom(format!("line {line}: {what}"))
+    };
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut depth = 0usize;
+    let mut seen_root = false;
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e)) => {
+                depth += 1;
+                seen_root = true;
+                if depth > MAX_XML_DEPTH {
+                    let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+                    return Err(refuse(
+                        reader.buffer_position(),
+                        &format!("<{name}> is nested deeper than {MAX_XML_DEPTH} elements"),
+                    ));
+                }
+            }
+            Ok(Event::Empty(_)) => seen_root = true,
+            Ok(Event::End(_)) => depth = depth.saturating_sub(1),
+            Ok(Event::DocType(_)) if seen_root => {
+                return Err(refuse(
+                    reader.buffer_position(),
+                    "a <!DOCTYPE> inside the document (it may only come before the root element)",
+                ));
+            }
+            // Syntax errors are the deserializer's to report.
+            Ok(Event::Eof) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    std::panic::catch_unwind(|| quick_xml::de::from_str(xml)).unwrap_or_else(|_| {
+        Err(quick_xml::DeError::Custom(
+            "the XML parser failed on this document".to_owned(),
+        ))
+    })
+}
+
 /// The largest guest Vireo will define: 16 TiB, as QEMU's x86 limit.
 const MAX_MEMORY_BYTES: u64 = 16 << 40;
 /// The most vCPUs a domain may ask for (KVM's limit on these hosts).
@@ -528,7 +582,7 @@ pub const MAX_VCPUS: u32 = 1024;
 impl Domain {
     /// Parses and validates a `<domain>` document.
     pub fn from_xml(xml: &str) -> Result<Self, DomainError> {
-        let domain: Domain = quick_xml::de::from_str(xml)?;
+        let domain: Domain = deserialize(xml)?;
         domain.validate()?;
         Ok(domain)
     }

@@ -12,7 +12,7 @@ use quick_xml::events::Event;
 use quick_xml::reader::Reader;
 use uuid::Uuid;
 
-use crate::domain::{Domain, DomainError};
+use crate::domain::{Domain, DomainError, MAX_XML_DEPTH};
 
 /// The element paths Vireo applies. Anything else is kept and reported.
 /// A `<disk>` vireo-vmm cannot attach (another bus, a network source, …) is
@@ -191,6 +191,8 @@ fn scan(xml: &str, disks: &[Option<String>]) -> Result<Scan, ImportError> {
     // reported separately.
     let mut skipping: Option<usize> = None;
     let mut unsupported: Vec<String> = Vec::new();
+    // The same paths, for a check that stays linear in their number.
+    let mut reported = std::collections::HashSet::new();
     let mut name_end = None;
     let mut macless = Vec::new();
     // The open <interface>: where its start tag ends, and whether it has a <mac>.
@@ -203,6 +205,14 @@ fn scan(xml: &str, disks: &[Option<String>]) -> Result<Scan, ImportError> {
             column,
             element: if stack.is_empty() {
                 "document".to_owned()
+            } else if stack.len() > 8 {
+                // A hostile depth would make the message as long as the
+                // document: the top and the innermost elements say where.
+                format!(
+                    "{}/…/{}",
+                    stack[..3].join("/"),
+                    stack[stack.len() - 3..].join("/")
+                )
             } else {
                 stack.join("/")
             },
@@ -270,6 +280,13 @@ fn scan(xml: &str, disks: &[Option<String>]) -> Result<Scan, ImportError> {
             }
             seen_root = true;
         }
+        if stack.len() >= MAX_XML_DEPTH {
+            return Err(syntax(
+                &stack,
+                reader.buffer_position() as usize,
+                format!("<{name}> is nested deeper than {MAX_XML_DEPTH} elements"),
+            ));
+        }
         stack.push(name);
         let path = stack.join("/");
         if path == "domain/devices/interface" && !empty {
@@ -289,7 +306,7 @@ fn scan(xml: &str, disks: &[Option<String>]) -> Result<Scan, ImportError> {
             && let Some(report) =
                 disk.or_else(|| (!SUPPORTED.contains(&path.as_str())).then(|| path.clone()))
         {
-            if !unsupported.contains(&report) {
+            if reported.insert(report.clone()) {
                 unsupported.push(report);
             }
             skipping = Some(stack.len());

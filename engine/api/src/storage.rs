@@ -323,7 +323,7 @@ impl VolumeDef {
         if !xml.contains("<volume") {
             return Err("invalid storage volume XML: the root element must be <volume>".into());
         }
-        let doc: VolumeXmlDoc = quick_xml::de::from_str(xml.trim_start_matches('\u{feff}'))
+        let doc: VolumeXmlDoc = crate::domain::deserialize(xml.trim_start_matches('\u{feff}'))
             .map_err(|e| format!("invalid storage volume XML: {e}"))?;
         let name = doc.name.map(|n| n.trim().to_owned()).unwrap_or_default();
         check_volume_name(&name)?;
@@ -387,8 +387,8 @@ impl PoolDef {
             .trim_start_matches('\u{feff}')
             .trim_start()
             .trim_start_matches(|c| c != '<');
-        let doc: PoolXmlDoc =
-            quick_xml::de::from_str(root).map_err(|e| format!("invalid storage pool XML: {e}"))?;
+        let doc: PoolXmlDoc = crate::domain::deserialize(root)
+            .map_err(|e| format!("invalid storage pool XML: {e}"))?;
         if !xml.contains("<pool") {
             return Err("invalid storage pool XML: the root element must be <pool>".into());
         }

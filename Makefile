@@ -42,6 +42,7 @@ bench: deps-test
 	$(CARGO) bench -p vireo-storage --bench storage_vs_qemu_img --locked
 	$(CARGO) build --release -p vireod -p vireoctl --bins --locked
 	$(CARGO) bench -p vireod --bench list_vs_virsh --locked
+	$(CARGO) bench -p vireo-remote --bench ssh_vs_local --locked
 	$(CARGO) bench -p vireod --bench volumes_vs_libvirt --locked
 	$(CARGO) build --release -p vireo --bins --locked
 	$(CARGO) bench -p vireo --bench app_bench --locked

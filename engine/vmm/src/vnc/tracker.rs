@@ -26,12 +26,14 @@ use crate::devices::i8042::I8042;
 /// Side of a dirty tile, in pixels.
 pub const TILE: usize = 16;
 /// How often the tracker polls while a client waits for an update and the
-/// screen changes; also the step by which the interval grows.
+/// screen changes.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// How much the interval grows per poll that finds nothing.
+const POLL_BACKOFF: Duration = Duration::from_millis(40);
 /// The longest interval between polls on a still screen.
 pub const MAX_POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Polls that find nothing before the interval starts to grow.
-const QUIET_POLLS: u32 = 5;
+const QUIET_POLLS: u32 = 2;
 /// Size of a VRAM page in the dirty log.
 const PAGE: u64 = 4096;
 
@@ -263,8 +265,8 @@ impl Display {
     }
 
     /// Runs the tracker: polls while a client waits for an update, every
-    /// [`POLL_INTERVAL`] while the screen changes, backing off by that much
-    /// per poll after [`QUIET_POLLS`] quiet ones up to
+    /// [`POLL_INTERVAL`] while the screen changes, backing off by
+    /// [`POLL_BACKOFF`] per poll after [`QUIET_POLLS`] quiet ones up to
     /// [`MAX_POLL_INTERVAL`]; sleeps while no client waits.
     pub fn spawn_tracker(self: &Arc<Self>) -> std::io::Result<()> {
         let this = Arc::downgrade(self);
@@ -287,7 +289,7 @@ impl Display {
                         if quiet <= QUIET_POLLS {
                             interval = POLL_INTERVAL;
                         } else {
-                            interval = (interval + POLL_INTERVAL).min(MAX_POLL_INTERVAL);
+                            interval = (interval + POLL_BACKOFF).min(MAX_POLL_INTERVAL);
                         }
                         interval
                     } else {

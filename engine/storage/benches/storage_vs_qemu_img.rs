@@ -31,7 +31,7 @@ use std::time::Instant;
 
 use vireo_storage::image::IO_WORKERS;
 use vireo_storage::{CacheMode, Image, IoKind, IoRequest, OpenOptions};
-use vm_memory::VolatileSlice;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
 
 const IMAGE_SIZE: u64 = 256 << 20;
 const SMALL: u64 = 4096;
@@ -39,7 +39,7 @@ const LARGE: u64 = 1 << 20;
 const SMALL_COUNT: u64 = 20_000;
 const SEQ_PASSES: u64 = 4;
 const LARGE_COUNT: u64 = SEQ_PASSES * IMAGE_SIZE / LARGE;
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 const STRIDE: u64 = 7919 * SMALL;
 
 /// One benchmark row.
@@ -114,12 +114,21 @@ fn qemu_bench(path: &Path, format: &str, row: &Row) -> f64 {
 /// depth N, the requests go in batches of N (run at the same time on the
 /// image's I/O threads and this one), the next batch once all of the
 /// previous have completed; at depth 1 each request runs alone on this
-/// thread.
+/// thread. The buffers are guest memory as the VMM maps it (page-aligned
+/// anonymous memory, `GuestMemoryMmap`), as qemu-img's are page-aligned.
 fn our_bench(path: &Path, row: &Row) -> f64 {
     let image = Image::open(path, &OpenOptions::new().cache(CacheMode::Writeback)).unwrap();
     let depth = row.depth as usize;
-    let mut buffers: Vec<Vec<u8>> = (0..depth)
-        .map(|_| vec![0x5au8; row.size as usize])
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), depth * row.size as usize)])
+        .unwrap();
+    mem.write_slice(&vec![0x5au8; depth * row.size as usize], GuestAddress(0))
+        .unwrap();
+    let buffers: Vec<VolatileSlice<'_>> = (0..depth as u64)
+        .map(|k| {
+            let mut parts =
+                GuestMemoryBackend::get_slices(&mem, GuestAddress(k * row.size), row.size as usize);
+            parts.next().unwrap().unwrap()
+        })
         .collect();
     let kind = if row.write {
         IoKind::Write
@@ -130,10 +139,7 @@ fn our_bench(path: &Path, row: &Row) -> f64 {
     let mut i = 0;
     while i < row.count {
         let n = (row.count - i).min(row.depth) as usize;
-        let slices: Vec<[VolatileSlice<'_>; 1]> = buffers[..n]
-            .iter_mut()
-            .map(|b| [VolatileSlice::from(b.as_mut_slice())])
-            .collect();
+        let slices: Vec<[VolatileSlice<'_>; 1]> = buffers[..n].iter().map(|b| [*b]).collect();
         let requests: Vec<IoRequest<'_, '_>> = slices
             .iter()
             .enumerate()

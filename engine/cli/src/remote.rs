@@ -29,7 +29,7 @@ pub fn open(uri: &ConnectUri, client_name: &str) -> Result<Client<UnixStream, Un
         .block_on(Connection::connect_uri(uri, &settings, &TerminalPrompter))
         .map_err(|e| fail(e.to_string()))?;
     let stream = runtime
-        .block_on(conn.open_engine())
+        .block_on(conn.open_engine_or_start())
         .map_err(|e| fail(e.to_string()))?;
     let socket = vireo_remote::bridge(runtime.handle(), stream)
         .map_err(|e| fail(format!("cannot bridge the SSH channel: {e}")))?;

@@ -545,6 +545,80 @@ impl Connection {
         }
     }
 
+    /// Starts the remote user's session engine, as `vireoctl` does locally
+    /// (detached, in its own session, logging to `RUNTIME/vireo/vireod.log`),
+    /// and waits until its socket answers. Only for `/session` without an
+    /// explicit `?socket=`; fails with [`RemoteError::NoEngine`] naming
+    /// what is missing (e.g. `vireod` not in the remote `PATH`).
+    pub async fn start_session_engine(&self) -> Result<(), RemoteError> {
+        let host = self.target.alias.clone();
+        let no_engine = |why: &str, hint: &str| RemoteError::NoEngine {
+            host: host.clone(),
+            socket: self.socket.clone(),
+            why: why.to_owned(),
+            hint: hint.to_owned(),
+        };
+        if self.target.scope != Scope::Session || self.target.socket.is_some() {
+            return Err(no_engine(
+                "does not answer",
+                "only the default session engine is started on demand",
+            ));
+        }
+        let script = "rt=\"${XDG_RUNTIME_DIR:-/run/user/$(id -u)}\"; \
+             command -v vireod >/dev/null 2>&1 || { echo no-vireod; exit 0; }; \
+             mkdir -p \"$rt/vireo\" || exit 1; \
+             XDG_RUNTIME_DIR=\"$rt\" setsid vireod </dev/null >>\"$rt/vireo/vireod.log\" 2>&1 & \
+             echo started";
+        let out = self.exec(script).await?;
+        match out.stdout.trim() {
+            "started" => {}
+            "no-vireod" => {
+                return Err(no_engine(
+                    "does not exist and vireod is not in the remote PATH",
+                    &format!(
+                        "install Vireo on {host}, or start the engine there as {} with `vireod`",
+                        self.target.user
+                    ),
+                ));
+            }
+            other => {
+                return Err(no_engine(
+                    "does not exist and starting vireod failed",
+                    &format!("the remote shell said: {other} {}", out.stderr.trim()),
+                ));
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.open_socket(&self.socket).await {
+                Ok(_) => return Ok(()),
+                Err(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => {
+                    return Err(no_engine(
+                        &format!("did not appear after starting vireod ({e})"),
+                        &format!("see vireod.log in the remote runtime directory on {host}"),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// A new channel to the engine, starting the remote session engine
+    /// first when it is not running (as `vireoctl` does locally).
+    pub async fn open_engine_or_start(&self) -> Result<RemoteStream, RemoteError> {
+        match self.open_engine().await {
+            Err(RemoteError::NoEngine { .. })
+                if self.target.scope == Scope::Session && self.target.socket.is_none() =>
+            {
+                self.start_session_engine().await?;
+                self.open_engine().await
+            }
+            other => other,
+        }
+    }
+
     /// An API client on a new channel.
     pub async fn api_client(
         &self,

@@ -283,3 +283,38 @@ fn api_and_two_consoles_share_one_ssh_connection() {
         .unwrap();
     });
 }
+
+#[test]
+fn session_engine_is_found_through_the_remote_runtime_dir_and_started_on_demand() {
+    if !kvm_or_skip() || !sshd_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    // The "remote" user's session: sshd gives its sessions this runtime
+    // directory and a PATH with vireod, as a login on another host would.
+    let s = Session::new();
+    let bins = bin("vireod").parent().unwrap().to_owned();
+    let sshd = Sshd::start_with(&format!(
+        "SetEnv XDG_RUNTIME_DIR={} XDG_DATA_HOME={} PATH={}:/usr/bin:/bin\n",
+        s.runtime.display(),
+        s.data.display(),
+        bins.display()
+    ));
+    let home = Home::new();
+    keygen(&home.ssh("id_ed25519"), "ed25519", "");
+    sshd.authorize(&home.ssh("id_ed25519.pub"));
+    home.trust(&sshd);
+    assert!(!s.socket().exists(), "no engine runs yet");
+    let r = Remote {
+        uri: format!("vireo+ssh://127.0.0.1:{}/session", sshd.port),
+        sshd,
+        home,
+    };
+    let out = r.ok(&["version"]);
+    assert!(out.contains("Running against daemon: "), "{out}");
+    // The engine now runs in the remote user's runtime directory.
+    assert!(s.socket().exists());
+    assert!(s.daemon_pid().is_some());
+    s.define(&domain_xml("seen", std::path::Path::new("/k"), ""));
+    assert!(r.ok(&["list", "--all", "--name"]).contains("seen\n"));
+}

@@ -468,3 +468,43 @@ fn missing_and_stopped_engines_are_explained() {
         conn.engine_socket()
     );
 }
+
+#[test]
+fn session_engine_that_cannot_be_started_says_how_to_start_it() {
+    if !sshd_or_skip() {
+        return;
+    }
+    let runtime_dir = tempfile::tempdir().unwrap();
+    // A remote session whose PATH has no vireod.
+    let sshd = Sshd::start_with(&format!(
+        "SetEnv XDG_RUNTIME_DIR={} PATH=/usr/bin:/bin\n",
+        runtime_dir.path().display()
+    ));
+    let home = Home::new();
+    keygen(&home.ssh("id_ed25519"), "ed25519", "");
+    sshd.authorize(&home.ssh("id_ed25519.pub"));
+    home.trust(&sshd);
+    let rt = runtime();
+    let conn = rt
+        .block_on(Connection::connect_uri(
+            &uri(&sshd, ""),
+            &home.settings(None),
+            &NoPrompt,
+        ))
+        .unwrap();
+    let socket = runtime_dir.path().join("vireo/vireod.sock");
+    assert_eq!(conn.engine_socket(), socket.to_str().unwrap());
+    let Err(err) = rt.block_on(conn.open_engine_or_start()) else {
+        panic!("a channel opened");
+    };
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "no Vireo engine is running on 127.0.0.1: {} does not exist and vireod is not in \
+             the remote PATH; install Vireo on 127.0.0.1, or start the engine there as {} with \
+             `vireod`",
+            socket.display(),
+            conn.target().user
+        )
+    );
+}

@@ -73,6 +73,11 @@ pub struct Sshd {
 impl Sshd {
     /// Starts sshd accepting the keys later added with [`Sshd::authorize`].
     pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Starts sshd with `extra` lines appended to its configuration.
+    pub fn start_with(extra: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("vireo-sshd")
             .tempdir()
@@ -98,7 +103,7 @@ impl Sshd {
                      AuthorizedKeysFile {}\nStrictModes no\nUsePAM no\nLogLevel VERBOSE\n\
                      PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                      PermitRootLogin prohibit-password\nAllowTcpForwarding yes\n\
-                     AllowStreamLocalForwarding yes\nMaxStartups 50\n",
+                     AllowStreamLocalForwarding yes\nMaxStartups 50\n{extra}",
                     host_key.display(),
                     dir.path().join("sshd.pid").display(),
                     authorized_keys.display(),

@@ -12,7 +12,7 @@ use vireo_api::ConnectUri;
 use vireo_api::client::{AsyncClient, Incoming};
 use vireo_api::proto::DomainState;
 
-use crate::engine;
+use crate::engine::{self, Endpoint};
 use crate::vm_row::{RowRequest, VmRow};
 
 /// Where a connection leads.
@@ -20,6 +20,11 @@ use crate::vm_row::{RowRequest, VmRow};
 pub enum Target {
     /// The per-user engine on this computer, started on demand.
     LocalSession,
+    /// An engine on another host, over SSH (`vireo+ssh://…`).
+    Remote {
+        /// Its URI.
+        uri: ConnectUri,
+    },
 }
 
 impl Target {
@@ -27,6 +32,7 @@ impl Target {
     pub fn uri(&self) -> ConnectUri {
         match self {
             Target::LocalSession => ConnectUri::session(),
+            Target::Remote { uri } => uri.clone(),
         }
     }
 
@@ -36,20 +42,54 @@ impl Target {
             // Translators: the connection to the engine on this computer,
             // as virt-manager shows "QEMU/KVM".
             Target::LocalSession => gettext("Vireo (local)"),
+            Target::Remote { uri } => match &uri.transport {
+                vireo_api::uri::Transport::Ssh { user, host, .. } => {
+                    let who = match user {
+                        Some(u) => format!("{u}@{host}"),
+                        None => host.clone(),
+                    };
+                    // Translators: a remote host's connection; {host} is
+                    // its name, as entered.
+                    gettext("Vireo on {host}").replace("{host}", &who)
+                }
+                vireo_api::uri::Transport::Local => uri.to_string(),
+            },
         }
     }
 
     fn icon(&self) -> &'static str {
         match self {
             Target::LocalSession => "computer-symbolic",
+            Target::Remote { .. } => "network-server-symbolic",
         }
     }
 
-    /// Connects with events on. Runs off the GTK thread; errors are plain
-    /// English (the window translates the headline).
-    pub async fn connect(self) -> Result<(AsyncClient, UnboundedReceiver<Incoming>), String> {
+    /// Whether this is a remote host (retried when dropped, removable).
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Target::Remote { .. })
+    }
+
+    /// Connects with events on; a remote host gets one SSH connection,
+    /// asking `prompter` its questions. Runs off the GTK thread; errors are
+    /// plain English (the window translates the headline).
+    pub async fn connect(
+        self,
+        prompter: std::sync::Arc<dyn vireo_remote::Prompter>,
+    ) -> Result<(Endpoint, AsyncClient, UnboundedReceiver<Incoming>), String> {
         match self {
-            Target::LocalSession => engine::connect_session().await,
+            Target::LocalSession => {
+                let (c, rx) = engine::connect_session().await?;
+                Ok((Endpoint::Local, c, rx))
+            }
+            Target::Remote { uri } => {
+                let settings = vireo_remote::Settings::from_env();
+                let conn = vireo_remote::Connection::connect_uri(&uri, &settings, &*prompter)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let endpoint = Endpoint::Remote(std::sync::Arc::new(conn));
+                let (c, rx) = endpoint.client(true).await?;
+                Ok((endpoint, c, rx))
+            }
         }
     }
 }
@@ -63,14 +103,29 @@ pub enum ConnState {
     Connected,
     /// Not connected (failed or lost).
     Disconnected,
+    /// Lost, trying again in this many seconds.
+    Retrying(u64),
 }
 
 impl ConnState {
+    fn log_name(self) -> String {
+        match self {
+            ConnState::Connecting => "connecting".into(),
+            ConnState::Connected => "connected".into(),
+            ConnState::Disconnected => "disconnected".into(),
+            ConnState::Retrying(n) => format!("retrying in {n} s"),
+        }
+    }
+
     fn label(self) -> String {
         match self {
             ConnState::Connecting => gettext("Connecting…"),
             ConnState::Connected => gettext("Connected"),
             ConnState::Disconnected => gettext("Disconnected"),
+            // Translators: {n} is a number of seconds.
+            ConnState::Retrying(n) => {
+                gettext("Disconnected, retrying in {n} s").replace("{n}", &n.to_string())
+            }
         }
     }
 }
@@ -82,6 +137,22 @@ pub struct Connection {
     pub state: ConnState,
     /// The API client while connected.
     pub client: Option<AsyncClient>,
+    /// Where it leads.
+    pub target: Target,
+    /// Its streams' way to the engine while connected (one SSH connection
+    /// for a remote host).
+    pub endpoint: Option<Endpoint>,
+    /// Bumped on every connect and disconnect, so the results of an older
+    /// attempt are ignored.
+    pub generation: u64,
+    /// The next retry's delay, in seconds (1 doubling to 60).
+    pub backoff: u64,
+    /// Whether the user wants it connected (retry when it drops).
+    pub wanted: bool,
+    /// Whether it has ever connected (a later connect is a reconnect).
+    pub was_connected: bool,
+    /// Ends the running connection's event task.
+    pub cancel: Option<tokio::sync::oneshot::Sender<()>>,
     /// Its VMs, one row each.
     pub vms: FactoryVecDeque<VmRow>,
     /// The section: header and list.
@@ -138,6 +209,13 @@ impl Connection {
         let mut conn = Self {
             state: ConnState::Disconnected,
             client: None,
+            target: target.clone(),
+            endpoint: None,
+            generation: 0,
+            backoff: 1,
+            wanted: true,
+            was_connected: false,
+            cancel: None,
             vms,
             section,
             menu: popover,
@@ -156,6 +234,32 @@ impl Connection {
         self.spinner.set_visible(state == ConnState::Connecting);
         if state != ConnState::Connected {
             self.client = None;
+            self.endpoint = None;
+            if let Some(cancel) = self.cancel.take() {
+                let _ = cancel.send(());
+            }
+        }
+        tracing::info!("connection {}: {}", self.target.uri(), state.log_name());
+    }
+
+    /// Shows why it is not connected (or nothing) under its name.
+    pub fn set_error(&self, error: Option<&str>) {
+        let uri = self.target.uri().to_string();
+        match error {
+            Some(e) => self.section.set_description(Some(&format!("{uri}\n{e}"))),
+            None => self.section.set_description(Some(&uri)),
+        }
+    }
+
+    /// Adds the header's menu (Connect, Disconnect, Remove).
+    pub fn add_menu(&self, model: &gtk::gio::Menu) {
+        let button = gtk::MenuButton::new();
+        button.set_icon_name("view-more-symbolic");
+        button.set_menu_model(Some(model));
+        button.add_css_class("flat");
+        button.set_tooltip_text(Some(&gettext("Connection")));
+        if let Some(suffix) = self.spinner.parent().and_downcast::<gtk::Box>() {
+            suffix.append(&button);
         }
     }
 

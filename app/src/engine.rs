@@ -1,7 +1,10 @@
-//! The app's connection to the local session engine, started on demand as
-//! `vireoctl` does. Everything here runs on relm4's tokio runtime, never on
-//! the GTK thread.
+//! The app's connections to engines: the local session engine, started on
+//! demand as `vireoctl` does, and remote ones over one SSH connection per
+//! host ([`Endpoint::Remote`]): every API client, console and serial
+//! stream of a connection goes through its endpoint. Everything here runs
+//! on relm4's tokio runtime, never on the GTK thread.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -37,6 +40,94 @@ pub async fn connect_session() -> Result<(AsyncClient, UnboundedReceiver<Incomin
     }
 }
 
+/// The name the app gives itself to engines.
+fn client_name() -> String {
+    format!("vireo {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Where a connection's streams go: the local session engine's socket, or
+/// channels of one SSH connection to a remote host.
+#[derive(Clone, Debug)]
+pub enum Endpoint {
+    /// The local session engine.
+    Local,
+    /// A remote engine through this SSH connection.
+    Remote(Arc<vireo_remote::Connection>),
+}
+
+impl Endpoint {
+    /// An API client (with events when `events`).
+    pub async fn client(
+        &self,
+        events: bool,
+    ) -> Result<(AsyncClient, UnboundedReceiver<Incoming>), String> {
+        match self {
+            Endpoint::Local if events => connect_session().await,
+            Endpoint::Local => {
+                let paths = EnginePaths::for_scope(Scope::Session, |k| std::env::var(k).ok())
+                    .map_err(|e| e.to_string())?;
+                AsyncClient::connect_unix(&paths.socket(), &client_name(), false)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Endpoint::Remote(conn) => conn
+                .api_client(&client_name(), events)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// `domain`'s graphical console (see [`open_console`]).
+    pub async fn open_console(
+        &self,
+        domain: &str,
+    ) -> Result<
+        (
+            vireo_console::Session,
+            UnboundedReceiver<vireo_console::ConsoleEvent>,
+        ),
+        String,
+    > {
+        match self {
+            Endpoint::Local => open_console(domain).await,
+            Endpoint::Remote(conn) => {
+                let stream = conn
+                    .attach_vnc(&client_name(), domain)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                vireo_console::Session::connect(stream, None)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// A client of its own, without events, for `domain`'s serial console:
+    /// after `OpenConsole` the receiver gets its output.
+    pub async fn open_serial(
+        &self,
+        domain: &str,
+    ) -> Result<(AsyncClient, UnboundedReceiver<Incoming>), String> {
+        let (client, incoming) = self.client(false).await?;
+        client
+            .call(vireo_api::proto::Request::OpenConsole {
+                domain: domain.to_owned(),
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((client, incoming))
+    }
+
+    /// Whether the endpoint's transport has ended (a remote host's SSH
+    /// connection dropped).
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Endpoint::Local => false,
+            Endpoint::Remote(conn) => conn.is_closed(),
+        }
+    }
+}
+
 /// Opens `domain`'s graphical console: a fresh engine connection upgraded
 /// to the domain's VNC stream, decoded by a console session.
 pub async fn open_console(
@@ -60,25 +151,4 @@ pub async fn open_console(
     vireo_console::Session::connect(stream, None)
         .await
         .map_err(|e| e.to_string())
-}
-
-/// A fresh connection to the session engine, without events, for one
-/// domain's serial console: after `OpenConsole` the receiver gets its
-/// output.
-pub async fn open_serial(
-    domain: &str,
-) -> Result<(AsyncClient, UnboundedReceiver<Incoming>), String> {
-    let paths = EnginePaths::for_scope(Scope::Session, |k| std::env::var(k).ok())
-        .map_err(|e| e.to_string())?;
-    let client = format!("vireo {}", env!("CARGO_PKG_VERSION"));
-    let (client, incoming) = AsyncClient::connect_unix(&paths.socket(), &client, false)
-        .await
-        .map_err(|e| e.to_string())?;
-    client
-        .call(vireo_api::proto::Request::OpenConsole {
-            domain: domain.to_owned(),
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok((client, incoming))
 }

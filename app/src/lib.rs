@@ -4,6 +4,7 @@ pub mod config;
 mod connection;
 mod engine;
 mod i18n;
+mod remote;
 mod serial_view;
 mod vm_details;
 mod vm_perf;
@@ -27,17 +28,20 @@ pub fn run() -> glib::ExitCode {
     glib::set_application_name(&gettextrs::gettext("Vireo"));
 
     // virt-manager's option: open this domain's console at start-up.
-    let mut show_console = None;
+    let mut start = window::Start::default();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        if arg == "--show-domain-console" {
-            show_console = args.next();
+        match arg.as_str() {
+            "--show-domain-console" => start.show_console = args.next(),
+            // virt-manager's option: the connection it is on.
+            "-c" | "--connect" => start.connect = args.next(),
+            _ => {}
         }
     }
 
     // Initialises GTK and libadwaita, so the display exists from here on.
     let app = relm4::RelmApp::new(config::APP_ID).with_args(Vec::new());
     relm4::set_global_css(include_str!("../../resources/style.css"));
-    app.run::<window::ManagerWindow>(show_console);
+    app.run::<window::ManagerWindow>(start);
     glib::ExitCode::SUCCESS
 }

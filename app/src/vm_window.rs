@@ -23,7 +23,7 @@ use vireo_api::client::{AsyncClient, Incoming};
 use vireo_api::proto::{DomainInfo, DomainState, Event, Lifecycle, Request, Response};
 use vireo_console::{ConsoleEvent, ConsoleView, Input, ResizeRefused, Session, ViewMode};
 
-use crate::engine;
+use crate::engine::Endpoint;
 use crate::serial_view::SerialView;
 use crate::vm_details;
 use crate::vm_perf::PerfPage;
@@ -316,6 +316,8 @@ pub struct VmWindow {
     /// The engine connection for calls (the window's own once its event
     /// connection is up, the manager's until then).
     client: Option<AsyncClient>,
+    /// Where the window's streams go: the connection the VM belongs to.
+    endpoint: Endpoint,
     console: ConsoleView,
     session: Option<Session>,
     connecting: bool,
@@ -347,6 +349,9 @@ pub enum VmMsg {
     Run,
     /// The VM (re)started, or may have: connect the console.
     Reconnect,
+    /// The VM's connection is back (a remote host reconnected): follow its
+    /// events again and reconnect the console and serial streams.
+    Endpoint(Endpoint),
     /// Fit the screen this way.
     SetViewMode(ViewMode),
     /// The answer to a guest resize request.
@@ -501,16 +506,45 @@ impl VmWindow {
         });
     }
 
+    /// The window's own connection, for this domain's events.
+    fn watch(&self, sender: &ComponentSender<Self>) {
+        let endpoint = self.endpoint.clone();
+        sender.command(move |out, shutdown| {
+            shutdown
+                .register(async move {
+                    let (client, mut incoming) = match endpoint.client(true).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            let _ = out
+                                .send(VmCmd::Error(gettext("Could not connect to the engine"), e));
+                            return;
+                        }
+                    };
+                    if out.send(VmCmd::Connected(client)).is_err() {
+                        return;
+                    }
+                    while let Some(msg) = incoming.recv().await {
+                        let end = matches!(msg, Incoming::Disconnected(_));
+                        if out.send(VmCmd::Incoming(msg)).is_err() || end {
+                            return;
+                        }
+                    }
+                })
+                .drop_on_shutdown()
+        });
+    }
+
     fn open_serial(&mut self, sender: &ComponentSender<Self>) {
         if self.serial_client.is_some() || self.serial_connecting {
             return;
         }
         self.serial_connecting = true;
         let name = self.name.clone();
+        let endpoint = self.endpoint.clone();
         sender.command(move |out, shutdown| {
             shutdown
                 .register(async move {
-                    let (client, mut incoming) = match engine::open_serial(&name).await {
+                    let (client, mut incoming) = match endpoint.open_serial(&name).await {
                         Ok(c) => c,
                         Err(e) => {
                             let _ = out.send(VmCmd::SerialClosed(e));
@@ -569,8 +603,9 @@ impl VmWindow {
 }
 
 impl Component for VmWindow {
-    /// The domain's name and the manager's engine connection.
-    type Init = (String, Option<AsyncClient>);
+    /// The domain's name, the manager's engine connection and where its
+    /// streams go.
+    type Init = (String, Option<AsyncClient>, Endpoint);
     type Input = VmMsg;
     type Output = ();
     type CommandOutput = VmCmd;
@@ -585,7 +620,7 @@ impl Component for VmWindow {
     }
 
     fn init(
-        (name, client): Self::Init,
+        (name, client, endpoint): Self::Init,
         root: Self::Root,
         sender: ComponentSender<Self>,
     ) -> ComponentParts<Self> {
@@ -699,6 +734,7 @@ impl Component for VmWindow {
         let model = VmWindow {
             name: name.clone(),
             client,
+            endpoint,
             console,
             session: None,
             connecting: false,
@@ -728,30 +764,7 @@ impl Component for VmWindow {
             save_dialog: None,
         };
 
-        // The window's own connection, for this domain's events.
-        sender.command(move |out, shutdown| {
-            shutdown
-                .register(async move {
-                    let (client, mut incoming) = match engine::connect_session().await {
-                        Ok(c) => c,
-                        Err(e) => {
-                            let _ = out
-                                .send(VmCmd::Error(gettext("Could not connect to the engine"), e));
-                            return;
-                        }
-                    };
-                    if out.send(VmCmd::Connected(client)).is_err() {
-                        return;
-                    }
-                    while let Some(msg) = incoming.recv().await {
-                        let end = matches!(msg, Incoming::Disconnected(_));
-                        if out.send(VmCmd::Incoming(msg)).is_err() || end {
-                            return;
-                        }
-                    }
-                })
-                .drop_on_shutdown()
-        });
+        model.watch(&sender);
         model.refresh();
         model.fetch_details(&sender);
         sender.input(VmMsg::Reconnect);
@@ -796,6 +809,13 @@ impl Component for VmWindow {
                     });
                 }
             }
+            VmMsg::Endpoint(endpoint) => {
+                tracing::info!("vm window {}: connection back", self.name);
+                self.endpoint = endpoint;
+                self.client = None;
+                self.watch(&sender);
+                sender.input(VmMsg::Reconnect);
+            }
             VmMsg::Reconnect => {
                 if self.session.is_some() || self.connecting {
                     return;
@@ -803,6 +823,7 @@ impl Component for VmWindow {
                 self.connecting = true;
                 let name = self.name.clone();
                 let client = self.client.clone();
+                let endpoint = self.endpoint.clone();
                 sender.oneshot_command(async move {
                     // Ask first, so a VM that is off gets a plain sentence
                     // rather than the engine's refusal to attach.
@@ -816,7 +837,7 @@ impl Component for VmWindow {
                     {
                         return VmCmd::Off(info);
                     }
-                    match engine::open_console(&name).await {
+                    match endpoint.open_console(&name).await {
                         Ok((session, events)) => VmCmd::Attached(session, events),
                         Err(e) => VmCmd::Failed(e),
                     }

@@ -15,6 +15,8 @@ use vireo_api::proto::{DomainState, DomainSummary, Event, Lifecycle, Request, Re
 
 use crate::config;
 use crate::connection::{ConnState, Connection, Target};
+use crate::engine::Endpoint;
+use crate::remote::{self, AddFields, PromptRequest, Saved};
 use crate::vm_row::{RowRequest, VmAction};
 use crate::vm_window::VmWindow;
 
@@ -30,8 +32,36 @@ pub struct ManagerWindow {
     toasts: adw::ToastOverlay,
     /// Open VM windows, by connection and domain name.
     windows: HashMap<(usize, String), Controller<VmWindow>>,
-    /// A console to open once connected (`--show-domain-console`).
-    pending_console: Option<String>,
+    /// A console to open once connected (`--show-domain-console`), on the
+    /// connection with this URI (`--connect`, else the local one).
+    pending_console: Option<(String, String)>,
+    /// The remembered remote connections, and their file.
+    saved: Vec<Saved>,
+    saved_path: Option<std::path::PathBuf>,
+    /// Where the connections' sections go.
+    sections: gtk::Box,
+    /// The VM rows' context menu.
+    row_menu: gio::Menu,
+}
+
+/// How the app was started.
+#[derive(Debug, Default)]
+pub struct Start {
+    /// Open this domain's console once connected.
+    pub show_console: Option<String>,
+    /// The connection that domain is on (URI); the local one when `None`.
+    pub connect: Option<String>,
+}
+
+/// What the connection menu does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnOp {
+    /// Connect now.
+    Connect,
+    /// Disconnect (and stop retrying).
+    Disconnect,
+    /// Disconnect and forget it.
+    Remove,
 }
 
 /// Input from widgets.
@@ -50,6 +80,14 @@ pub enum Msg {
     MenuKey,
     /// Show the full text of an error.
     ShowDetails(String, String),
+    /// A connection's menu item.
+    Conn(ConnOp, usize),
+    /// Show the Add Connection dialog.
+    AddConnection,
+    /// The Add Connection dialog's result.
+    Added(AddFields),
+    /// A connecting task's question for the user.
+    Prompt(PromptRequest),
     /// Do `action` to a domain, confirmed where needed; `remove_storage`
     /// (the disk images to delete) goes with [`VmAction::Delete`].
     Perform {
@@ -67,10 +105,12 @@ pub enum Msg {
 /// Results of work done off the GTK thread.
 #[derive(Debug)]
 pub enum CmdOut {
-    /// Connection `.0` is up; the domains as listed.
-    Connected(usize, AsyncClient, Vec<DomainSummary>),
-    /// Connection `.0`'s engine could not be reached.
-    ConnectFailed(usize, String),
+    /// Connection `.0`'s attempt `.1` is up; the domains as listed.
+    Connected(usize, u64, Endpoint, AsyncClient, Vec<DomainSummary>),
+    /// Connection `.0`'s attempt `.1` could not reach the engine.
+    ConnectFailed(usize, u64, String),
+    /// Time for connection `.0`'s retry after attempt `.1`.
+    Retry(usize, u64),
     /// An event on connection `.0`, or its end.
     Incoming(usize, Incoming),
     /// A call failed.
@@ -168,8 +208,13 @@ impl ManagerWindow {
             return;
         }
         let client = self.conns.get(conn).and_then(|c| c.client.clone());
+        let endpoint = self
+            .conns
+            .get(conn)
+            .and_then(|c| c.endpoint.clone())
+            .unwrap_or(Endpoint::Local);
         let controller = VmWindow::builder()
-            .launch((name.to_owned(), client))
+            .launch((name.to_owned(), client, endpoint))
             .detach();
         relm4::main_application().add_window(controller.widget());
         controller.widget().present();
@@ -189,17 +234,14 @@ impl ManagerWindow {
     }
 
     /// Adds a connection's section and starts connecting it.
-    fn add_connection(
-        &mut self,
-        target: Target,
-        container: &gtk::Box,
-        menu: &gio::Menu,
-        sender: &ComponentSender<Self>,
-    ) {
+    fn add_connection(&mut self, target: Target, connect: bool, sender: &ComponentSender<Self>) {
         let id = self.conns.len();
-        let conn = Connection::new(target.clone(), menu, sender.input_sender(), move |r| {
-            Msg::Row(id, r)
-        });
+        let conn = Connection::new(
+            target.clone(),
+            &self.row_menu,
+            sender.input_sender(),
+            move |r| Msg::Row(id, r),
+        );
         let list = conn.list();
         let s = sender.clone();
         list.connect_row_selected(move |_, row| s.input(Msg::Selected(id, row.map(|r| r.index()))));
@@ -218,36 +260,108 @@ impl ManagerWindow {
             }
         });
         list.add_controller(click);
-        container.append(&conn.section);
+        self.sections.append(&conn.section);
         self.conns.push(conn);
 
+        let conn_menu = gio::Menu::new();
+        for (label, action, remote_only) in [
+            (gettext("Connect"), "win.conn-connect", false),
+            (gettext("Disconnect"), "win.conn-disconnect", false),
+            (gettext("Remove"), "win.conn-remove", true),
+        ] {
+            if remote_only && !target.is_remote() {
+                continue;
+            }
+            let item = gio::MenuItem::new(Some(&label), None);
+            item.set_action_and_target_value(Some(action), Some(&(id as u32).to_variant()));
+            conn_menu.append_item(&item);
+        }
+        if let Some(c) = self.conns.last() {
+            c.add_menu(&conn_menu);
+        }
+        if connect {
+            self.start_connect(id, sender);
+        } else if let Some(c) = self.conns.get_mut(id) {
+            c.wanted = false;
+            c.set_state(ConnState::Disconnected);
+        }
+    }
+
+    /// Connects connection `id` (again): one task connects, lists the
+    /// domains, then forwards events until the connection ends or is
+    /// cancelled.
+    fn start_connect(&mut self, id: usize, sender: &ComponentSender<Self>) {
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        c.generation += 1;
+        c.wanted = true;
+        c.set_state(ConnState::Connecting);
+        c.set_error(None);
+        let generation = c.generation;
+        let target = c.target.clone();
+        let (cancel, mut cancelled) = tokio::sync::oneshot::channel();
+        c.cancel = Some(cancel);
+        let s = sender.input_sender().clone();
+        let prompter: std::sync::Arc<dyn vireo_remote::Prompter> =
+            std::sync::Arc::new(remote::DialogPrompter::new(move |request| {
+                s.emit(Msg::Prompt(request))
+            }));
         sender.command(move |out, shutdown| {
             shutdown
                 .register(async move {
-                    let (client, mut incoming) = match target.connect().await {
+                    let (endpoint, client, mut incoming) = match target.connect(prompter).await {
                         Ok(c) => c,
                         Err(e) => {
-                            let _ = out.send(CmdOut::ConnectFailed(id, e));
+                            let _ = out.send(CmdOut::ConnectFailed(id, generation, e));
                             return;
                         }
                     };
                     match client.call(Request::ListDomains { all: true }).await {
                         Ok(Response::Domains { domains }) => {
-                            let _ = out.send(CmdOut::Connected(id, client, domains));
+                            let _ = out.send(CmdOut::Connected(
+                                id,
+                                generation,
+                                endpoint.clone(),
+                                client,
+                                domains,
+                            ));
                         }
                         Ok(other) => {
                             let _ = out.send(CmdOut::ConnectFailed(
                                 id,
+                                generation,
                                 format!("unexpected answer to list: {other:?}"),
                             ));
                             return;
                         }
                         Err(e) => {
-                            let _ = out.send(CmdOut::ConnectFailed(id, e.to_string()));
+                            let _ = out.send(CmdOut::ConnectFailed(id, generation, e.to_string()));
                             return;
                         }
                     }
-                    while let Some(i) = incoming.recv().await {
+                    // The SSH connection's end shows on the API stream; it
+                    // is also checked every second, in case a channel lingers.
+                    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                    loop {
+                        let i = tokio::select! {
+                            i = incoming.recv() => match i {
+                                Some(i) => i,
+                                None => Incoming::Disconnected("the connection ended".into()),
+                            },
+                            _ = &mut cancelled => {
+                                if let Endpoint::Remote(conn) = &endpoint {
+                                    conn.close().await;
+                                }
+                                return;
+                            }
+                            _ = tick.tick() => {
+                                if !endpoint.is_closed() {
+                                    continue;
+                                }
+                                Incoming::Disconnected("the SSH connection ended".into())
+                            }
+                        };
                         let last = matches!(i, Incoming::Disconnected(_));
                         if out.send(CmdOut::Incoming(id, i)).is_err() || last {
                             break;
@@ -256,6 +370,36 @@ impl ManagerWindow {
                 })
                 .drop_on_shutdown()
         });
+    }
+
+    /// Connection `id` failed or dropped: retry a wanted remote one after
+    /// its backoff (1 s doubling to 60 s).
+    fn schedule_retry(&mut self, id: usize, sender: &ComponentSender<Self>) {
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        if !c.wanted || !c.target.is_remote() || !c.was_connected {
+            c.set_state(ConnState::Disconnected);
+            return;
+        }
+        let delay = c.backoff;
+        c.backoff = (c.backoff * 2).min(60);
+        c.set_state(ConnState::Retrying(delay));
+        let generation = c.generation;
+        sender.oneshot_command(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(delay)).await;
+            CmdOut::Retry(id, generation)
+        });
+    }
+
+    /// Writes the remembered connections.
+    fn save_connections(&self, sender: &ComponentSender<Self>) {
+        let Some(path) = &self.saved_path else {
+            return;
+        };
+        if let Err(e) = remote::save(path, &self.saved) {
+            self.toast(&gettext("Could not save the connections"), e, sender);
+        }
     }
 
     /// Starts `action` on a VM: opens it, asks first, or calls the engine.
@@ -332,6 +476,16 @@ impl ManagerWindow {
     }
 }
 
+/// The main menu.
+fn main_menu() -> gio::Menu {
+    let menu = gio::Menu::new();
+    menu.append(
+        Some(&gettext("Add Connection…")),
+        Some("win.add-connection"),
+    );
+    menu
+}
+
 /// The Shut Down button's menu.
 fn shutdown_menu() -> gio::Menu {
     let menu = gio::Menu::new();
@@ -391,8 +545,8 @@ fn log_frames(window: &adw::ApplicationWindow) {
 
 #[relm4::component(pub)]
 impl Component for ManagerWindow {
-    /// A domain whose console to open once connected.
-    type Init = Option<String>;
+    /// How the app was started.
+    type Init = Start;
     type Input = Msg;
     type Output = ();
     type CommandOutput = CmdOut;
@@ -455,6 +609,12 @@ impl Component for ManagerWindow {
                         set_dropdown_tooltip: &gettext("Reboot, Reset or Force Off"),
                         set_menu_model: Some(&shutdown_menu()),
                     },
+                    pack_end = &gtk::MenuButton {
+                        set_icon_name: "open-menu-symbolic",
+                        set_primary: true,
+                        set_tooltip_text: Some(&gettext("Main Menu")),
+                        set_menu_model: Some(&main_menu()),
+                    },
                     pack_end = &gtk::Button {
                         set_icon_name: "user-trash-symbolic",
                         set_action_name: Some("win.delete"),
@@ -495,7 +655,7 @@ impl Component for ManagerWindow {
     }
 
     fn init(
-        pending_console: Self::Init,
+        start: Self::Init,
         root: Self::Root,
         sender: ComponentSender<Self>,
     ) -> ComponentParts<Self> {
@@ -520,6 +680,24 @@ impl Component for ManagerWindow {
         let new = gio::SimpleAction::new("new", None);
         new.set_enabled(false);
         root.add_action(&new);
+        for (name, op) in [
+            ("conn-connect", ConnOp::Connect),
+            ("conn-disconnect", ConnOp::Disconnect),
+            ("conn-remove", ConnOp::Remove),
+        ] {
+            let a = gio::SimpleAction::new(name, Some(glib::VariantTy::UINT32));
+            let s = sender.clone();
+            a.connect_activate(move |_, id| {
+                if let Some(id) = id.and_then(|v| v.get::<u32>()) {
+                    s.input(Msg::Conn(op, id as usize));
+                }
+            });
+            root.add_action(&a);
+        }
+        let add = gio::SimpleAction::new("add-connection", None);
+        let s = sender.clone();
+        add.connect_activate(move |_, _| s.input(Msg::AddConnection));
+        root.add_action(&add);
         let menu_key = gio::SimpleAction::new("context-menu", None);
         let s = sender.clone();
         menu_key.connect_activate(move |_, _| s.input(Msg::MenuKey));
@@ -531,6 +709,7 @@ impl Component for ManagerWindow {
         app.set_accels_for_action("win.pause", &["<Primary>p"]);
         app.set_accels_for_action("win.resume", &["<Primary><Shift>p"]);
         app.set_accels_for_action("win.delete", &["Delete"]);
+        app.set_accels_for_action("win.add-connection", &["<Primary><Shift>a"]);
 
         let mut model = ManagerWindow {
             conns: Vec::new(),
@@ -538,13 +717,37 @@ impl Component for ManagerWindow {
             actions,
             toasts: adw::ToastOverlay::new(),
             windows: HashMap::new(),
-            pending_console,
+            pending_console: start.show_console.map(|name| {
+                let uri = start
+                    .connect
+                    .unwrap_or_else(|| Target::LocalSession.uri().to_string());
+                (uri, name)
+            }),
+            saved: Vec::new(),
+            saved_path: remote::config_path(),
+            sections: gtk::Box::default(),
+            row_menu: row_menu(),
         };
         let toasts = &model.toasts;
         let widgets = view_output!();
+        model.sections = widgets.sections.clone();
 
-        let menu = row_menu();
-        model.add_connection(Target::LocalSession, &widgets.sections, &menu, &sender);
+        model.add_connection(Target::LocalSession, true, &sender);
+        let saved = match &model.saved_path {
+            Some(path) => remote::load(path),
+            None => Ok(Vec::new()),
+        };
+        match saved {
+            Ok(saved) => {
+                for s in &saved {
+                    if let Ok(uri) = s.uri.parse() {
+                        model.add_connection(Target::Remote { uri }, s.autoconnect, &sender);
+                    }
+                }
+                model.saved = saved;
+            }
+            Err(e) => model.toast(&gettext("Could not read the saved connections"), e, &sender),
+        }
         ComponentParts { model, widgets }
     }
 
@@ -650,6 +853,60 @@ impl Component for ManagerWindow {
                     }
                 });
             }
+            Msg::Conn(op, id) => {
+                let Some(c) = self.conns.get_mut(id) else {
+                    return;
+                };
+                match op {
+                    ConnOp::Connect => {
+                        if matches!(c.state, ConnState::Disconnected | ConnState::Retrying(_)) {
+                            c.backoff = 1;
+                            self.start_connect(id, &sender);
+                        }
+                    }
+                    ConnOp::Disconnect | ConnOp::Remove => {
+                        c.wanted = false;
+                        c.generation += 1;
+                        c.set_state(ConnState::Disconnected);
+                        c.set_error(None);
+                        c.vms.guard().clear();
+                        if self.selected.as_ref().is_some_and(|(s, _)| *s == id) {
+                            self.selected = None;
+                        }
+                        if op == ConnOp::Remove {
+                            c.section.set_visible(false);
+                            let uri = c.target.uri().to_string();
+                            self.saved.retain(|s| s.uri != uri);
+                            self.save_connections(&sender);
+                            tracing::info!("connection {uri}: removed");
+                        }
+                    }
+                }
+            }
+            Msg::AddConnection => {
+                let taken: std::collections::HashSet<String> = self
+                    .conns
+                    .iter()
+                    .filter(|c| c.section.is_visible())
+                    .map(|c| c.target.uri().to_string())
+                    .collect();
+                let s = sender.clone();
+                remote::add_connection_dialog(
+                    root,
+                    move |uri| taken.contains(uri),
+                    move |fields| s.input(Msg::Added(fields)),
+                );
+            }
+            Msg::Added(AddFields { uri, autoconnect }) => {
+                tracing::info!("connection {uri}: added");
+                self.saved.push(Saved {
+                    uri: uri.to_string(),
+                    autoconnect,
+                });
+                self.save_connections(&sender);
+                self.add_connection(Target::Remote { uri }, true, &sender);
+            }
+            Msg::Prompt(request) => remote::show_prompt(root, request),
             Msg::ShowDetails(title, details) => {
                 let dialog = adw::MessageDialog::new(Some(root), Some(&title), Some(&details));
                 dialog.add_response("close", &gettext("Close"));
@@ -661,24 +918,71 @@ impl Component for ManagerWindow {
 
     fn update_cmd(&mut self, out: CmdOut, sender: ComponentSender<Self>, root: &Self::Root) {
         match out {
-            CmdOut::Connected(conn, client, domains) => {
+            CmdOut::Connected(conn, generation, endpoint, client, domains) => {
                 let Some(c) = self.conns.get_mut(conn) else {
                     return;
                 };
-                c.client = Some(client);
+                if c.generation != generation {
+                    return;
+                }
+                let cancel = c.cancel.take();
                 c.set_state(ConnState::Connected);
+                c.cancel = cancel;
+                c.client = Some(client);
+                c.endpoint = Some(endpoint.clone());
+                c.backoff = 1;
+                c.set_error(None);
+                let reconnect = std::mem::replace(&mut c.was_connected, true);
+                // The list as it is now: gone domains leave it.
+                let names: Vec<String> = c.vms.iter().map(|r| r.name.clone()).collect();
+                for name in names {
+                    if !domains.iter().any(|d| d.name == name) {
+                        self.set_state(conn, &name, None);
+                    }
+                }
                 for d in domains {
                     self.set_state(conn, &d.name, Some(d.state));
                 }
-                if let Some(name) = self.pending_console.take() {
+                if reconnect {
+                    for ((c, _), w) in &self.windows {
+                        if *c == conn {
+                            w.emit(crate::vm_window::VmMsg::Endpoint(endpoint.clone()));
+                        }
+                    }
+                }
+                let uri = self.conns[conn].target.uri().to_string();
+                if self
+                    .pending_console
+                    .as_ref()
+                    .is_some_and(|(u, _)| *u == uri)
+                    && let Some((_, name)) = self.pending_console.take()
+                {
                     self.open_vm(conn, &name);
                 }
             }
-            CmdOut::ConnectFailed(conn, e) => {
-                if let Some(c) = self.conns.get_mut(conn) {
-                    c.set_state(ConnState::Disconnected);
+            CmdOut::ConnectFailed(conn, generation, e) => {
+                let Some(c) = self.conns.get_mut(conn) else {
+                    return;
+                };
+                if c.generation != generation {
+                    return;
                 }
-                self.toast(&gettext("Could not connect to the engine"), e, &sender);
+                c.set_error(Some(&e));
+                tracing::info!("connection {}: failed: {e}", c.target.uri());
+                let retrying = c.was_connected && c.wanted && c.target.is_remote();
+                self.schedule_retry(conn, &sender);
+                if !retrying {
+                    self.toast(&gettext("Could not connect to the engine"), e, &sender);
+                }
+            }
+            CmdOut::Retry(conn, generation) => {
+                if self
+                    .conns
+                    .get(conn)
+                    .is_some_and(|c| c.generation == generation && c.wanted)
+                {
+                    self.start_connect(conn, &sender);
+                }
             }
             CmdOut::Incoming(conn, Incoming::Event(Event::Lifecycle { name, change, .. })) => {
                 let state = match change {
@@ -723,9 +1027,15 @@ impl Component for ManagerWindow {
                 }
             }
             CmdOut::Incoming(conn, Incoming::Disconnected(why)) => {
-                if let Some(c) = self.conns.get_mut(conn) {
-                    c.set_state(ConnState::Disconnected);
+                let Some(c) = self.conns.get_mut(conn) else {
+                    return;
+                };
+                if c.state != ConnState::Connected {
+                    return;
                 }
+                tracing::info!("connection {}: lost: {why}", c.target.uri());
+                c.set_error(Some(&why));
+                self.schedule_retry(conn, &sender);
                 self.toast(&gettext("Lost the connection to the engine"), why, &sender);
             }
             CmdOut::Incoming(..) => {}

@@ -163,6 +163,28 @@ pub struct Display {
     wake_lock: Mutex<Wake>,
 }
 
+/// The tracker's interval between polls.
+#[derive(Default)]
+struct Backoff {
+    /// The interval after the last poll (zero before the first).
+    interval: Duration,
+    /// Polls in a row that found nothing.
+    quiet: u32,
+}
+
+impl Backoff {
+    /// The interval to wait after a poll that found a change or not.
+    fn after_poll(&mut self, changed: bool) -> Duration {
+        self.quiet = if changed { 0 } else { self.quiet + 1 };
+        self.interval = if self.quiet <= QUIET_POLLS {
+            POLL_INTERVAL
+        } else {
+            (self.interval + POLL_BACKOFF).min(MAX_POLL_INTERVAL)
+        };
+        self.interval
+    }
+}
+
 /// Why the tracker thread was woken.
 #[derive(Default)]
 struct Wake {
@@ -273,33 +295,21 @@ impl Display {
         std::thread::Builder::new()
             .name("vnc-tracker".into())
             .spawn(move || {
-                let mut interval = POLL_INTERVAL;
-                let mut quiet = 0;
+                let mut backoff = Backoff::default();
                 while let Some(d) = this.upgrade() {
                     let waiting = d
                         .live_clients()
                         .iter()
                         .any(|c| c.wants_update.load(Ordering::Acquire));
                     let limit = if waiting {
-                        if d.poll() {
-                            quiet = 0;
-                        } else {
-                            quiet += 1;
-                        }
-                        if quiet <= QUIET_POLLS {
-                            interval = POLL_INTERVAL;
-                        } else {
-                            interval = (interval + POLL_BACKOFF).min(MAX_POLL_INTERVAL);
-                        }
-                        interval
+                        backoff.after_poll(d.poll())
                     } else {
                         // Woken by a request; the timeout only guards
                         // against the Display going away.
                         Duration::from_secs(1)
                     };
                     if d.sleep(limit) {
-                        quiet = 0;
-                        interval = POLL_INTERVAL;
+                        backoff = Backoff::default();
                     }
                 }
             })?;
@@ -520,6 +530,16 @@ fn read_screen(bochs: &BochsDisplay, mode: &Mode) -> (u16, u16, Vec<u32>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn polls_back_off_on_a_still_screen_and_return_on_a_change() {
+        let mut b = Backoff::default();
+        let ms = |b: &mut Backoff, changed| b.after_poll(changed).as_millis();
+        let still: Vec<u128> = (0..8).map(|_| ms(&mut b, false)).collect();
+        assert_eq!(still, [20, 20, 60, 100, 140, 180, 200, 200]);
+        assert_eq!(ms(&mut b, true), 20);
+        assert_eq!(ms(&mut b, false), 20);
+    }
 
     #[test]
     fn changed_pixels_grow_their_tiles_boxes() {

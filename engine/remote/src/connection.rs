@@ -748,6 +748,9 @@ async fn authenticate(
                 remaining_methods, ..
             } => remaining_methods.to_vec(),
         };
+    // What the server accepts at first, for the error message; `offered`
+    // follows what it still accepts after each failure.
+    let initially_offered = offered.clone();
     let mut tried = Vec::new();
     let update = |offered: &mut Vec<MethodKind>, r: AuthResult| -> bool {
         match r {
@@ -911,7 +914,7 @@ async fn authenticate(
     Err(RemoteError::AuthRejected {
         user: user.to_owned(),
         host: target.alias.clone(),
-        offered: offered.iter().map(method_name).collect(),
+        offered: initially_offered.iter().map(method_name).collect(),
         tried,
     })
 }

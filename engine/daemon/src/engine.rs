@@ -637,6 +637,8 @@ impl Engine {
             .map_err(|e| internal(format!("cannot remove '{}': {e}", path.display())))?;
         let _ = std::fs::remove_file(self.autostart_path(uuid));
         let _ = std::fs::remove_dir_all(self.vm_files(uuid).dir);
+        // Deleted images are no longer volumes of their pools.
+        self.pools.forget_files(&removed);
         if let Some(dom) = inner.domains.remove(&uuid) {
             self.emit(&dom, Lifecycle::Undefined);
         }

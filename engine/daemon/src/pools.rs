@@ -340,6 +340,18 @@ impl Pools {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Drops deleted files (a domain's images removed with it) from the
+    /// pools' volume lists.
+    pub fn forget_files(&self, paths: &[String]) {
+        if paths.is_empty() {
+            return;
+        }
+        let mut inner = self.lock();
+        for pool in inner.pools.values_mut() {
+            pool.volumes.retain(|_, v| !paths.contains(&v.path));
+        }
+    }
+
     fn definitions_dir(&self) -> PathBuf {
         self.state_dir.join("pools")
     }

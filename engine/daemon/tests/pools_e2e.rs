@@ -567,6 +567,32 @@ fn volumes_create_resize_clone_delete_and_qemu_img_agrees() {
         "Vol c2.qcow2 deleted\n\n"
     );
     assert!(!a2.exists() && !c2.exists());
+
+    // A domain undefined with --remove-all-storage takes its volume out of
+    // the pool's list at once.
+    let kernel = s.dir.path().join("kernel");
+    std::fs::write(&kernel, b"not booted").unwrap();
+    s.ok(&[
+        "vol-create-as",
+        "default",
+        "vm.qcow2",
+        "1M",
+        "--format",
+        "qcow2",
+    ]);
+    let vm_disk = dir.join("vm.qcow2");
+    s.define(&format!(
+        "<domain type='kvm'><name>vm</name><memory unit='MiB'>32</memory><vcpu>1</vcpu>\
+         <os><type arch='x86_64'>hvm</type><kernel>{}</kernel></os><devices>\
+         <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+         <source file='{}'/><target dev='vda' bus='virtio'/></disk></devices></domain>",
+        kernel.display(),
+        vm_disk.display()
+    ));
+    assert!(s.ok(&["vol-list", "default"]).contains("vm.qcow2"));
+    s.ok(&["undefine", "vm", "--remove-all-storage"]);
+    assert!(!vm_disk.exists());
+    assert!(!s.ok(&["vol-list", "default"]).contains("vm.qcow2"));
     assert_eq!(
         s.ok(&["vol-list", "default"]),
         output_table(&["Name", "Path"], &rows(&["a.qcow2", "b.raw", "c.qcow2"]))

@@ -22,8 +22,9 @@ use crate::connect::Connection;
 #[command(version, about)]
 struct Args {
     /// Connection URI (vireo:///session, vireo:///system,
-    /// vireo+ssh://[user@]host[:port]/system). Defaults to
-    /// $VIREO_DEFAULT_URI, then vireo:///session.
+    /// vireo+ssh://[user@]host[:port]/system or /session, honouring
+    /// ~/.ssh/config; ?socket=/path names the remote engine's socket).
+    /// Defaults to $VIREO_DEFAULT_URI, then vireo:///session.
     #[arg(short = 'c', long = "connect", global = true, value_name = "URI")]
     connect: Option<String>,
     #[command(subcommand)]

@@ -296,6 +296,7 @@ pub fn show_prompt(parent: &impl IsA<gtk::Window>, request: PromptRequest) {
             ),
         };
     let dialog = adw::MessageDialog::new(Some(parent), Some(&heading), Some(&body));
+    dialog.set_title(Some(&heading));
     dialog.set_body_use_markup(false);
     let group = gtk::Box::new(gtk::Orientation::Vertical, 6);
     let mut entries: Vec<gtk::Editable> = Vec::new();
@@ -379,6 +380,7 @@ pub fn add_connection_dialog(
             "Connect to the Vireo engine on another computer over SSH. Settings in ~/.ssh/config apply.",
         )),
     );
+    dialog.set_title(Some(&gettext("Add Connection")));
     let list = gtk::ListBox::new();
     list.add_css_class("boxed-list");
     list.set_selection_mode(gtk::SelectionMode::None);

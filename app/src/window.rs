@@ -178,6 +178,10 @@ impl ManagerWindow {
         } else {
             tracing::info!("vm {name}: undefined");
         }
+        if let Some(c) = self.conns.get(conn) {
+            let state = state.map_or("undefined", |s| s.as_virsh());
+            tracing::info!("connection {}: vm {name}: {state}", c.target.uri());
+        }
     }
 
     /// The selected VM's state.
@@ -718,9 +722,14 @@ impl Component for ManagerWindow {
             toasts: adw::ToastOverlay::new(),
             windows: HashMap::new(),
             pending_console: start.show_console.map(|name| {
-                let uri = start
-                    .connect
-                    .unwrap_or_else(|| Target::LocalSession.uri().to_string());
+                // Compared in its canonical spelling.
+                let uri = match start.connect {
+                    Some(c) => c
+                        .parse::<vireo_api::ConnectUri>()
+                        .map(|u| u.to_string())
+                        .unwrap_or(c),
+                    None => Target::LocalSession.uri().to_string(),
+                };
                 (uri, name)
             }),
             saved: Vec::new(),

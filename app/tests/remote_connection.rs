@@ -1,0 +1,216 @@
+//! The app on a remote host: Debian's OpenSSH `sshd` on a loopback port in
+//! front of a real session engine (the SSH test setup is vireo-remote's,
+//! one copy shared through `#[path]`). The app starts with a HOME holding
+//! a remembered autoconnect connection, a key and known_hosts: it lists the
+//! remote VM and follows its state, opens its console (test card checked
+//! in a screenshot) with API, events, console and serial on exactly one SSH
+//! connection (sshd's log), and reconnects, console included, when sshd's
+//! per-connection process is killed. An unknown host key is asked about in
+//! a dialog, and accepting it records the key in known_hosts.
+
+#[path = "../../engine/remote/tests/sshd/mod.rs"]
+mod sshd;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use sshd::{Home, Sshd, keygen, openssh_fingerprint, sshd_or_skip};
+use vireo_tests::demo::shows_test_card;
+use vireo_tests::desktop::{Reaper, Xvfb, artifacts_dir};
+use vireo_tests::engine::{Session, domain_xml, guest, kvm_or_skip, serial};
+
+const WAIT: Duration = Duration::from_secs(45);
+
+/// sshd in front of `session`'s engine and a client HOME with a key it
+/// accepts; `trusted`: whether known_hosts already has the host key.
+struct Remote {
+    sshd: Sshd,
+    home: Home,
+    uri: String,
+}
+
+impl Remote {
+    fn new(session: &Session, trusted: bool) -> Self {
+        let sshd = Sshd::start();
+        let home = Home::new();
+        keygen(&home.ssh("id_ed25519"), "ed25519", "");
+        sshd.authorize(&home.ssh("id_ed25519.pub"));
+        if trusted {
+            home.trust(&sshd);
+        }
+        let uri = format!(
+            "vireo+ssh://127.0.0.1:{}/session?socket={}",
+            sshd.port,
+            session.socket().display()
+        );
+        let config = home.path().join(".config/vireo");
+        std::fs::create_dir_all(&config).unwrap();
+        std::fs::write(
+            config.join("connections.json"),
+            format!(r#"{{"connections":[{{"uri":"{uri}","autoconnect":true}}]}}"#),
+        )
+        .unwrap();
+        Self { sshd, home, uri }
+    }
+
+    /// Starts the app with this HOME (the local connection on `session`'s
+    /// engine too), logging to a file.
+    fn start_app(&self, x: &Xvfb, session: &Session, args: &[&str]) -> (Reaper, PathBuf) {
+        let log = self.home.path().join("app.log");
+        let config = self.home.path().join(".config");
+        let app = x.spawn_with(
+            Path::new(env!("CARGO_BIN_EXE_vireo")),
+            args,
+            &[
+                ("HOME", self.home.path().as_os_str()),
+                ("XDG_CONFIG_HOME", config.as_os_str()),
+                ("XDG_RUNTIME_DIR", session.runtime.as_os_str()),
+                ("XDG_DATA_HOME", session.data.as_os_str()),
+                // No agent: the key file in ~/.ssh authenticates.
+                ("SSH_AUTH_SOCK", std::ffi::OsStr::new("")),
+                ("VIREO_LOG", std::ffi::OsStr::new("vireo_app=info")),
+            ],
+            Some(std::fs::File::create(&log).unwrap()),
+        );
+        (app, log)
+    }
+}
+
+fn read(log: &Path) -> String {
+    std::fs::read_to_string(log).unwrap_or_default()
+}
+
+/// Waits until the app's log has `count` lines containing `text`.
+fn wait_log(log: &Path, text: &str, count: usize) {
+    let deadline = Instant::now() + WAIT;
+    while read(log).lines().filter(|l| l.contains(text)).count() < count {
+        assert!(
+            Instant::now() < deadline,
+            "the app never logged {text:?} ({count}×):\n{}",
+            read(log)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until a screenshot of `window` shows the test card.
+fn wait_for_test_card(x: &Xvfb, window: &str, name: &str, log: &Path) {
+    let shot = artifacts_dir().join(name);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        x.screenshot(window, &shot);
+        if shows_test_card(image::open(&shot).unwrap().to_rgb8().as_raw()) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the test card never showed; see {}:\n{}",
+            shot.display(),
+            read(log)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// sshd's per-connection processes: the listener's children.
+fn connection_processes(sshd: &Sshd) -> Vec<u32> {
+    let pid = std::fs::read_to_string(sshd.dir.path().join("sshd.pid")).unwrap();
+    let out = Command::new("pgrep")
+        .args(["-P", pid.trim()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+#[test]
+fn remote_vms_console_on_one_ssh_connection_and_reconnect() {
+    if !kvm_or_skip() || !sshd_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let session = Session::new();
+    session.define(&domain_xml("demo", &guest("demo"), ""));
+    let remote = Remote::new(&session, true);
+    let conn = format!("connection {}", remote.uri);
+
+    let x = Xvfb::start();
+    let (mut app, log) = remote.start_app(
+        &x,
+        &session,
+        &["--connect", &remote.uri, "--show-domain-console", "demo"],
+    );
+    // The remembered connection connects at start and lists the VM.
+    wait_log(&log, &format!("{conn}: connected"), 1);
+    wait_log(&log, &format!("{conn}: vm demo: shut off"), 1);
+    let manager = x.wait_for_window("Vireo", &mut app, WAIT);
+    x.screenshot(&manager, &artifacts_dir().join("remote-manager.png"));
+
+    // Its state follows the engine: started and stopped from outside.
+    session.ok(&["start", "demo"]);
+    wait_log(&log, &format!("{conn}: vm demo: running"), 1);
+
+    // The console (opened on that connection) shows the test card.
+    let window = x.wait_for_window("demo – Vireo", &mut app, WAIT);
+    wait_log(&log, "console demo: attached", 1);
+    wait_log(&log, "serial demo: attached", 1);
+    wait_for_test_card(&x, &window, "remote-console.png", &log);
+    // API, events, console and serial: one SSH connection, one login.
+    assert_eq!(
+        (remote.sshd.connections(), remote.sshd.publickey_logins()),
+        (1, 1),
+        "{}",
+        remote.sshd.log()
+    );
+
+    // The SSH connection killed on the server: the row shows the retry,
+    // the app connects again, and the console comes back.
+    let children = connection_processes(&remote.sshd);
+    assert!(!children.is_empty(), "no sshd connection process");
+    for pid in children {
+        vireo_tests::engine::signal(pid, libc::SIGKILL);
+    }
+    wait_log(&log, &format!("{conn}: retrying in 1 s"), 1);
+    wait_log(&log, &format!("{conn}: connected"), 2);
+    wait_log(&log, "vm window demo: connection back", 1);
+    wait_log(&log, "console demo: attached", 2);
+    wait_for_test_card(&x, &window, "remote-console-reconnected.png", &log);
+    assert_eq!(remote.sshd.connections(), 2, "{}", remote.sshd.log());
+
+    session.ok(&["destroy", "demo"]);
+    wait_log(&log, &format!("{conn}: vm demo: shut off"), 2);
+}
+
+#[test]
+fn unknown_host_key_is_asked_about_and_recorded_when_accepted() {
+    if !sshd_or_skip() {
+        return;
+    }
+    let session = Session::new();
+    session.ok(&["list"]);
+    let remote = Remote::new(&session, false);
+    let x = Xvfb::start();
+    let (mut app, log) = remote.start_app(&x, &session, &[]);
+    let fp = openssh_fingerprint(&remote.sshd.host_public());
+    wait_log(
+        &log,
+        &format!(
+            "host key dialog shown: [127.0.0.1]:{} ED25519 {fp}",
+            remote.sshd.port
+        ),
+        1,
+    );
+    let dialog = x.wait_for_window("Unknown Host Key", &mut app, WAIT);
+    x.screenshot(&dialog, &artifacts_dir().join("remote-unknown-host.png"));
+    assert!(!remote.home.ssh("known_hosts").exists());
+    // Cancel is the default; Tab moves to Trust and Connect.
+    x.type_keys(&dialog, &["Tab", "Return"]);
+    wait_log(&log, &format!("connection {}: connected", remote.uri), 1);
+    assert_eq!(
+        std::fs::read_to_string(remote.home.ssh("known_hosts")).unwrap(),
+        remote.sshd.known_hosts_line()
+    );
+}

@@ -184,7 +184,11 @@ struct Scan {
 /// reported separately).
 fn scan(xml: &str, disks: &[Option<String>]) -> Result<Scan, ImportError> {
     let mut disk_index = 0;
-    let mut reader = Reader::from_str(xml);
+    // quick-xml skips a byte order mark without counting it in its
+    // positions: read without it and count it here.
+    let body = xml.strip_prefix('\u{feff}').unwrap_or(xml);
+    let bom = xml.len() - body.len();
+    let mut reader = Reader::from_str(body);
     reader.config_mut().check_end_names = true;
     let mut stack: Vec<String> = Vec::new();
     // Depth at which an unsupported subtree began; its children are not
@@ -225,7 +229,7 @@ fn scan(xml: &str, disks: &[Option<String>]) -> Result<Scan, ImportError> {
             Err(e) => {
                 return Err(syntax(
                     &stack,
-                    reader.error_position() as usize,
+                    bom + reader.error_position() as usize,
                     e.to_string(),
                 ));
             }
@@ -235,7 +239,7 @@ fn scan(xml: &str, disks: &[Option<String>]) -> Result<Scan, ImportError> {
             Event::Empty(s) => (s.name(), true),
             Event::End(_) => {
                 if stack.len() == 2 && stack[1] == "name" && name_end.is_none() {
-                    name_end = Some(reader.buffer_position() as usize);
+                    name_end = Some(bom + reader.buffer_position() as usize);
                 }
                 if stack.len() == 3
                     && stack[2] == "interface"
@@ -253,7 +257,7 @@ fn scan(xml: &str, disks: &[Option<String>]) -> Result<Scan, ImportError> {
                 if stack.is_empty() && !t.iter().all(u8::is_ascii_whitespace) {
                     return Err(syntax(
                         &stack,
-                        reader.buffer_position() as usize,
+                        bom + reader.buffer_position() as usize,
                         "text outside the <domain> element".into(),
                     ));
                 }
@@ -267,14 +271,14 @@ fn scan(xml: &str, disks: &[Option<String>]) -> Result<Scan, ImportError> {
             if seen_root {
                 return Err(syntax(
                     &stack,
-                    reader.buffer_position() as usize,
+                    bom + reader.buffer_position() as usize,
                     format!("a second root element <{name}> after </domain>"),
                 ));
             }
             if name != "domain" {
                 return Err(syntax(
                     &stack,
-                    reader.buffer_position() as usize,
+                    bom + reader.buffer_position() as usize,
                     format!("the root element is <{name}>, expected <domain>"),
                 ));
             }
@@ -283,14 +287,14 @@ fn scan(xml: &str, disks: &[Option<String>]) -> Result<Scan, ImportError> {
         if stack.len() >= MAX_XML_DEPTH {
             return Err(syntax(
                 &stack,
-                reader.buffer_position() as usize,
+                bom + reader.buffer_position() as usize,
                 format!("<{name}> is nested deeper than {MAX_XML_DEPTH} elements"),
             ));
         }
         stack.push(name);
         let path = stack.join("/");
         if path == "domain/devices/interface" && !empty {
-            interface = Some((reader.buffer_position() as usize, false));
+            interface = Some((bom + reader.buffer_position() as usize, false));
         } else if path == "domain/devices/interface/mac"
             && let Some((_, has_mac)) = interface.as_mut()
         {

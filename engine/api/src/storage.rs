@@ -31,8 +31,11 @@ use uuid::Uuid;
 /// [`crate::proto::STREAM_FRAME`]).
 pub const STREAM_CHUNK: usize = 1 << 20;
 
-/// How many bytes of a stream may be in flight, unacknowledged.
-pub const STREAM_WINDOW: u64 = 4 << 20;
+/// How many bytes of a stream may be in flight, unacknowledged: enough to
+/// keep a fast link with some latency busy (an SSH connection at 1 Gbit/s
+/// and 50 ms round trips holds about 6 MiB), while one stream never holds
+/// more than this in the engine's memory.
+pub const STREAM_WINDOW: u64 = 16 << 20;
 
 /// A volume's on-disk format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

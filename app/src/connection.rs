@@ -75,7 +75,7 @@ impl Target {
     pub async fn connect(
         self,
         prompter: std::sync::Arc<dyn vireo_remote::Prompter>,
-    ) -> Result<(Endpoint, AsyncClient, UnboundedReceiver<Incoming>), String> {
+    ) -> Result<(Endpoint, AsyncClient, UnboundedReceiver<Incoming>), ConnectError> {
         match self {
             Target::LocalSession => {
                 let (c, rx) = engine::connect_session().await?;
@@ -85,11 +85,38 @@ impl Target {
                 let settings = vireo_remote::Settings::from_env();
                 let conn = vireo_remote::Connection::connect_uri(&uri, &settings, &*prompter)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| ConnectError {
+                        host_key_changed: match &e {
+                            vireo_remote::RemoteError::HostKeyChanged { host, .. } => {
+                                Some(host.clone())
+                            }
+                            _ => None,
+                        },
+                        message: e.to_string(),
+                    })?;
                 let endpoint = Endpoint::Remote(std::sync::Arc::new(conn));
                 let (c, rx) = endpoint.client(true).await?;
                 Ok((endpoint, c, rx))
             }
+        }
+    }
+}
+
+/// Why connecting failed: plain English, and the host whose key changed
+/// when that was why (refused, shown as such).
+#[derive(Debug, Clone)]
+pub struct ConnectError {
+    /// What failed.
+    pub message: String,
+    /// The host (as known_hosts names it) whose recorded key differs.
+    pub host_key_changed: Option<String>,
+}
+
+impl From<String> for ConnectError {
+    fn from(message: String) -> Self {
+        Self {
+            message,
+            host_key_changed: None,
         }
     }
 }
@@ -246,7 +273,12 @@ impl Connection {
     pub fn set_error(&self, error: Option<&str>) {
         let uri = self.target.uri().to_string();
         match error {
-            Some(e) => self.section.set_description(Some(&format!("{uri}\n{e}"))),
+            // The first line: OpenSSH's warnings go on for a screen.
+            Some(e) => {
+                let first = e.lines().find(|l| !l.trim().is_empty()).unwrap_or(e);
+                self.section
+                    .set_description(Some(&format!("{uri}\n{}", first.trim())));
+            }
             None => self.section.set_description(Some(&uri)),
         }
     }

@@ -484,8 +484,15 @@ pub fn add_connection_dialog(
     let v = validate.clone();
     scope.connect_selected_notify(move |_| v());
     validate();
-    let d = dialog.clone();
-    host.connect_entry_activated(move |_| d.response("add"));
+    // Enter in any field adds, when the fields are valid.
+    for entry in [&host, &user, &port] {
+        let (d, fields) = (dialog.clone(), fields.clone());
+        entry.connect_entry_activated(move |_| {
+            if fields().is_ok() {
+                d.response("add");
+            }
+        });
+    }
     dialog.connect_response(None, move |_, response| {
         if response == "add"
             && let Ok(uri) = fields()

@@ -14,7 +14,7 @@ use vireo_api::client::{AsyncClient, Incoming};
 use vireo_api::proto::{DomainState, DomainSummary, Event, Lifecycle, Request, Response};
 
 use crate::config;
-use crate::connection::{ConnState, Connection, Target};
+use crate::connection::{ConnState, ConnectError, Connection, Target};
 use crate::engine::Endpoint;
 use crate::remote::{self, AddFields, PromptRequest, Saved};
 use crate::vm_row::{RowRequest, VmAction};
@@ -108,7 +108,7 @@ pub enum CmdOut {
     /// Connection `.0`'s attempt `.1` is up; the domains as listed.
     Connected(usize, u64, Endpoint, AsyncClient, Vec<DomainSummary>),
     /// Connection `.0`'s attempt `.1` could not reach the engine.
-    ConnectFailed(usize, u64, String),
+    ConnectFailed(usize, u64, ConnectError),
     /// Time for connection `.0`'s retry after attempt `.1`.
     Retry(usize, u64),
     /// An event on connection `.0`, or its end.
@@ -227,6 +227,7 @@ impl ManagerWindow {
     }
 
     fn toast(&self, headline: &str, details: String, sender: &ComponentSender<Self>) {
+        tracing::info!("toast: {headline}");
         let toast = adw::Toast::new(headline);
         toast.set_button_label(Some(&gettext("Details")));
         let sender = sender.clone();
@@ -335,12 +336,16 @@ impl ManagerWindow {
                             let _ = out.send(CmdOut::ConnectFailed(
                                 id,
                                 generation,
-                                format!("unexpected answer to list: {other:?}"),
+                                format!("unexpected answer to list: {other:?}").into(),
                             ));
                             return;
                         }
                         Err(e) => {
-                            let _ = out.send(CmdOut::ConnectFailed(id, generation, e.to_string()));
+                            let _ = out.send(CmdOut::ConnectFailed(
+                                id,
+                                generation,
+                                e.to_string().into(),
+                            ));
                             return;
                         }
                     }
@@ -976,12 +981,28 @@ impl Component for ManagerWindow {
                 if c.generation != generation {
                     return;
                 }
-                c.set_error(Some(&e));
-                tracing::info!("connection {}: failed: {e}", c.target.uri());
+                tracing::info!("connection {}: failed: {}", c.target.uri(), e.message);
+                if let Some(host) = &e.host_key_changed {
+                    // Refused, never retried: the user has to look.
+                    c.wanted = false;
+                    c.set_state(ConnState::Disconnected);
+                    c.set_error(Some(&gettext(
+                        "The host key has changed: connection refused",
+                    )));
+                    let headline =
+                        gettext("The host key of {host} has changed").replace("{host}", host);
+                    self.toast(&headline, e.message, &sender);
+                    return;
+                }
+                c.set_error(Some(&e.message));
                 let retrying = c.was_connected && c.wanted && c.target.is_remote();
                 self.schedule_retry(conn, &sender);
                 if !retrying {
-                    self.toast(&gettext("Could not connect to the engine"), e, &sender);
+                    self.toast(
+                        &gettext("Could not connect to the engine"),
+                        e.message,
+                        &sender,
+                    );
                 }
             }
             CmdOut::Retry(conn, generation) => {

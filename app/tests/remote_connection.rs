@@ -203,14 +203,168 @@ fn unknown_host_key_is_asked_about_and_recorded_when_accepted() {
         ),
         1,
     );
-    let dialog = x.wait_for_window("Unknown Host Key", &mut app, WAIT);
+    x.wait_for_window("Unknown Host Key", &mut app, WAIT);
+    let dialog = visible_window(&x, "Unknown Host Key");
     x.screenshot(&dialog, &artifacts_dir().join("remote-unknown-host.png"));
     assert!(!remote.home.ssh("known_hosts").exists());
     // Cancel is the default; Tab moves to Trust and Connect.
-    x.type_keys(&dialog, &["Tab", "Return"]);
+    press(&x, &dialog, &["Tab", "Return"]);
     wait_log(&log, &format!("connection {}: connected", remote.uri), 1);
     assert_eq!(
         std::fs::read_to_string(remote.home.ssh("known_hosts")).unwrap(),
         remote.sshd.known_hosts_line()
     );
+}
+
+#[test]
+fn changed_host_key_is_refused_and_shown() {
+    if !sshd_or_skip() {
+        return;
+    }
+    let session = Session::new();
+    session.ok(&["list"]);
+    let remote = Remote::new(&session, false);
+    // known_hosts records another key for this host.
+    let other = remote.home.path().join("other_ed25519");
+    keygen(&other, "ed25519", "");
+    let public = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    let key: Vec<&str> = public.split_whitespace().take(2).collect();
+    let recorded = format!("[127.0.0.1]:{} {}\n", remote.sshd.port, key.join(" "));
+    std::fs::write(remote.home.ssh("known_hosts"), &recorded).unwrap();
+
+    let x = Xvfb::start();
+    let (mut app, log) = remote.start_app(&x, &session, &[]);
+    let conn = format!("connection {}", remote.uri);
+    wait_log(&log, "REMOTE HOST IDENTIFICATION HAS CHANGED", 1);
+    wait_log(
+        &log,
+        &format!(
+            "toast: The host key of [127.0.0.1]:{} has changed",
+            remote.sshd.port
+        ),
+        1,
+    );
+    let manager = x.wait_for_window("Vireo", &mut app, WAIT);
+    x.screenshot(
+        &manager,
+        &artifacts_dir().join("remote-host-key-changed.png"),
+    );
+    // Refused: no login, no retry, the recorded key kept.
+    std::thread::sleep(Duration::from_secs(2));
+    let text = read(&log);
+    assert!(!text.contains(&format!("{conn}: connected")), "{text}");
+    assert!(!text.contains(&format!("{conn}: retrying")), "{text}");
+    assert!(!text.contains("host key dialog shown"), "{text}");
+    assert_eq!(remote.sshd.publickey_logins(), 0);
+    assert_eq!(
+        std::fs::read_to_string(remote.home.ssh("known_hosts")).unwrap(),
+        recorded
+    );
+}
+
+/// The visible window titled exactly `title` (GTK also names a hidden
+/// leader window after the app).
+fn visible_window(x: &Xvfb, title: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = Command::new("xdotool")
+            .env("DISPLAY", &x.display)
+            .args(["search", "--onlyvisible", "--name"])
+            .arg(format!("^{title}$"))
+            .output()
+            .unwrap();
+        if let Some(id) = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+        {
+            return id.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no visible window titled {title}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Presses `keys` in `window` once it can take the focus (a window just
+/// mapped may not be viewable yet): bounded retries.
+fn press(x: &Xvfb, window: &str, keys: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ok = Command::new("xdotool")
+            .env("DISPLAY", &x.display)
+            .args(["windowfocus", "--sync", window])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "window {window} never took the focus"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    x.type_keys(window, keys);
+}
+
+/// xdotool key names for `text`.
+fn keys(text: &str) -> Vec<String> {
+    text.chars()
+        .map(|c| match c {
+            '.' => "period".to_owned(),
+            '-' => "minus".to_owned(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+#[test]
+fn add_connection_dialog_remembers_the_connection() {
+    if !sshd_or_skip() {
+        return;
+    }
+    let session = Session::new();
+    session.ok(&["list"]);
+    let remote = Remote::new(&session, true);
+    let saved = remote.home.path().join(".config/vireo/connections.json");
+    std::fs::remove_file(&saved).unwrap();
+    let x = Xvfb::start();
+    let (mut app, log) = remote.start_app(&x, &session, &[]);
+    x.wait_for_window("Vireo", &mut app, WAIT);
+    let manager = visible_window(&x, "Vireo");
+    wait_log(&log, "connection vireo:///session: connected", 1);
+    wait_log(&log, "first frame drawn", 1);
+    press(&x, &manager, &["ctrl+shift+a"]);
+    wait_log(&log, "add connection dialog shown", 1);
+    x.wait_for_window("Add Connection", &mut app, WAIT);
+    let dialog = visible_window(&x, "Add Connection");
+    // Host, then Tab to User (left empty), Tab to Port.
+    let mut typed = keys("127.0.0.1");
+    typed.push("Tab".into());
+    typed.push("Tab".into());
+    typed.extend(keys(&remote.sshd.port.to_string()));
+    let typed: Vec<&str> = typed.iter().map(String::as_str).collect();
+    press(&x, &dialog, &typed);
+    x.screenshot(&dialog, &artifacts_dir().join("remote-add-connection.png"));
+    // Enter in a field adds (the default response).
+    x.type_keys(&dialog, &["Return"]);
+    let uri = format!("vireo+ssh://127.0.0.1:{}/system", remote.sshd.port);
+    wait_log(&log, &format!("connection {uri}: added"), 1);
+    // Remembered (written atomically, read back on the next start).
+    let text = std::fs::read_to_string(&saved).unwrap();
+    assert!(text.contains(&format!("\"uri\": \"{uri}\"")), "{text}");
+    // It connects at once: SSH logs in, but this host has no system engine,
+    // and the error says which socket is missing.
+    wait_log(&log, &format!("connection {uri}: failed: "), 1);
+    let failed = read(&log)
+        .lines()
+        .find(|l| l.contains(&format!("connection {uri}: failed: ")))
+        .unwrap()
+        .to_owned();
+    assert!(failed.contains("/run/vireo/vireod.sock"), "{failed}");
+    assert_eq!(remote.sshd.publickey_logins(), 1);
+    wait_log(&log, "toast: Could not connect to the engine", 1);
+    x.screenshot(&manager, &artifacts_dir().join("remote-added.png"));
 }

@@ -182,6 +182,17 @@ fn remote_vms_console_on_one_ssh_connection_and_reconnect() {
 
     session.ok(&["destroy", "demo"]);
     wait_log(&log, &format!("{conn}: vm demo: shut off"), 2);
+
+    // The host gone for good (sshd stopped): retries back off, 1 s then 2 s.
+    let pid = std::fs::read_to_string(remote.sshd.dir.path().join("sshd.pid")).unwrap();
+    let children = connection_processes(&remote.sshd);
+    vireo_tests::engine::signal(pid.trim().parse().unwrap(), libc::SIGKILL);
+    for child in children {
+        vireo_tests::engine::signal(child, libc::SIGKILL);
+    }
+    wait_log(&log, &format!("{conn}: retrying in 1 s"), 2);
+    wait_log(&log, &format!("{conn}: retrying in 2 s"), 1);
+    x.screenshot(&manager, &artifacts_dir().join("remote-retrying.png"));
 }
 
 #[test]
@@ -367,4 +378,14 @@ fn add_connection_dialog_remembers_the_connection() {
     assert_eq!(remote.sshd.publickey_logins(), 1);
     wait_log(&log, "toast: Could not connect to the engine", 1);
     x.screenshot(&manager, &artifacts_dir().join("remote-added.png"));
+
+    // The next start lists it beside the local one, not connected (its
+    // Connect at start-up switch was left off).
+    drop(app);
+    let (_app, log) = remote.start_app(&x, &session, &[]);
+    wait_log(&log, &format!("connection {uri}: disconnected"), 1);
+    wait_log(&log, "connection vireo:///session: connected", 1);
+    std::thread::sleep(Duration::from_secs(1));
+    // No new SSH connection.
+    assert_eq!(remote.sshd.connections(), 1, "{}", remote.sshd.log());
 }

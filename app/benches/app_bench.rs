@@ -292,6 +292,9 @@ async fn tcp_proxy(socket: PathBuf) -> u16 {
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
         while let Ok((mut tcp, _)) = listener.accept().await {
+            // As VNC clients and servers do: no Nagle delays on small
+            // messages.
+            let _ = tcp.set_nodelay(true);
             let socket = socket.clone();
             tokio::spawn(async move {
                 if let Ok(mut unix) = tokio::net::UnixStream::connect(&socket).await {
@@ -374,6 +377,7 @@ fn console(session: &Session) -> ConsoleFigures {
             let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .unwrap();
+            tcp.set_nodelay(true).unwrap();
             let (_console, mut events) = Console::connect(tcp, None).await.unwrap();
             first_frame(&mut events).await.unwrap();
         });

@@ -137,6 +137,10 @@ fn toolbar_run_starts_the_selected_vm_and_its_state_follows_vireoctl() {
     wait_log(&log, "vm demo: running", 2);
     session.ok(&["destroy", "demo"]);
     wait_log(&log, "vm demo: shut off", 3);
+
+    // Activating the selected row (Enter; a double click) opens the VM.
+    x.type_keys(&window, &["Return"]);
+    wait_log(&log, "vm demo: window opened", 1);
 }
 
 #[test]

@@ -127,9 +127,8 @@ fn run(tool: &str, args: &[&str]) -> String {
 /// Builds the template from `po/POTFILES` into the artifacts folder.
 fn build_pot() -> PathBuf {
     let pot = artifacts_dir().join("vireo.pot");
-    let mut text = String::from(
-        "msgid \"\"\nmsgstr \"\"\n\"Content-Type: text/plain; charset=UTF-8\\n\"\n\n",
-    );
+    let mut text =
+        String::from("msgid \"\"\nmsgstr \"\"\n\"Content-Type: text/plain; charset=UTF-8\\n\"\n\n");
     let mut seen = BTreeSet::new();
     let mut others = Vec::new();
     for file in potfiles() {
@@ -193,6 +192,41 @@ fn every_language_translates_every_string() {
             u.join("\n\n"),
             f.join("\n\n")
         );
+    }
+}
+
+/// The `{name}` placeholders the app fills with `str::replace`.
+fn placeholders(s: &str) -> BTreeSet<&str> {
+    s.split('{')
+        .skip(1)
+        .filter_map(|p| p.split_once('}').map(|(name, _)| name))
+        .filter(|name| !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_'))
+        .collect()
+}
+
+#[test]
+fn translations_keep_every_placeholder() {
+    for lang in linguas() {
+        // One entry per line pair, with msgcat's --no-wrap layout.
+        let po = run(
+            "msgcat",
+            &["--no-wrap", "--no-location", &format!("po/{lang}.po")],
+        );
+        let mut id = None;
+        for line in po.lines() {
+            if let Some(v) = line.strip_prefix("msgid \"") {
+                id = Some(v.trim_end_matches('"').to_owned());
+            } else if let Some(v) = line.strip_prefix("msgstr \"") {
+                let text = v.trim_end_matches('"');
+                if let Some(id) = id.take().filter(|_| !text.is_empty()) {
+                    assert_eq!(
+                        placeholders(&id),
+                        placeholders(text),
+                        "po/{lang}.po: the translation of {id:?} has other placeholders: {text:?}"
+                    );
+                }
+            }
+        }
     }
 }
 

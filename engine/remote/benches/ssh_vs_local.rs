@@ -1,8 +1,10 @@
 //! The engine over SSH (vireo-remote through Debian's OpenSSH `sshd` on
 //! loopback) beside the same engine over its local unix socket: connection
 //! set-up, per-call API latency, and byte-stream throughput (what a VNC
-//! console's frames ride on). OpenSSH's own `ssh` client is timed for the
-//! set-up as the reference. Prints ratios (`make bench`).
+//! console's frames ride on), and with /dev/kvm the time from opening a
+//! demo VM's console to its first complete test card. OpenSSH's own `ssh`
+//! client is timed for the set-up as the reference. Prints ratios (`make
+//! bench`).
 
 #[path = "../tests/sshd/mod.rs"]
 mod sshd;
@@ -17,11 +19,48 @@ use tokio::io::AsyncReadExt;
 use vireo_api::proto::{Request, Response};
 use vireo_api::{AsyncClient, ConnectUri};
 use vireo_remote::{Connection, NoPrompt};
-use vireo_tests::engine::Session;
+use vireo_tests::demo::shows_test_card;
+use vireo_tests::engine::{Session, domain_xml, guest};
 
 const SETUPS: usize = 15;
 const CALLS: usize = 1000;
 const STREAM_BYTES: usize = 256 << 20;
+const CONSOLES: usize = 7;
+
+/// Opens a console on `stream` and waits for the whole test card; `Err`
+/// says what the console showed instead after 30 s.
+async fn first_frame<S>(stream: S) -> Result<Duration, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync + 'static,
+{
+    let start = Instant::now();
+    let (session, _events) = vireo_console::session::Session::connect(stream, None)
+        .await
+        .unwrap();
+    loop {
+        let rgb: Vec<u8> = session
+            .framebuffer()
+            .lock()
+            .unwrap()
+            .pixels()
+            .chunks_exact(4)
+            .flat_map(|p| [p[2], p[1], p[0]])
+            .collect();
+        if shows_test_card(&rgb) {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let fb = session.framebuffer().lock().unwrap();
+            return Err(format!(
+                "no test card on the console after 30 s ({}x{}, first pixel {:?})",
+                fb.width(),
+                fb.height(),
+                fb.pixel(0, 0)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -211,6 +250,61 @@ fn main() {
         "  ratio local/SSH {:.1}x; a 1080p raw frame (8 MiB) takes {:.1} ms over SSH",
         local_bps / ssh_bps,
         8.0 / mib(ssh_bps) * 1e3
+    );
+
+    // 4. A console's first complete frame (RFB handshake, full update).
+    if !std::path::Path::new("/dev/kvm").exists() {
+        println!("console first frame: skipped, /dev/kvm is absent");
+        return;
+    }
+    session.define(&domain_xml("demo", &guest("demo"), ""));
+    session.ok(&["start", "demo"]);
+    let frames = rt.block_on(async {
+        // Wait for the guest to draw, through a first local console.
+        let stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
+        let stream = vireo_api::client::attach_vnc(stream, "bench", "demo")
+            .await
+            .unwrap();
+        first_frame(stream).await?;
+        let conn = Connection::connect_uri(&uri, &settings, &NoPrompt)
+            .await
+            .unwrap();
+        let (mut local, mut ssh) = (Vec::new(), Vec::new());
+        for _ in 0..CONSOLES {
+            let start = Instant::now();
+            let stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
+            let stream = vireo_api::client::attach_vnc(stream, "bench", "demo")
+                .await
+                .unwrap();
+            first_frame(stream).await?;
+            local.push(start.elapsed());
+            let start = Instant::now();
+            let stream = conn.attach_vnc("bench", "demo").await.unwrap();
+            first_frame(stream).await?;
+            ssh.push(start.elapsed());
+        }
+        conn.close().await;
+        Ok::<_, String>((median(local), median(ssh)))
+    });
+    let (local_frame, ssh_frame) = match frames {
+        Ok(f) => f,
+        Err(e) => {
+            let uuid = session.info("demo").summary.uuid;
+            println!(
+                "console first frame: FAILED: {e}\ndemo's serial log:\n{}",
+                session.serial_log(&uuid)
+            );
+            session.ok(&["destroy", "demo"]);
+            std::process::exit(1);
+        }
+    };
+    session.ok(&["destroy", "demo"]);
+    println!("console open to first complete frame (800x600 test card, median of {CONSOLES}):");
+    println!("  local unix socket        {:8.2} ms", ms(local_frame));
+    println!("  SSH channel              {:8.2} ms", ms(ssh_frame));
+    println!(
+        "  ratio SSH/local {:.1}x",
+        ssh_frame.as_secs_f64() / local_frame.as_secs_f64()
     );
     let _ = std::io::stdout().flush();
 }

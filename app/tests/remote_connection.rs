@@ -389,3 +389,91 @@ fn add_connection_dialog_remembers_the_connection() {
     // No new SSH connection.
     assert_eq!(remote.sshd.connections(), 1, "{}", remote.sshd.log());
 }
+
+/// Clicks the menu button of the `index`th connection section: the dark
+/// "⋮" icons at the right end of the section headers, top to bottom.
+fn click_connection_menu(x: &Xvfb, window: &str, index: usize) {
+    let shot = artifacts_dir().join("remote-menu-find.png");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        x.screenshot(window, &shot);
+        let img = image::open(&shot).unwrap().to_rgb8();
+        let (w, h) = img.dimensions();
+        // Below the header bar, the right-most dark pixels in the window
+        // belong to those icons (the status icons and texts sit left of
+        // them; VM rows have nothing dark on the right).
+        let rightmost: Vec<(u32, u32)> = (60..h)
+            .filter_map(|y| {
+                (w / 2..w.saturating_sub(40))
+                    .rev()
+                    .find(|&x| img.get_pixel(x, y).0.iter().all(|&c| c < 0x60))
+                    .map(|x| (y, x))
+            })
+            .collect();
+        let edge = rightmost.iter().map(|&(_, x)| x).max().unwrap_or(0);
+        let mut groups: Vec<(u32, u32, u32)> = Vec::new(); // (y0, y1, x)
+        for &(y, x) in rightmost.iter().filter(|&&(_, x)| x + 4 >= edge) {
+            match groups.last_mut() {
+                Some(g) if y - g.1 <= 6 => g.1 = y,
+                _ => groups.push((y, y, x.saturating_sub(1))),
+            }
+        }
+        if let Some(&(y0, y1, x0)) = groups.get(index) {
+            // Away first: a click where the pointer already is may reach a
+            // popover that just closed.
+            x.click(window, 20, h - 20);
+            std::thread::sleep(Duration::from_millis(300));
+            x.click(window, x0 + 1, y0.midpoint(y1));
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no menu button {index} (edge {edge}, groups {groups:?}); see {}",
+            shot.display()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn connection_menu_disconnects_connects_and_removes() {
+    if !sshd_or_skip() {
+        return;
+    }
+    let session = Session::new();
+    session.define(&domain_xml("demo", &guest("demo"), ""));
+    let remote = Remote::new(&session, true);
+    let conn = format!("connection {}", remote.uri);
+    let x = Xvfb::start();
+    let (mut app, log) = remote.start_app(&x, &session, &[]);
+    x.wait_for_window("Vireo", &mut app, WAIT);
+    let manager = visible_window(&x, "Vireo");
+    wait_log(&log, &format!("{conn}: vm demo: shut off"), 1);
+    wait_log(&log, "connection vireo:///session: connected", 1);
+
+    // Connect, Disconnect, Remove (the menu opens on the first): the
+    // second disconnects.
+    click_connection_menu(&x, &manager, 1);
+    press(&x, &manager, &["Down", "Return"]);
+    wait_log(&log, &format!("{conn}: disconnected"), 1);
+    assert!(!read(&log).contains(&format!("{conn}: removed")));
+    x.screenshot(
+        &manager,
+        &artifacts_dir().join("remote-menu-disconnected.png"),
+    );
+    // The first connects again.
+    click_connection_menu(&x, &manager, 1);
+    press(&x, &manager, &["Return"]);
+    wait_log(&log, &format!("{conn}: connected"), 2);
+    assert_eq!(remote.sshd.connections(), 2, "{}", remote.sshd.log());
+    // The third removes it, from the file too.
+    click_connection_menu(&x, &manager, 1);
+    std::thread::sleep(Duration::from_millis(500));
+    x.screenshot(&manager, &artifacts_dir().join("remote-menu-open.png"));
+    press(&x, &manager, &["Down", "Down", "Return"]);
+    wait_log(&log, &format!("{conn}: removed"), 1);
+    let saved =
+        std::fs::read_to_string(remote.home.path().join(".config/vireo/connections.json")).unwrap();
+    assert!(!saved.contains(&remote.uri), "{saved}");
+    x.screenshot(&manager, &artifacts_dir().join("remote-menu-removed.png"));
+}

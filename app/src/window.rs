@@ -889,6 +889,13 @@ impl Component for ManagerWindow {
                         }
                         if op == ConnOp::Remove {
                             c.section.set_visible(false);
+                            // Its VM windows go with it.
+                            self.windows.retain(|(conn, _), w| {
+                                if *conn == id {
+                                    w.widget().close();
+                                }
+                                *conn != id
+                            });
                             let uri = c.target.uri().to_string();
                             self.saved.retain(|s| s.uri != uri);
                             self.save_connections(&sender);

@@ -177,6 +177,7 @@ fn remote_vms_console_on_one_ssh_connection_and_reconnect() {
     wait_log(&log, &format!("{conn}: connected"), 2);
     wait_log(&log, "vm window demo: connection back", 1);
     wait_log(&log, "console demo: attached", 2);
+    wait_log(&log, "serial demo: attached", 2);
     wait_for_test_card(&x, &window, "remote-console-reconnected.png", &log);
     assert_eq!(remote.sshd.connections(), 2, "{}", remote.sshd.log());
 

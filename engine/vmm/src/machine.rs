@@ -261,8 +261,21 @@ impl Machine {
                         })
                     })
                     .collect();
+                // Disks by index in `--disk` order (they have no other name
+                // here; vireod maps the index to the target device).
+                let disks: Vec<Value> = vm
+                    .disk_stats
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        let mut v = s.to_json();
+                        v["index"] = json!(i);
+                        v
+                    })
+                    .collect();
                 Ok(json!({
                     "vcpus": vcpus,
+                    "disks": disks,
                     "memory": {
                         "guest_bytes": self.config.memory,
                         "vram_bytes": self.config.vram_size,

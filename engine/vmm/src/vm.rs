@@ -25,7 +25,7 @@ use crate::devices::pci::{PciBus, PciConfigPorts, PciMmioWindow};
 use crate::devices::pm::Pm;
 use crate::devices::serial::{SerialDevice, SerialSink, com1};
 use crate::devices::virtio::MsiSink;
-use crate::devices::virtio::block::{DiskConfig, VirtioBlock};
+use crate::devices::virtio::block::{BlockStats, DiskConfig, VirtioBlock};
 use crate::devices::virtio::io_thread::IoThread;
 use crate::devices::virtio::pci::VirtioPci;
 use crate::devices::{Interrupt, IrqLine, Requests};
@@ -154,6 +154,9 @@ pub struct Vm {
     pub bochs: Arc<Mutex<BochsDisplay>>,
     /// The virtio-blk disks.
     pub disks: Vec<Arc<Mutex<VirtioPci<VirtioBlock>>>>,
+    /// Their request counters, in `--disk` order (read without the device
+    /// lock).
+    pub disk_stats: Vec<Arc<BlockStats>>,
     /// Their I/O threads (stopped before the disks are flushed).
     disk_threads: Vec<IoThread>,
     vm_fd: Arc<VmFd>,
@@ -291,6 +294,16 @@ impl Vm {
             &vm_fd,
             &irq,
         )?;
+        let disk_stats = disks
+            .iter()
+            .map(|d| {
+                d.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .device()
+                    .stats()
+                    .clone()
+            })
+            .collect();
         let disk_threads = disks
             .iter()
             .enumerate()
@@ -409,6 +422,7 @@ impl Vm {
             pm,
             bochs,
             disks,
+            disk_stats,
             disk_threads,
             vm_fd,
             _kvm: kvm,

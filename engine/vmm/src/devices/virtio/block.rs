@@ -11,6 +11,9 @@
 //! has somewhere to put the status, and is returned with length 0
 //! otherwise; it never panics the VMM.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use vireo_storage::{Image, IoKind, IoRequest};
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{Queue, QueueT};
@@ -76,9 +79,58 @@ pub mod req_status {
     pub const UNSUPP: u8 = 2;
 }
 
+/// Requests a disk completed since the machine booted (virsh
+/// `domblkstat`): relaxed atomics the I/O thread adds to and the control
+/// socket reads without taking the device lock.
+#[derive(Debug, Default)]
+pub struct BlockStats {
+    /// Reads completed.
+    pub rd_req: AtomicU64,
+    /// Bytes read.
+    pub rd_bytes: AtomicU64,
+    /// Writes completed.
+    pub wr_req: AtomicU64,
+    /// Bytes written.
+    pub wr_bytes: AtomicU64,
+    /// Flushes completed.
+    pub flush_req: AtomicU64,
+    /// Requests that failed (an I/O error, a malformed or unsupported
+    /// request).
+    pub errs: AtomicU64,
+}
+
+impl BlockStats {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn count(&self, kind: IoKind, bytes: u64) {
+        let (req, total) = match kind {
+            IoKind::Read => (&self.rd_req, &self.rd_bytes),
+            IoKind::Write => (&self.wr_req, &self.wr_bytes),
+        };
+        Self::add(req, 1);
+        Self::add(total, bytes);
+    }
+
+    /// The counters as JSON (the control socket's `stats` command).
+    pub fn to_json(&self) -> serde_json::Value {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        serde_json::json!({
+            "rd_req": get(&self.rd_req),
+            "rd_bytes": get(&self.rd_bytes),
+            "wr_req": get(&self.wr_req),
+            "wr_bytes": get(&self.wr_bytes),
+            "flush_req": get(&self.flush_req),
+            "errs": get(&self.errs),
+        })
+    }
+}
+
 /// The virtio-blk device.
 pub struct VirtioBlock {
     image: Image,
+    stats: Arc<BlockStats>,
     id: [u8; ID_BYTES],
     queue_sizes: Vec<u16>,
     read_only: bool,
@@ -117,6 +169,8 @@ struct DataRequest<'m> {
     status: GuestAddress,
     /// Bytes written to guest memory when it succeeds.
     to_guest: u32,
+    /// Data bytes the request moves.
+    len: u64,
 }
 
 /// A validated request: its descriptors split into readable and writable
@@ -149,6 +203,7 @@ impl VirtioBlock {
         }
         Self {
             image,
+            stats: Arc::default(),
             id: bytes,
             queue_sizes: vec![QUEUE_SIZE; usize::from(queues)],
             read_only,
@@ -163,6 +218,11 @@ impl VirtioBlock {
     pub fn with_unmap(mut self, unmap: bool) -> Self {
         self.unmap = unmap;
         self
+    }
+
+    /// The request counters, shared with whoever reads them.
+    pub fn stats(&self) -> &Arc<BlockStats> {
+        &self.stats
     }
 
     /// The image.
@@ -262,6 +322,7 @@ impl VirtioBlock {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!("virtio-blk: {e}");
+                BlockStats::add(&self.stats.errs, 1);
                 // Report the error if the chain ends properly in a writable
                 // byte in RAM; a chain that does not end has no status byte
                 // we could trust, and is returned with nothing written.
@@ -284,6 +345,7 @@ impl VirtioBlock {
                 if !matches!(e, Failure::Unsupported(_)) {
                     tracing::warn!("virtio-blk: {e}");
                 }
+                BlockStats::add(&self.stats.errs, 1);
                 (e.status(), 0)
             }
         };
@@ -344,6 +406,7 @@ impl VirtioBlock {
             offset,
             status: parsed.status,
             to_guest: if kind == IoKind::Read { len as u32 } else { 0 },
+            len,
         })
     }
 
@@ -368,9 +431,13 @@ impl VirtioBlock {
         let results = self.image.run_batch(&requests);
         for ((i, r), result) in pending.iter().zip(results) {
             let (status, written) = match result {
-                Ok(()) => (req_status::OK, r.to_guest),
+                Ok(()) => {
+                    self.stats.count(r.kind, r.len);
+                    (req_status::OK, r.to_guest)
+                }
                 Err(e) => {
                     tracing::warn!("virtio-blk: {e}");
+                    BlockStats::add(&self.stats.errs, 1);
                     (req_status::IOERR, 0)
                 }
             };
@@ -397,6 +464,7 @@ impl VirtioBlock {
                 self.image
                     .read_volatile(&slices, offset)
                     .map_err(|e| Failure::Io(e.to_string()))?;
+                self.stats.count(IoKind::Read, len);
                 Ok(len as u32)
             }
             request::OUT => {
@@ -410,10 +478,12 @@ impl VirtioBlock {
                 self.image
                     .write_volatile(&slices, offset)
                     .map_err(|e| Failure::Io(e.to_string()))?;
+                self.stats.count(IoKind::Write, len);
                 Ok(0)
             }
             request::FLUSH => {
                 self.image.flush().map_err(|e| Failure::Io(e.to_string()))?;
+                BlockStats::add(&self.stats.flush_req, 1);
                 Ok(0)
             }
             request::GET_ID => {

@@ -340,6 +340,45 @@ fn flush_and_get_id_succeed() {
 }
 
 #[test]
+fn stats_count_requests_bytes_flushes_and_errors() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut rig = Rig::ready(false);
+    let stats = rig.dev.device().stats().clone();
+
+    rig.data_request(request::OUT, 0, 0x20000, 4096);
+    rig.data_request(request::OUT, 16, 0x20000, 1024);
+    rig.data_request(request::IN, 0, 0x30000, 512);
+    // Two requests in flight together go through the batched path.
+    rig.header(0x10000, request::IN, 0);
+    rig.desc(0, 0x10000, 16, NEXT, 1);
+    rig.desc(1, 0x30000, 2048, WRITE | NEXT, 2);
+    rig.desc(2, 0x10100, 1, WRITE, 0);
+    rig.header(0x11000, request::OUT, 32);
+    rig.desc(3, 0x11000, 16, NEXT, 4);
+    rig.desc(4, 0x20000, 1536, NEXT, 5);
+    rig.desc(5, 0x11100, 1, WRITE, 0);
+    rig.submit_all(&[0, 3]);
+    rig.header(0x10000, request::FLUSH, 0);
+    rig.desc(0, 0x10000, 16, NEXT, 1);
+    rig.desc(1, 0x10100, 1, WRITE, 0);
+    rig.submit(0);
+    let (past_end, _) = rig.data_request(request::IN, DISK / 512, 0x20000, 512);
+    let (unknown, _) = rig.data_request(99, 0, 0x20000, 512);
+
+    assert_eq!(past_end, req_status::IOERR);
+    assert_eq!(unknown, req_status::UNSUPP);
+    assert_eq!(stats.rd_req.load(Relaxed), 2);
+    assert_eq!(stats.rd_bytes.load(Relaxed), 512 + 2048);
+    assert_eq!(stats.wr_req.load(Relaxed), 3);
+    assert_eq!(stats.wr_bytes.load(Relaxed), 4096 + 1024 + 1536);
+    assert_eq!(stats.flush_req.load(Relaxed), 1);
+    assert_eq!(stats.errs.load(Relaxed), 2);
+    let json = stats.to_json();
+    assert_eq!(json["wr_bytes"], 4096 + 1024 + 1536);
+    assert_eq!(json["errs"], 2);
+}
+
+#[test]
 fn write_zeroes_and_discard_clear_sectors() {
     let mut rig = Rig::ready(false);
     rig.mem

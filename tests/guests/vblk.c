@@ -27,7 +27,8 @@
  * Command line: sector=S (default 2); loop: after set-up, write 4 sectors
  * at scattered places over and over (flushing every 16 writes), printing
  * `looping` after the first 8, for crash tests that kill the VMM; ends
- * with `done` after 100000 writes.
+ * with `done` after 100000 writes. hold: after the report, print `done`
+ * and halt with the VM still running (for reading its disk statistics).
  */
 #include "lib/bootinfo.h"
 #include "lib/virtio.h"
@@ -186,5 +187,9 @@ void guest_main(u32 kind, u64 info)
     request(&v, 0x7777, 0, rbuf, 512, 1, &status);
     put_dec("unsupp_status", status);
 
+    if (cmdline_has(cmdline, "hold")) {
+        put_line("done");
+        halt_forever();
+    }
     finish(0);
 }

@@ -520,6 +520,10 @@ pub struct DomainStats {
     pub rss_bytes: Option<u64>,
     /// Milliseconds since the Unix epoch when sampled.
     pub timestamp_ms: u64,
+    /// One entry per attached disk, in definition order (absent from an
+    /// older engine).
+    #[serde(default)]
+    pub disks: Vec<DiskStats>,
 }
 
 impl DomainStats {
@@ -527,6 +531,25 @@ impl DomainStats {
     pub fn cpu_time_ns(&self) -> u64 {
         self.vcpus.iter().map(|v| v.cpu_time_ns).sum()
     }
+}
+
+/// One disk's I/O since the VM booted (virsh `domblkstat`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DiskStats {
+    /// The target device, e.g. `vda`.
+    pub target: String,
+    /// Reads completed.
+    pub rd_req: u64,
+    /// Bytes read.
+    pub rd_bytes: u64,
+    /// Writes completed.
+    pub wr_req: u64,
+    /// Bytes written.
+    pub wr_bytes: u64,
+    /// Flushes completed.
+    pub flush_req: u64,
+    /// Failed requests.
+    pub errs: u64,
 }
 
 /// One vCPU's figures.
@@ -806,6 +829,15 @@ mod tests {
                 vram_bytes: 4 << 20,
                 rss_bytes: None,
                 timestamp_ms: 1,
+                disks: vec![DiskStats {
+                    target: "vda".into(),
+                    rd_req: 1,
+                    rd_bytes: 512,
+                    wr_req: 2,
+                    wr_bytes: 1024,
+                    flush_req: 3,
+                    errs: 0,
+                }],
             }],
         }));
     }

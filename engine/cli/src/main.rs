@@ -161,6 +161,13 @@ enum Command {
         /// Domain name or UUID.
         domain: String,
     },
+    /// Block device I/O statistics (all disks summed without DEVICE).
+    Domblkstat {
+        /// Domain name or UUID.
+        domain: String,
+        /// The disk's target device, e.g. vda.
+        device: Option<String>,
+    },
     /// Domain memory statistics.
     Dommemstat {
         /// Domain name or UUID.
@@ -411,6 +418,10 @@ fn run(uri: &ConnectUri, command: Command) -> Result<(), String> {
         Command::CpuStats { domain } => {
             let stats = conn.stats(&domain)?;
             print!("{}", output::cpu_stats(&stats));
+        }
+        Command::Domblkstat { domain, device } => {
+            let stats = conn.stats(&domain)?;
+            print!("{}", output::domblkstat(&stats, device.as_deref())?);
         }
         Command::Dommemstat { domain } => {
             let info = conn.info(&domain)?;

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use vireo_api::domain::Disk;
-use vireo_api::proto::{DomainInfo, DomainStats, DomainSummary};
+use vireo_api::proto::{DiskStats, DomainInfo, DomainStats, DomainSummary};
 
 /// A table as virsh's vshTable prints it: each cell preceded by a space,
 /// columns padded to their widest cell plus two spaces, a dashed rule under
@@ -133,6 +133,15 @@ pub fn domstats(info: &DomainInfo, stats: Option<&DomainStats>) -> String {
             let _ = writeln!(out, "  vcpu.{}.time={}", v.id, v.cpu_time_ns);
             let _ = writeln!(out, "  vcpu.{}.exits={}", v.id, v.exits);
         }
+        let _ = writeln!(out, "  block.count={}", st.disks.len());
+        for (i, d) in st.disks.iter().enumerate() {
+            let _ = writeln!(out, "  block.{i}.name={}", d.target);
+            let _ = writeln!(out, "  block.{i}.rd.reqs={}", d.rd_req);
+            let _ = writeln!(out, "  block.{i}.rd.bytes={}", d.rd_bytes);
+            let _ = writeln!(out, "  block.{i}.wr.reqs={}", d.wr_req);
+            let _ = writeln!(out, "  block.{i}.wr.bytes={}", d.wr_bytes);
+            let _ = writeln!(out, "  block.{i}.fl.reqs={}", d.flush_req);
+        }
     }
     out.push('\n');
     out
@@ -158,6 +167,47 @@ pub fn cpu_stats(stats: &DomainStats) -> String {
         seconds(stats.cpu_time_ns())
     );
     out
+}
+
+/// `domblkstat`: virsh's `DEVICE FIELD VALUE` lines for the disk whose
+/// target is `device`, or for all disks summed (virsh prints the empty
+/// device name then).
+pub fn domblkstat(stats: &DomainStats, device: Option<&str>) -> Result<String, String> {
+    let (name, d) = match device {
+        Some(dev) => {
+            let d = stats
+                .disks
+                .iter()
+                .find(|d| d.target == dev)
+                .ok_or_else(|| format!("invalid argument: invalid path: {dev}"))?;
+            (dev, d.clone())
+        }
+        None => {
+            let mut sum = DiskStats::default();
+            for d in &stats.disks {
+                sum.rd_req += d.rd_req;
+                sum.rd_bytes += d.rd_bytes;
+                sum.wr_req += d.wr_req;
+                sum.wr_bytes += d.wr_bytes;
+                sum.flush_req += d.flush_req;
+                sum.errs += d.errs;
+            }
+            ("", sum)
+        }
+    };
+    let mut out = String::new();
+    for (field, value) in [
+        ("rd_req", d.rd_req),
+        ("rd_bytes", d.rd_bytes),
+        ("wr_req", d.wr_req),
+        ("wr_bytes", d.wr_bytes),
+        ("flush_operations", d.flush_req),
+        ("errs", d.errs),
+    ] {
+        let _ = writeln!(out, "{name} {field} {value}");
+    }
+    out.push('\n');
+    Ok(out)
 }
 
 /// `dommemstat`, in KiB like virsh.
@@ -189,6 +239,41 @@ mod tests {
         assert_eq!(
             list_table(&[d]),
             " Id   Name   State\n----------------------\n 1    test   running\n\n"
+        );
+    }
+
+    #[test]
+    fn domblkstat_prints_one_disk_or_the_sum_and_names_an_unknown_one() {
+        let disk = |target: &str, n: u64| DiskStats {
+            target: target.into(),
+            rd_req: n,
+            rd_bytes: n * 512,
+            wr_req: 2 * n,
+            wr_bytes: n * 4096,
+            flush_req: 1,
+            errs: 0,
+        };
+        let stats = DomainStats {
+            name: "t".into(),
+            uuid: uuid::Uuid::nil(),
+            state: DomainState::Running,
+            vcpus: Vec::new(),
+            guest_memory_bytes: 0,
+            vram_bytes: 0,
+            rss_bytes: None,
+            timestamp_ms: 0,
+            disks: vec![disk("vda", 3), disk("vdb", 5)],
+        };
+        assert_eq!(
+            domblkstat(&stats, Some("vdb")).unwrap(),
+            "vdb rd_req 5\nvdb rd_bytes 2560\nvdb wr_req 10\nvdb wr_bytes 20480\n\
+             vdb flush_operations 1\nvdb errs 0\n\n"
+        );
+        let sum = domblkstat(&stats, None).unwrap();
+        assert!(sum.starts_with(" rd_req 8\n rd_bytes 4096\n"), "{sum}");
+        assert_eq!(
+            domblkstat(&stats, Some("hda")).unwrap_err(),
+            "invalid argument: invalid path: hda"
         );
     }
 

@@ -19,8 +19,8 @@ use vireo_api::Domain;
 use vireo_api::domain::DiskSource;
 use vireo_api::import::{ImportError, Imported};
 use vireo_api::proto::{
-    ApiError, DomainInfo, DomainState, DomainStats, DomainSummary, ErrorCode, Event, Lifecycle,
-    Request, Response, VcpuStats,
+    ApiError, DiskStats, DomainInfo, DomainState, DomainStats, DomainSummary, ErrorCode, Event,
+    Lifecycle, Request, Response, VcpuStats,
 };
 use vireo_api::storage::StorageRequest;
 
@@ -1146,11 +1146,44 @@ impl Engine {
                     .collect()
             })
             .unwrap_or_default();
+        // vireo-vmm names disks by their index among the `--disk`
+        // arguments, which vireod passes in definition order (attached
+        // disks only).
+        let live = Domain::from_xml(&run.record.live_xml).ok();
+        let targets: Vec<String> = live
+            .iter()
+            .flat_map(|d| d.devices.disks.iter())
+            .filter(|d| d.unsupported().is_none())
+            .map(|d| d.target.dev.clone())
+            .collect();
+        let disks = v["disks"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| {
+                        let index = n(&s["index"]) as usize;
+                        DiskStats {
+                            target: targets
+                                .get(index)
+                                .cloned()
+                                .unwrap_or_else(|| format!("disk{index}")),
+                            rd_req: n(&s["rd_req"]),
+                            rd_bytes: n(&s["rd_bytes"]),
+                            wr_req: n(&s["wr_req"]),
+                            wr_bytes: n(&s["wr_bytes"]),
+                            flush_req: n(&s["flush_req"]),
+                            errs: n(&s["errs"]),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(DomainStats {
             name,
             uuid,
             state,
             vcpus,
+            disks,
             guest_memory_bytes: n(&v["memory"]["guest_bytes"]),
             vram_bytes: n(&v["memory"]["vram_bytes"]),
             rss_bytes: v["memory"]["rss_bytes"].as_u64(),

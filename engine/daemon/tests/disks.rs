@@ -127,8 +127,46 @@ fn a_qcow2_disk_defined_in_xml_is_written_by_the_guest_and_read_back_by_qemu() {
         "{details}"
     );
 
-    let report = run_guest(&s, "withdisk");
+    // The guest holds after its report, so its disk statistics can be read.
+    let held = xml.replace("</kernel>", "</kernel>\n    <cmdline>hold</cmdline>");
+    let redefined = s.ctl_with_input(&["define", "-"], Some(&held));
+    assert!(redefined.status.success(), "{redefined:?}");
+    s.ok(&["start", "withdisk"]);
+    let uuid = s.info("withdisk").summary.uuid;
+    s.wait_serial(&uuid, "done", RUN);
+    let blkstat = s.ok(&["domblkstat", "withdisk", "vda"]);
+    let domstats = s.ok(&["domstats", "withdisk"]);
+    let summed = s.ok(&["domblkstat", "withdisk"]);
+    let unknown = s.ctl(&["domblkstat", "withdisk", "sda"]);
+    s.ok(&["destroy", "withdisk"]);
+    s.wait_state("withdisk", "shut off", RUN);
+    let report = Report::parse(&s.serial_log(&uuid));
 
+    // What the guest did: a 4-sector write and a 1-sector write, one
+    // flush, a 4-sector read and two failed requests (a read past the end
+    // and an unknown type); get-id is neither a read nor a write.
+    assert_eq!(
+        blkstat,
+        "vda rd_req 1\nvda rd_bytes 2048\nvda wr_req 2\nvda wr_bytes 2560\n\
+         vda flush_operations 1\nvda errs 2\n\n"
+    );
+    // The CD-ROM is not attached: the sum is vda's alone, and sda has none.
+    assert_eq!(summed, blkstat.replace("vda ", " "));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("invalid path: sda"),
+        "{unknown:?}"
+    );
+    for line in [
+        "  block.count=1\n",
+        "  block.0.name=vda\n",
+        "  block.0.rd.reqs=1\n",
+        "  block.0.rd.bytes=2048\n",
+        "  block.0.wr.reqs=2\n",
+        "  block.0.wr.bytes=2560\n",
+        "  block.0.fl.reqs=1\n",
+    ] {
+        assert!(domstats.contains(line), "{line} in {domstats}");
+    }
     assert_eq!(report.get("virtio_blk"), Some("found"), "{report:?}");
     assert_eq!(report.number("capacity"), Some(8 * 2048));
     assert_eq!(report.number("write_status"), Some(0));
@@ -138,7 +176,7 @@ fn a_qcow2_disk_defined_in_xml_is_written_by_the_guest_and_read_back_by_qemu() {
     assert_eq!(report.number("read_match"), Some(1));
     // <serial> is what the guest reads with get-id.
     assert_eq!(report.get("id"), Some("e2e-serial-1"));
-    assert_eq!(s.state("withdisk"), "shut off (guest exited with code 0)");
+    assert_eq!(s.state("withdisk"), "shut off (destroyed)");
     let check = qemu_img(&["check", disk.to_str().unwrap()]);
     assert!(check.contains("No errors were found"), "{check}");
     // Sectors 2..6 hold 0xa0..0xa3, sector 130 0x5a, the rest is zero.

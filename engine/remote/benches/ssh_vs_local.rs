@@ -259,6 +259,9 @@ fn main() {
     }
     session.define(&domain_xml("demo", &guest("demo"), ""));
     session.ok(&["start", "demo"]);
+    // Consoles are opened once the guest has set its mode and drawn.
+    let uuid = session.info("demo").summary.uuid;
+    session.wait_serial(&uuid, "demo=ready", Duration::from_secs(60));
     let frames = rt.block_on(async {
         // Wait for the guest to draw, through a first local console.
         let stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
@@ -289,7 +292,6 @@ fn main() {
     let (local_frame, ssh_frame) = match frames {
         Ok(f) => f,
         Err(e) => {
-            let uuid = session.info("demo").summary.uuid;
             println!(
                 "console first frame: FAILED: {e}\ndemo's serial log:\n{}",
                 session.serial_log(&uuid)

@@ -1,6 +1,7 @@
-//! The VM window's Performance page: CPU and memory graphs drawn from the
-//! engine's periodic statistics events. The engine reports no disk or
-//! network figures yet, so those graphs say so instead of inventing data.
+//! The VM window's Performance page: CPU, memory and disk I/O graphs drawn
+//! from the engine's periodic statistics events. The engine reports no
+//! network figures (there is no network device yet), so that card says so
+//! instead of inventing data.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -13,22 +14,51 @@ use vireo_api::proto::DomainStats;
 /// Samples each graph keeps (the engine samples every few seconds).
 pub const HISTORY: usize = 120;
 
-/// One graph: a title, the current value and the history, 0.0 to 1.0.
+/// The histories of a graph's series (each 0.0 to 1.0, or any
+/// non-negative value when the graph scales to its peak).
+type Series = Rc<RefCell<Vec<VecDeque<f64>>>>;
+
+/// One graph: a title, the current value and the history of one or more
+/// series.
 #[derive(Debug, Clone)]
 struct Graph {
     value: gtk::Label,
     area: gtk::DrawingArea,
-    history: Rc<RefCell<VecDeque<f64>>>,
+    series: Series,
+    /// Whether values are unbounded rates drawn against the highest one
+    /// shown (else fractions, clamped to 0.0..=1.0).
+    autoscale: bool,
 }
 
 impl Graph {
     fn new(rgb: (f64, f64, f64)) -> Self {
-        let history: Rc<RefCell<VecDeque<f64>>> = Rc::default();
+        Self::with_series(&[rgb], false)
+    }
+
+    /// A graph of one series per colour.
+    fn with_series(colors: &[(f64, f64, f64)], autoscale: bool) -> Self {
+        let series: Series = Rc::new(RefCell::new(vec![VecDeque::new(); colors.len()]));
         let area = gtk::DrawingArea::new();
         area.set_content_height(90);
         area.set_hexpand(true);
-        let h = history.clone();
-        area.set_draw_func(move |_, cr, w, ht| draw(&h.borrow(), rgb, cr, w, ht));
+        let h = series.clone();
+        let colors = colors.to_vec();
+        area.set_draw_func(move |_, cr, w, ht| {
+            let series = h.borrow();
+            let peak = if autoscale {
+                series
+                    .iter()
+                    .flatten()
+                    .copied()
+                    .fold(0.0, f64::max)
+                    .max(1.0)
+            } else {
+                1.0
+            };
+            for (history, &rgb) in series.iter().zip(&colors) {
+                draw(history, peak, rgb, cr, w, ht);
+            }
+        });
         let value = gtk::Label::new(Some(&gettext("Waiting for statistics…")));
         value.set_xalign(0.0);
         value.add_css_class("dim-label");
@@ -36,31 +66,47 @@ impl Graph {
         Self {
             value,
             area,
-            history,
+            series,
+            autoscale,
         }
     }
 
     fn push(&self, v: f64, text: &str) {
-        let mut h = self.history.borrow_mut();
-        if h.len() == HISTORY {
-            h.pop_front();
+        self.push_all(&[v], text);
+    }
+
+    /// Adds one sample to each series.
+    fn push_all(&self, values: &[f64], text: &str) {
+        for (h, &v) in self.series.borrow_mut().iter_mut().zip(values) {
+            if h.len() == HISTORY {
+                h.pop_front();
+            }
+            let v = if self.autoscale {
+                v.max(0.0)
+            } else {
+                v.clamp(0.0, 1.0)
+            };
+            h.push_back(v);
         }
-        h.push_back(v.clamp(0.0, 1.0));
-        drop(h);
         self.value.set_text(text);
         self.area.queue_draw();
     }
 
     fn clear(&self, text: &str) {
-        self.history.borrow_mut().clear();
+        self.series
+            .borrow_mut()
+            .iter_mut()
+            .for_each(VecDeque::clear);
         self.value.set_text(text);
         self.area.queue_draw();
     }
 }
 
-/// Draws a history as a filled line over a light grid, newest at the right.
+/// Draws a history (values up to `peak`) as a filled line over a light
+/// grid, newest at the right.
 fn draw(
     history: &VecDeque<f64>,
+    peak: f64,
     (r, g, b): (f64, f64, f64),
     cr: &gtk::cairo::Context,
     width: i32,
@@ -82,7 +128,7 @@ fn draw(
     let x0 = w - step * (history.len() - 1) as f64;
     cr.move_to(x0, h);
     for (i, v) in history.iter().enumerate() {
-        cr.line_to(x0 + step * i as f64, h - v * (h - 2.0) - 1.0);
+        cr.line_to(x0 + step * i as f64, h - v / peak * (h - 2.0) - 1.0);
     }
     cr.line_to(w, h);
     cr.close_path();
@@ -99,8 +145,12 @@ pub struct PerfPage {
     root: gtk::ScrolledWindow,
     cpu: Graph,
     memory: Graph,
+    /// Read then write bytes per second, summed over the disks.
+    disk: Graph,
     /// The last (vCPU time ns, timestamp ms), to turn totals into usage.
     last: Rc<RefCell<Option<(u64, u64)>>>,
+    /// The last disk totals, to turn them into rates.
+    last_disk: Rc<RefCell<Option<DiskTotals>>>,
 }
 
 impl PerfPage {
@@ -108,6 +158,7 @@ impl PerfPage {
     pub fn new() -> Self {
         let cpu = Graph::new((0.21, 0.52, 0.89));
         let memory = Graph::new((0.15, 0.64, 0.41));
+        let disk = Graph::with_series(&[(0.21, 0.52, 0.89), (0.88, 0.38, 0.0)], true);
         let list = gtk::Box::new(gtk::Orientation::Vertical, 18);
         list.set_margin_top(18);
         list.set_margin_bottom(18);
@@ -115,7 +166,7 @@ impl PerfPage {
         list.set_margin_end(18);
         list.append(&card(&gettext("CPU usage"), Some(&cpu)));
         list.append(&card(&gettext("Memory"), Some(&memory)));
-        list.append(&card(&gettext("Disk I/O"), None));
+        list.append(&card(&gettext("Disk I/O"), Some(&disk)));
         list.append(&card(&gettext("Network I/O"), None));
         let clamp = adw::Clamp::new();
         clamp.set_maximum_size(800);
@@ -127,7 +178,9 @@ impl PerfPage {
             root,
             cpu,
             memory,
+            disk,
             last: Rc::default(),
+            last_disk: Rc::default(),
         }
     }
 
@@ -159,14 +212,31 @@ impl PerfPage {
             }
             _ => self.memory.clear(&gettext("Not available")),
         }
+        if stats.disks.is_empty() {
+            self.last_disk.replace(None);
+            self.disk.clear(&gettext("Not available"));
+        } else {
+            let now = DiskTotals::of(stats);
+            let prev = self.last_disk.replace(Some(now));
+            if let Some((read, write)) = prev.and_then(|p| disk_rates(p, now)) {
+                // Translators: disk throughput summed over the VM's disks,
+                // e.g. "Read 1.5 MiB/s, write 20 KiB/s".
+                let text = gettext("Read {read}/s, write {write}/s")
+                    .replace("{read}", &human_bytes(read))
+                    .replace("{write}", &human_bytes(write));
+                self.disk.push_all(&[read, write], &text);
+            }
+        }
     }
 
     /// Forgets the history (the VM stopped).
     pub fn clear(&self) {
         self.last.replace(None);
+        self.last_disk.replace(None);
         let text = gettext("The virtual machine is off");
         self.cpu.clear(&text);
         self.memory.clear(&text);
+        self.disk.clear(&text);
     }
 }
 
@@ -184,6 +254,57 @@ pub fn cpu_usage(prev: (u64, u64), now: (u64, u64), vcpus: usize) -> Option<f64>
         (now.0.saturating_sub(prev.0) as f64 / (wall_ns as f64 * vcpus.max(1) as f64))
             .clamp(0.0, 1.0)
     })
+}
+
+/// Bytes read and written over all disks, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskTotals {
+    /// Bytes read.
+    pub read: u64,
+    /// Bytes written.
+    pub written: u64,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+}
+
+impl DiskTotals {
+    /// The totals of one statistics sample.
+    pub fn of(stats: &DomainStats) -> Self {
+        Self {
+            read: stats.disks.iter().map(|d| d.rd_bytes).sum(),
+            written: stats.disks.iter().map(|d| d.wr_bytes).sum(),
+            timestamp_ms: stats.timestamp_ms,
+        }
+    }
+}
+
+/// Read and write bytes per second between two samples; `None` when no
+/// time passed or a counter went back (the VM rebooted, which restarts
+/// them).
+pub fn disk_rates(prev: DiskTotals, now: DiskTotals) -> Option<(f64, f64)> {
+    let ms = now.timestamp_ms.checked_sub(prev.timestamp_ms)?;
+    let read = now.read.checked_sub(prev.read)?;
+    let written = now.written.checked_sub(prev.written)?;
+    (ms > 0).then(|| {
+        let secs = ms as f64 / 1000.0;
+        (read as f64 / secs, written as f64 / secs)
+    })
+}
+
+/// A byte count in IEC units, e.g. "512 B", "1.5 MiB".
+pub fn human_bytes(bytes: f64) -> String {
+    let mut v = bytes.max(0.0);
+    for unit in ["B", "KiB", "MiB", "GiB"] {
+        if v < 1024.0 {
+            return if unit == "B" || v >= 10.0 {
+                format!("{v:.0} {unit}")
+            } else {
+                format!("{v:.1} {unit}")
+            };
+        }
+        v /= 1024.0;
+    }
+    format!("{v:.1} TiB")
 }
 
 /// A titled card with a graph, or saying that the series is not available.
@@ -231,5 +352,60 @@ mod tests {
         assert_eq!(cpu_usage((0, 2000), (1, 2000), 1), None);
         // Never above 100%.
         assert_eq!(cpu_usage((0, 0), (u64::MAX, 1), 1), Some(1.0));
+    }
+
+    #[test]
+    fn disk_rates_are_bytes_per_second_between_samples() {
+        let at = |read, written, timestamp_ms| DiskTotals {
+            read,
+            written,
+            timestamp_ms,
+        };
+        // 2 s apart: 4 KiB read, 1 MiB written.
+        assert_eq!(
+            disk_rates(at(0, 0, 1000), at(4096, 1 << 20, 3000)),
+            Some((2048.0, 524_288.0))
+        );
+        // No time passed, or the counters restarted with a reboot.
+        assert_eq!(disk_rates(at(0, 0, 1000), at(1, 1, 1000)), None);
+        assert_eq!(disk_rates(at(10, 10, 1000), at(5, 20, 2000)), None);
+    }
+
+    #[test]
+    fn disk_totals_sum_the_disks() {
+        use vireo_api::proto::{DiskStats, DomainState};
+        let disk = |rd_bytes, wr_bytes| DiskStats {
+            target: "vda".into(),
+            rd_bytes,
+            wr_bytes,
+            ..DiskStats::default()
+        };
+        let stats = DomainStats {
+            name: "t".into(),
+            uuid: "00000000-0000-0000-0000-000000000000".parse().unwrap(),
+            state: DomainState::Running,
+            vcpus: Vec::new(),
+            guest_memory_bytes: 0,
+            vram_bytes: 0,
+            rss_bytes: None,
+            timestamp_ms: 7,
+            disks: vec![disk(1, 2), disk(30, 40)],
+        };
+        assert_eq!(
+            DiskTotals::of(&stats),
+            DiskTotals {
+                read: 31,
+                written: 42,
+                timestamp_ms: 7
+            }
+        );
+    }
+
+    #[test]
+    fn human_bytes_uses_iec_units() {
+        assert_eq!(human_bytes(0.0), "0 B");
+        assert_eq!(human_bytes(512.0), "512 B");
+        assert_eq!(human_bytes(1536.0), "1.5 KiB");
+        assert_eq!(human_bytes(20.0 * 1024.0 * 1024.0), "20 MiB");
     }
 }

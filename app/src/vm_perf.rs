@@ -11,6 +11,22 @@ use gettextrs::gettext;
 use gtk::prelude::*;
 use vireo_api::proto::DomainStats;
 
+/// The colours of the disk graph's read and write series.
+const READ_RGB: (f64, f64, f64) = (0.21, 0.52, 0.89);
+const WRITE_RGB: (f64, f64, f64) = (0.88, 0.38, 0.0);
+
+/// `text` (markup) in the colour `rgb`, bold: the disk figures take their
+/// series' colour, so the label is the graph's legend.
+fn colored(rgb: (f64, f64, f64), text: &str) -> String {
+    let c = |v: f64| (v * 255.0).round() as u8;
+    format!(
+        "<span foreground='#{:02x}{:02x}{:02x}' weight='bold'>{text}</span>",
+        c(rgb.0),
+        c(rgb.1),
+        c(rgb.2)
+    )
+}
+
 /// Samples each graph keeps (the engine samples every few seconds).
 pub const HISTORY: usize = 120;
 
@@ -55,6 +71,7 @@ impl Graph {
             } else {
                 1.0
             };
+            grid(cr, w, ht);
             for (history, &rgb) in series.iter().zip(&colors) {
                 draw(history, peak, rgb, cr, w, ht);
             }
@@ -102,16 +119,8 @@ impl Graph {
     }
 }
 
-/// Draws a history (values up to `peak`) as a filled line over a light
-/// grid, newest at the right.
-fn draw(
-    history: &VecDeque<f64>,
-    peak: f64,
-    (r, g, b): (f64, f64, f64),
-    cr: &gtk::cairo::Context,
-    width: i32,
-    height: i32,
-) {
+/// A light grid of five lines.
+fn grid(cr: &gtk::cairo::Context, width: i32, height: i32) {
     let (w, h) = (f64::from(width), f64::from(height));
     cr.set_source_rgba(0.5, 0.5, 0.5, 0.25);
     cr.set_line_width(1.0);
@@ -121,6 +130,19 @@ fn draw(
         cr.line_to(w, y);
     }
     let _ = cr.stroke();
+}
+
+/// Draws a history (values up to `peak`) as a filled line, newest at the
+/// right.
+fn draw(
+    history: &VecDeque<f64>,
+    peak: f64,
+    (r, g, b): (f64, f64, f64),
+    cr: &gtk::cairo::Context,
+    width: i32,
+    height: i32,
+) {
+    let (w, h) = (f64::from(width), f64::from(height));
     if history.len() < 2 {
         return;
     }
@@ -158,7 +180,7 @@ impl PerfPage {
     pub fn new() -> Self {
         let cpu = Graph::new((0.21, 0.52, 0.89));
         let memory = Graph::new((0.15, 0.64, 0.41));
-        let disk = Graph::with_series(&[(0.21, 0.52, 0.89), (0.88, 0.38, 0.0)], true);
+        let disk = Graph::with_series(&[READ_RGB, WRITE_RGB], true);
         let list = gtk::Box::new(gtk::Orientation::Vertical, 18);
         list.set_margin_top(18);
         list.set_margin_bottom(18);
@@ -221,10 +243,16 @@ impl PerfPage {
             if let Some((read, write)) = prev.and_then(|p| disk_rates(p, now)) {
                 // Translators: disk throughput summed over the VM's disks,
                 // e.g. "Read 1.5 MiB/s, write 20 KiB/s".
-                let text = gettext("Read {read}/s, write {write}/s")
-                    .replace("{read}", &human_bytes(read))
-                    .replace("{write}", &human_bytes(write));
-                self.disk.push_all(&[read, write], &text);
+                let template = gettext("Read {read}/s, write {write}/s");
+                self.disk.push_all(&[read, write], "");
+                let markup = gtk::glib::markup_escape_text(&template)
+                    .replace("{read}", &colored(READ_RGB, &human_bytes(read)))
+                    .replace("{write}", &colored(WRITE_RGB, &human_bytes(write)));
+                self.disk.value.set_markup(&markup);
+                tracing::debug!(
+                    "perf {}: disk read {read:.0} B/s write {write:.0} B/s",
+                    stats.name
+                );
             }
         }
     }
@@ -399,6 +427,15 @@ mod tests {
                 timestamp_ms: 7
             }
         );
+    }
+
+    #[test]
+    fn colored_figures_are_pango_markup_in_the_series_colour() {
+        assert_eq!(
+            colored((1.0, 0.5, 0.0), "2 KiB"),
+            "<span foreground='#ff8000' weight='bold'>2 KiB</span>"
+        );
+        assert!(gtk::pango::parse_markup(&colored(READ_RGB, "1 B"), '\0').is_ok());
     }
 
     #[test]

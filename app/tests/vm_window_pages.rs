@@ -179,7 +179,19 @@ fn vm_window_view_modes_screenshot_serial_details_and_performance() {
     let _one_at_a_time = serial();
     let session = Session::new();
     // 1024x768: larger than the console area, so 1:1 differs from scaled.
-    session.define(&domain_xml("demo", &guest("demo"), "mode=1024x768"));
+    // A disk, so the performance page has disk I/O to draw.
+    let disk = session.dir.path().join("demo.raw");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    session.define(
+        &domain_xml("demo", &guest("demo"), "mode=1024x768").replace(
+            "<graphics",
+            &format!(
+                "<disk type='file' device='disk'><source file='{}'/>\
+                 <target dev='vda' bus='virtio'/></disk>\n    <graphics",
+                disk.display()
+            ),
+        ),
+    );
     session.ok(&["start", "demo"]);
     let uuid = session.info("demo").summary.uuid;
     session.wait_serial(&uuid, "demo=ready", Duration::from_secs(60));
@@ -297,7 +309,15 @@ fn vm_window_view_modes_screenshot_serial_details_and_performance() {
     std::thread::sleep(Duration::from_millis(500));
     x.screenshot(&window, &artifacts_dir().join("vm-pages-details.png"));
 
+    let mark = log.mark();
     log.keys_then(&x, &window, &["alt+4"], "vm window: page performance");
+    // Two stats samples a second apart make a disk rate: the demo guest
+    // does not touch its disk.
+    log.wait(
+        mark,
+        "perf demo: disk read 0 B/s write 0 B/s",
+        Duration::from_secs(15),
+    );
     std::thread::sleep(Duration::from_millis(1000));
     x.screenshot(&window, &artifacts_dir().join("vm-pages-performance.png"));
 

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use vireo_tests::engine::{Session, guest, kvm_or_skip, serial};
 use vireo_tests::report::Report;
@@ -138,6 +138,20 @@ fn a_qcow2_disk_defined_in_xml_is_written_by_the_guest_and_read_back_by_qemu() {
     let domstats = s.ok(&["domstats", "withdisk"]);
     let summed = s.ok(&["domblkstat", "withdisk"]);
     let unknown = s.ctl(&["domblkstat", "withdisk", "sda"]);
+    // A reset runs the guest again; the counters go on, as QEMU's do.
+    s.ok(&["reset", "withdisk"]);
+    let deadline = Instant::now() + RUN;
+    while s
+        .serial_log(&uuid)
+        .lines()
+        .filter(|l| l.trim() == "done")
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "the guest did not run again");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after_reset = s.ok(&["domblkstat", "withdisk", "vda"]);
     s.ok(&["destroy", "withdisk"]);
     s.wait_state("withdisk", "shut off", RUN);
     let report = Report::parse(&s.serial_log(&uuid));
@@ -149,6 +163,11 @@ fn a_qcow2_disk_defined_in_xml_is_written_by_the_guest_and_read_back_by_qemu() {
         blkstat,
         "vda rd_req 1\nvda rd_bytes 2048\nvda wr_req 2\nvda wr_bytes 2560\n\
          vda flush_operations 1\nvda errs 2\n\n"
+    );
+    assert_eq!(
+        after_reset,
+        "vda rd_req 2\nvda rd_bytes 4096\nvda wr_req 4\nvda wr_bytes 5120\n\
+         vda flush_operations 2\nvda errs 4\n\n"
     );
     // The CD-ROM is not attached: the sum is vda's alone, and sda has none.
     assert_eq!(summed, blkstat.replace("vda ", " "));

@@ -11,7 +11,7 @@
 //! | `system_powerdown` | | `{"armed": bool}` (whether the guest enabled the button) |
 //! | `system_reset` | | `{}` |
 //! | `quit` | | `{}`, then the VMM exits |
-//! | `stats` | | per-vCPU CPU time and exits; memory; per disk (`index` in `--disk` order) `rd_req`, `rd_bytes`, `wr_req`, `wr_bytes`, `flush_req`, `errs` since this boot |
+//! | `stats` | | per-vCPU CPU time and exits; memory; per disk (`index` in `--disk` order) `rd_req`, `rd_bytes`, `wr_req`, `wr_bytes`, `flush_req`, `errs` since the VMM started (across resets) |
 //! | `framebuffer` | | the mode, or `{"enabled": false}` |
 //! | `screendump` | `{"path"}` | `{"width", "height"}`, PNG written to path |
 //! | `dirty-pages` | | `{"page_size", "pages": [...]}` VRAM pages written since the last call |

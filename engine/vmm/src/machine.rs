@@ -263,7 +263,8 @@ impl Machine {
                     .collect();
                 // Disks by index in `--disk` order (they have no other name
                 // here; vireod maps the index to the target device).
-                let disks: Vec<Value> = vm
+                let disks: Vec<Value> = self
+                    .persistent
                     .disk_stats
                     .iter()
                     .enumerate()

@@ -241,6 +241,7 @@ fn run(args: Args) -> Result<u8, String> {
             cmos_irq.clone(),
         ))),
         cmos_irq,
+        disk_stats: args.disk.iter().map(|_| Arc::default()).collect(),
     };
 
     // The CMOS raises IRQ 8 for its update/periodic flags when polled.

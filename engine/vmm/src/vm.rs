@@ -138,6 +138,9 @@ pub struct Persistent {
     pub cmos: Arc<Mutex<Cmos>>,
     /// The CMOS's interrupt line.
     pub cmos_irq: Arc<ReboundIrq>,
+    /// Each disk's request counters, in `--disk` order (kept across
+    /// resets, as QEMU's; read without the device lock).
+    pub disk_stats: Vec<Arc<BlockStats>>,
 }
 
 /// One boot of the machine.
@@ -154,9 +157,6 @@ pub struct Vm {
     pub bochs: Arc<Mutex<BochsDisplay>>,
     /// The virtio-blk disks.
     pub disks: Vec<Arc<Mutex<VirtioPci<VirtioBlock>>>>,
-    /// Their request counters, in `--disk` order (read without the device
-    /// lock).
-    pub disk_stats: Vec<Arc<BlockStats>>,
     /// Their I/O threads (stopped before the disks are flushed).
     disk_threads: Vec<IoThread>,
     vm_fd: Arc<VmFd>,
@@ -288,22 +288,13 @@ impl Vm {
         // with an I/O thread fed by ioeventfds.
         let disks = attach_disks(
             &config.disks,
+            &persistent.disk_stats,
             &pci,
             &mem,
             mmio_addr + MMIO_BAR_SIZE,
             &vm_fd,
             &irq,
         )?;
-        let disk_stats = disks
-            .iter()
-            .map(|d| {
-                d.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .device()
-                    .stats()
-                    .clone()
-            })
-            .collect();
         let disk_threads = disks
             .iter()
             .enumerate()
@@ -422,7 +413,6 @@ impl Vm {
             pm,
             bochs,
             disks,
-            disk_stats,
             disk_threads,
             vm_fd,
             _kvm: kvm,
@@ -504,6 +494,7 @@ impl MsiSink for KvmMsi {
 /// Opens each disk and plugs a virtio-blk device for it into `pci`.
 fn attach_disks(
     disks: &[DiskConfig],
+    stats: &[Arc<BlockStats>],
     pci: &PciBus,
     mem: &GuestMemoryMmap,
     bar_start: u64,
@@ -521,18 +512,22 @@ fn attach_disks(
     let mut devices = Vec::new();
     for (i, disk) in disks.iter().enumerate() {
         let image = disk.open()?;
+        let mut block = VirtioBlock::new(
+            image,
+            &disk
+                .serial
+                .clone()
+                .unwrap_or_else(|| format!("vireo-disk-{i}")),
+            disk.queues,
+        )
+        .with_unmap(disk.unmap);
+        if let Some(s) = stats.get(i) {
+            block = block.with_stats(s.clone());
+        }
         let gsi = DISK_GSI_BASE + i as u32;
         let bar = first_bar + i as u64 * VIRTIO_BAR_STRIDE;
         let mut dev = VirtioPci::new(
-            VirtioBlock::new(
-                image,
-                &disk
-                    .serial
-                    .clone()
-                    .unwrap_or_else(|| format!("vireo-disk-{i}")),
-                disk.queues,
-            )
-            .with_unmap(disk.unmap),
+            block,
             mem.clone(),
             bar,
             irq(gsi),

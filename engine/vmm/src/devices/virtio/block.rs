@@ -79,7 +79,8 @@ pub mod req_status {
     pub const UNSUPP: u8 = 2;
 }
 
-/// Requests a disk completed since the machine booted (virsh
+/// Requests a disk completed since the VMM started, across guest resets
+/// (virsh
 /// `domblkstat`): relaxed atomics the I/O thread adds to and the control
 /// socket reads without taking the device lock.
 #[derive(Debug, Default)]
@@ -210,6 +211,13 @@ impl VirtioBlock {
             features,
             unmap: true,
         }
+    }
+
+    /// Counts into `stats` (counters that outlive one boot) instead of its
+    /// own.
+    pub fn with_stats(mut self, stats: Arc<BlockStats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// Whether guest discards free space in the image (libvirt's

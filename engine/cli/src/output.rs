@@ -169,7 +169,8 @@ pub fn cpu_stats(stats: &DomainStats) -> String {
     out
 }
 
-/// `domblkstat`: virsh's `DEVICE FIELD VALUE` lines for the disk whose
+/// `domblkstat`: virsh's `DEVICE FIELD VALUE` lines (in virsh's order,
+/// errs before flush_operations) for the disk whose
 /// target is `device`, or for all disks summed (virsh prints the empty
 /// device name then).
 pub fn domblkstat(stats: &DomainStats, device: Option<&str>) -> Result<String, String> {
@@ -201,8 +202,8 @@ pub fn domblkstat(stats: &DomainStats, device: Option<&str>) -> Result<String, S
         ("rd_bytes", d.rd_bytes),
         ("wr_req", d.wr_req),
         ("wr_bytes", d.wr_bytes),
-        ("flush_operations", d.flush_req),
         ("errs", d.errs),
+        ("flush_operations", d.flush_req),
     ] {
         let _ = writeln!(out, "{name} {field} {value}");
     }
@@ -267,7 +268,7 @@ mod tests {
         assert_eq!(
             domblkstat(&stats, Some("vdb")).unwrap(),
             "vdb rd_req 5\nvdb rd_bytes 2560\nvdb wr_req 10\nvdb wr_bytes 20480\n\
-             vdb flush_operations 1\nvdb errs 0\n\n"
+             vdb errs 0\nvdb flush_operations 1\n\n"
         );
         let sum = domblkstat(&stats, None).unwrap();
         assert!(sum.starts_with(" rd_req 8\n rd_bytes 4096\n"), "{sum}");

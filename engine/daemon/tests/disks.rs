@@ -162,12 +162,12 @@ fn a_qcow2_disk_defined_in_xml_is_written_by_the_guest_and_read_back_by_qemu() {
     assert_eq!(
         blkstat,
         "vda rd_req 1\nvda rd_bytes 2048\nvda wr_req 2\nvda wr_bytes 2560\n\
-         vda flush_operations 1\nvda errs 2\n\n"
+         vda errs 2\nvda flush_operations 1\n\n"
     );
     assert_eq!(
         after_reset,
         "vda rd_req 2\nvda rd_bytes 4096\nvda wr_req 4\nvda wr_bytes 5120\n\
-         vda flush_operations 2\nvda errs 4\n\n"
+         vda errs 4\nvda flush_operations 2\n\n"
     );
     // The CD-ROM is not attached: the sum is vda's alone, and sda has none.
     assert_eq!(summed, blkstat.replace("vda ", " "));

@@ -421,7 +421,17 @@ fn run(uri: &ConnectUri, command: Command) -> Result<(), String> {
         }
         Command::Domblkstat { domain, device } => {
             let stats = conn.stats(&domain)?;
-            print!("{}", output::domblkstat(&stats, device.as_deref())?);
+            let disks = match device {
+                Some(_) => {
+                    let xml = conn.xml(&domain, false)?;
+                    vireo_api::Domain::from_xml(&xml)
+                        .map_err(|e| format!("cannot read the domain's XML: {e}"))?
+                        .devices
+                        .disks
+                }
+                None => Vec::new(),
+            };
+            print!("{}", output::domblkstat(&stats, device.as_deref(), &disks)?);
         }
         Command::Dommemstat { domain } => {
             let info = conn.info(&domain)?;

@@ -173,13 +173,24 @@ pub fn cpu_stats(stats: &DomainStats) -> String {
 /// errs before flush_operations) for the disk whose
 /// target is `device`, or for all disks summed (virsh prints the empty
 /// device name then).
-pub fn domblkstat(stats: &DomainStats, device: Option<&str>) -> Result<String, String> {
+/// `device` is a target or, as virsh takes too, a disk's source path
+/// (looked up in `disks`, the running definition's); lines start with it
+/// as given.
+pub fn domblkstat(
+    stats: &DomainStats,
+    device: Option<&str>,
+    disks: &[Disk],
+) -> Result<String, String> {
     let (name, d) = match device {
         Some(dev) => {
+            let target = disks
+                .iter()
+                .find(|d| d.source_path() == Some(dev))
+                .map_or(dev, |d| d.target.dev.as_str());
             let d = stats
                 .disks
                 .iter()
-                .find(|d| d.target == dev)
+                .find(|d| d.target == target)
                 .ok_or_else(|| format!("invalid argument: invalid path: {dev}"))?;
             (dev, d.clone())
         }
@@ -266,14 +277,14 @@ mod tests {
             disks: vec![disk("vda", 3), disk("vdb", 5)],
         };
         assert_eq!(
-            domblkstat(&stats, Some("vdb")).unwrap(),
+            domblkstat(&stats, Some("vdb"), &[]).unwrap(),
             "vdb rd_req 5\nvdb rd_bytes 2560\nvdb wr_req 10\nvdb wr_bytes 20480\n\
              vdb errs 0\nvdb flush_operations 1\n\n"
         );
-        let sum = domblkstat(&stats, None).unwrap();
+        let sum = domblkstat(&stats, None, &[]).unwrap();
         assert!(sum.starts_with(" rd_req 8\n rd_bytes 4096\n"), "{sum}");
         assert_eq!(
-            domblkstat(&stats, Some("hda")).unwrap_err(),
+            domblkstat(&stats, Some("hda"), &[]).unwrap_err(),
             "invalid argument: invalid path: hda"
         );
     }

@@ -138,6 +138,8 @@ fn a_qcow2_disk_defined_in_xml_is_written_by_the_guest_and_read_back_by_qemu() {
     let domstats = s.ok(&["domstats", "withdisk"]);
     let summed = s.ok(&["domblkstat", "withdisk"]);
     let unknown = s.ctl(&["domblkstat", "withdisk", "sda"]);
+    // virsh also takes the disk's source path.
+    let by_path = s.ok(&["domblkstat", "withdisk", disk.to_str().unwrap()]);
     // A reset runs the guest again; the counters go on, as QEMU's do.
     s.ok(&["reset", "withdisk"]);
     let deadline = Instant::now() + RUN;
@@ -168,6 +170,10 @@ fn a_qcow2_disk_defined_in_xml_is_written_by_the_guest_and_read_back_by_qemu() {
         after_reset,
         "vda rd_req 2\nvda rd_bytes 4096\nvda wr_req 4\nvda wr_bytes 5120\n\
          vda errs 4\nvda flush_operations 2\n\n"
+    );
+    assert_eq!(
+        by_path,
+        blkstat.replace("vda ", &format!("{} ", disk.display()))
     );
     // The CD-ROM is not attached: the sum is vda's alone, and sda has none.
     assert_eq!(summed, blkstat.replace("vda ", " "));

@@ -1,7 +1,7 @@
 //! A real session engine behind Debian's OpenSSH server: `vireoctl -c
 //! vireo+ssh://…` runs a VM's lifecycle, its serial console and a
-//! screenshot through SSH, and the API plus two VNC consoles share one SSH
-//! connection (counted in sshd's log).
+//! screenshot through SSH, uploads and downloads a volume, and the API
+//! plus two VNC consoles share one SSH connection (counted in sshd's log).
 
 mod sshd;
 
@@ -317,4 +317,49 @@ fn session_engine_is_found_through_the_remote_runtime_dir_and_started_on_demand(
     assert!(s.daemon_pid().is_some());
     s.define(&domain_xml("seen", std::path::Path::new("/k"), ""));
     assert!(r.ok(&["list", "--all", "--name"]).contains("seen\n"));
+}
+
+#[test]
+fn volumes_upload_and_download_over_ssh_byte_for_byte() {
+    if !sshd_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let s = Session::new();
+    s.ok(&["list"]); // starts the engine
+    let r = Remote::new(&s);
+    assert_eq!(
+        r.ok(&["vol-create-as", "default", "v.raw", "8M", "--format", "raw"]),
+        "Vol v.raw created\n\n"
+    );
+    // 8 MiB of a pattern that differs in every 4-byte word.
+    let data: Vec<u8> = (0..8u32 << 20 >> 2)
+        .flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes())
+        .collect();
+    let src = s.dir.path().join("src.bin");
+    std::fs::write(&src, &data).unwrap();
+    let src = src.to_str().unwrap();
+    assert_eq!(
+        r.ok(&["vol-upload", "v.raw", src, "--pool", "default"]),
+        "\n"
+    );
+    // The engine wrote the bytes into the volume on the "remote" host.
+    let file = s.data.join("vireo/images/v.raw");
+    assert!(
+        std::fs::read(&file).unwrap() == data,
+        "upload changed the bytes"
+    );
+    let back = s.dir.path().join("back.bin");
+    let back_s = back.to_str().unwrap();
+    assert_eq!(
+        r.ok(&["vol-download", "v.raw", back_s, "--pool", "default"]),
+        "\n"
+    );
+    assert_eq!(std::fs::metadata(&back).unwrap().len(), 8 << 20);
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "download changed the bytes"
+    );
+    // Both transfers went through sshd: one connection each (plus create).
+    assert_eq!(r.sshd.publickey_logins(), 3, "{}", r.sshd.log());
 }

@@ -1,9 +1,9 @@
-//! Password and keyboard-interactive authentication. OpenSSH's sshd checks
-//! these against the system's accounts (shadow or PAM), which a test may
-//! not create or change here, so these two methods are exercised against
-//! russh's own SSH server on loopback instead: the client side (order,
-//! prompts, retries, the error listing the offered methods) is what is
-//! under test.
+//! Password and keyboard-interactive authentication against russh's own
+//! SSH server on loopback, which can offer any mix of methods and prompts:
+//! the client side (order, prompts, retries, the error listing the offered
+//! methods) is what is under test. The same methods against Debian's
+//! OpenSSH sshd (a test account in a private mount namespace, as root) are
+//! in `openssh_password.rs`.
 
 mod sshd;
 

@@ -420,6 +420,40 @@ impl Ppm {
     }
 }
 
+/// Runs `qemu-img ARGS`; returns its stdout and stderr, panicking when it
+/// fails.
+pub fn qemu_img(args: &[&str]) -> String {
+    let out = Command::new("qemu-img")
+        .args(args)
+        .output()
+        .expect("qemu-img is required (build-aux/install-deps installs qemu-utils)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "qemu-img {args:?}: {text}");
+    text
+}
+
+/// `qemu-io -r -c 'read -P pattern offset len'` for each check on `image`;
+/// panics on a mismatch.
+pub fn qemu_io_reads(image: &Path, format: &str, checks: &[(u8, u64, u64)]) {
+    let mut cmd = Command::new("qemu-io");
+    cmd.args(["-r", "-f", format]);
+    for (pattern, offset, len) in checks {
+        cmd.args(["-c", &format!("read -P {pattern:#x} {offset} {len}")]);
+    }
+    let out = cmd.arg(image).output().expect("qemu-io is required");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && !text.contains("Pattern verification failed"),
+        "qemu-io on {}: {text}{}",
+        image.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

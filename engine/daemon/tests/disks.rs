@@ -5,45 +5,14 @@
 //! `qemu-io`.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use vireo_tests::engine::{Session, guest, kvm_or_skip, serial};
+use vireo_tests::qemu::{qemu_img, qemu_io_reads};
 use vireo_tests::report::Report;
 
 /// The emulated KVM here is slow: a vblk run takes a few seconds.
 const RUN: Duration = Duration::from_secs(60);
-
-fn qemu_img(args: &[&str]) -> String {
-    let out = Command::new("qemu-img")
-        .args(args)
-        .output()
-        .expect("qemu-img is required (build-aux/install-deps installs qemu-utils)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "qemu-img {args:?}: {text}");
-    text
-}
-
-/// `qemu-io -r -c 'read -P pattern offset len'` for each check.
-fn qemu_io_reads(image: &Path, format: &str, checks: &[(u8, u64, u64)]) {
-    let mut cmd = Command::new("qemu-io");
-    cmd.args(["-r", "-f", format]);
-    for (pattern, offset, len) in checks {
-        cmd.args(["-c", &format!("read -P {pattern:#x} {offset} {len}")]);
-    }
-    let out = cmd.arg(image).output().expect("qemu-io is required");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success() && !text.contains("Pattern verification failed"),
-        "qemu-io on {}: {text}{}",
-        image.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A domain booting the vblk guest with `disks` inside `<devices>`.
 fn vblk_domain(name: &str, disks: &str) -> String {

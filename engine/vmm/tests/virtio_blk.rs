@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vireo_tests::guest::{Flavor, build};
-use vireo_tests::qemu::QemuBuilder;
+use vireo_tests::qemu::{QemuBuilder, qemu_img, qemu_io_reads};
 use vireo_tests::report::Report;
 
 /// The emulating KVM here runs ~1.3 M guest instructions/s: be generous.
@@ -21,37 +21,6 @@ fn kvm_present() -> bool {
         eprintln!("skipped: /dev/kvm is absent on this machine");
         false
     }
-}
-
-fn qemu_img(args: &[&str]) -> String {
-    let out = Command::new("qemu-img")
-        .args(args)
-        .output()
-        .expect("qemu-img is required (make test installs qemu-utils)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "qemu-img {args:?}: {text}");
-    text
-}
-
-/// Runs `qemu-io -c read -P` checks; panics on a mismatch.
-fn qemu_io_reads(image: &Path, format: &str, checks: &[(u8, u64, u64)]) {
-    let mut cmd = Command::new("qemu-io");
-    cmd.args(["-r", "-f", format]);
-    for (pattern, offset, len) in checks {
-        cmd.args(["-c", &format!("read -P {pattern:#x} {offset} {len}")]);
-    }
-    let out = cmd.arg(image).output().expect("qemu-io is required");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success() && !text.contains("Pattern verification failed"),
-        "qemu-io on {}: {text}{}",
-        image.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Boots `kernel` with `args` until it exits; returns (exit code, COM1).

@@ -103,15 +103,20 @@ impl Endpoint {
     }
 
     /// A client of its own, without events, for `domain`'s serial console:
-    /// after `OpenConsole` the receiver gets its output.
+    /// after `OpenConsole` the receiver gets its output, starting with the
+    /// engine's backlog (what the guest printed before the window opened).
     pub async fn open_serial(
         &self,
         domain: &str,
     ) -> Result<(AsyncClient, UnboundedReceiver<Incoming>), String> {
         let (client, incoming) = self.client(false).await?;
         client
+            // Watching, not holding: `vireoctl console` may still take
+            // the console (the window then only shows the output).
             .call(vireo_api::proto::Request::OpenConsole {
                 domain: domain.to_owned(),
+                exclusive: false,
+                force: false,
             })
             .await
             .map_err(|e| e.to_string())?;

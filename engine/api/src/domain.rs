@@ -487,6 +487,50 @@ pub struct Serial {
     /// Where the output goes, for `file` and `unix`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SerialSource>,
+    /// `<log file='…' append='on|off'/>`: a copy of the port's output in a
+    /// host file, as libvirt keeps it (the engine writes it for COM1, the
+    /// first `<serial>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<SerialLog>,
+}
+
+/// `<log file='…' append='on|off'/>` of a serial port.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct SerialLog {
+    /// The host file (an absolute path).
+    #[serde(rename = "@file", default)]
+    pub file: String,
+    /// `on` keeps what earlier runs wrote; `off` (libvirt's default)
+    /// empties the file when the domain starts.
+    #[serde(rename = "@append", default, skip_serializing_if = "Option::is_none")]
+    pub append: Option<String>,
+}
+
+impl SerialLog {
+    /// Whether a start appends to the file rather than emptying it.
+    pub fn appends(&self) -> bool {
+        self.append.as_deref() == Some("on")
+    }
+
+    fn validate(&self) -> Result<(), DomainError> {
+        let invalid = |reason: String| DomainError::Invalid {
+            element: "serial/log",
+            reason,
+        };
+        if self.file.is_empty() {
+            return Err(invalid("the log has no file='…'".into()));
+        }
+        if !self.file.starts_with('/') {
+            return Err(invalid(format!(
+                "file '{}' is not an absolute path",
+                self.file
+            )));
+        }
+        match self.append.as_deref() {
+            None | Some("on") | Some("off") => Ok(()),
+            Some(other) => Err(invalid(format!("append '{other}' is not 'on' or 'off'"))),
+        }
+    }
 }
 
 /// `<source path='…'/>` of a serial port.
@@ -597,6 +641,12 @@ impl Domain {
         Ok(out)
     }
 
+    /// The `<log>` of COM1 (the first `<serial>`), which the engine
+    /// writes while the domain runs.
+    pub fn serial_log(&self) -> Option<&SerialLog> {
+        self.devices.serials.first()?.log.as_ref()
+    }
+
     /// Guest memory at boot, in bytes.
     pub fn memory_bytes(&self) -> Result<u64, DomainError> {
         match &self.current_memory {
@@ -634,6 +684,9 @@ impl Domain {
                 element: "vcpu",
                 reason: format!("{} is outside 1 … {MAX_VCPUS}", self.vcpu.count),
             });
+        }
+        for log in self.devices.serials.iter().filter_map(|s| s.log.as_ref()) {
+            log.validate()?;
         }
         let mut targets = std::collections::HashSet::new();
         for disk in &self.devices.disks {
@@ -880,5 +933,38 @@ mod tests {
             relative,
             "<disk> 'vda': source 'a.img' is not an absolute path"
         );
+    }
+
+    #[test]
+    fn serial_log_is_read_and_checked() {
+        let serial = |inner: &str| {
+            Domain::from_xml(&with_disks(&format!(
+                "<serial type='pty'><target port='0'/>{inner}</serial><serial type='pty'/>"
+            )))
+        };
+        let d = serial("<log file='/var/log/c.log' append='on'/>").unwrap();
+        let log = d.serial_log().unwrap();
+        assert_eq!(log.file, "/var/log/c.log");
+        assert!(log.appends());
+        assert!(
+            !serial("<log file='/c.log'/>")
+                .unwrap()
+                .serial_log()
+                .unwrap()
+                .appends()
+        );
+        assert!(serial("").unwrap().serial_log().is_none());
+        let again = Domain::from_xml(&d.to_xml().unwrap()).unwrap();
+        assert_eq!(again.serial_log(), d.serial_log());
+        let err = |inner: &str| serial(inner).unwrap_err().to_string();
+        assert_eq!(
+            err("<log file='c.log'/>"),
+            "<serial/log>: file 'c.log' is not an absolute path"
+        );
+        assert_eq!(
+            err("<log file='/c.log' append='yes'/>"),
+            "<serial/log>: append 'yes' is not 'on' or 'off'"
+        );
+        assert_eq!(err("<log/>"), "<serial/log>: the log has no file='…'");
     }
 }

@@ -45,6 +45,7 @@ pub const SUPPORTED: &[&str] = &[
     "domain/devices/serial",
     "domain/devices/serial/source",
     "domain/devices/serial/target",
+    "domain/devices/serial/log",
     "domain/devices/console",
     "domain/devices/console/target",
     "domain/devices/graphics",

@@ -140,7 +140,8 @@ pub enum ServerMessage {
         #[serde(with = "crate::base64")]
         data: Vec<u8>,
     },
-    /// The serial console opened on this connection ended (the VM stopped).
+    /// The serial console opened on this connection ended: the VM stopped,
+    /// or another session took it over (`force`).
     ConsoleClosed,
     /// A chunk of the download started by call `id`.
     StreamData {
@@ -280,10 +281,28 @@ pub enum Request {
     },
     /// Attaches this connection to the domain's serial console: output then
     /// arrives as [`ServerMessage::ConsoleOutput`], input goes as
-    /// [`ClientMessage::ConsoleInput`].
+    /// [`ClientMessage::ConsoleInput`]. The output starts with the backlog
+    /// (the newest bytes COM1 printed since the domain started, up to the
+    /// engine's backlog size) and goes on live, without a byte lost or
+    /// repeated in between.
+    ///
+    /// Any number of connections may watch a console at once. One of them
+    /// at a time may hold it `exclusive`ly, as libvirt's console session
+    /// (`virsh console`): a second exclusive open is refused unless it
+    /// says `force`, which ends the first (it gets
+    /// [`ServerMessage::ConsoleClosed`]). While an exclusive session is
+    /// open, only its input reaches the guest; the other watchers see the
+    /// output and their input is dropped. Without one, every watcher's
+    /// input reaches the guest.
     OpenConsole {
         /// The domain.
         domain: String,
+        /// Hold the console as its one interactive session.
+        #[serde(default)]
+        exclusive: bool,
+        /// With `exclusive`: take the console from the session holding it.
+        #[serde(default)]
+        force: bool,
     },
     /// Storage pools and volumes.
     Storage(StorageRequest),

@@ -1,5 +1,5 @@
 //! `console`: the domain's serial port on this terminal, through the engine
-//! connection. Ctrl+] detaches.
+//! connection, starting with the engine's backlog. Ctrl+] detaches.
 
 use std::io::{IsTerminal, Read, Write};
 use std::os::fd::AsRawFd;
@@ -44,13 +44,17 @@ impl Drop for RawMode {
     }
 }
 
-/// Attaches the terminal to `domain`'s serial console until Ctrl+] or the
-/// VM stops.
-pub fn attach(conn: Connection, domain: &str, name: &str) -> Result<(), String> {
+/// Attaches the terminal to `domain`'s serial console until Ctrl+], the VM
+/// stops or another session takes the console over. The engine sends what
+/// the guest printed before (its backlog) first. As virsh's, the session is
+/// exclusive: refused while another holds the console, unless `force`.
+pub fn attach(conn: Connection, domain: &str, name: &str, force: bool) -> Result<(), String> {
     let mut client = conn.into_client();
     client
         .call(Request::OpenConsole {
             domain: domain.to_owned(),
+            exclusive: true,
+            force,
         })
         .map_err(|e| e.to_string())?;
     println!("Connected to domain '{name}'\nEscape character is ^] (Ctrl + ])");

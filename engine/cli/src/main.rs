@@ -192,10 +192,16 @@ enum Command {
         /// Domain name or UUID.
         domain: String,
     },
-    /// Attach to the domain's serial console (Ctrl+] detaches).
+    /// Attach to the domain's serial console (Ctrl+] detaches): what it
+    /// printed since the domain started (the newest 64 KiB), then live.
+    /// One such session at a time, as virsh's; the app's VM windows only
+    /// watch while it is open.
     Console {
         /// Domain name or UUID.
         domain: String,
+        /// End the console session another client holds and take it over.
+        #[arg(long)]
+        force: bool,
     },
     /// Save the domain's screen as a PNG file.
     Screenshot {
@@ -359,7 +365,7 @@ fn run(uri: &ConnectUri, command: Command) -> Result<(), String> {
             })?;
             println!("Domain '{name}' started\n");
             if console {
-                return console::attach(conn, &domain, &name);
+                return console::attach(conn, &domain, &name, false);
             }
         }
         Command::Shutdown { domain } => {
@@ -468,9 +474,9 @@ fn run(uri: &ConnectUri, command: Command) -> Result<(), String> {
                 }
             }
         }
-        Command::Console { domain } => {
+        Command::Console { domain, force } => {
             let name = conn.name_of(&domain)?;
-            return console::attach(conn, &domain, &name);
+            return console::attach(conn, &domain, &name, force);
         }
         Command::Screenshot {
             domain,

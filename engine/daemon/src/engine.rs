@@ -25,6 +25,7 @@ use vireo_api::proto::{
 use vireo_api::storage::StorageRequest;
 
 use crate::paths::EnginePaths;
+use crate::serial::SerialConsole;
 use crate::state::write_atomic;
 use crate::vmm::{self, RunRecord, VmFiles};
 
@@ -51,6 +52,8 @@ struct Run {
     files: VmFiles,
     /// Set by `destroy` so the exit reads as `destroyed`, not a crash.
     destroying: bool,
+    /// COM1's backlog and console sessions.
+    serial: Arc<SerialConsole>,
 }
 
 #[derive(Debug)]
@@ -293,10 +296,12 @@ impl Engine {
                     };
                     dom.reason = if record.paused { "user" } else { "booted" }.into();
                     let pid = record.pid;
+                    let serial = Self::resume_serial(&dom.name, &record, &files);
                     dom.run = Some(Run {
                         record,
                         files,
                         destroying: false,
+                        serial,
                     });
                     self.watch_foreign(uuid, pid);
                 }
@@ -311,6 +316,7 @@ impl Engine {
                         inner.next_id = inner.next_id.max(record.id.saturating_add(1));
                         let pid = record.pid;
                         let paused = record.paused;
+                        let serial = Self::resume_serial(&imp.domain.name, &record, &files);
                         inner.domains.insert(
                             uuid,
                             Dom {
@@ -330,6 +336,7 @@ impl Engine {
                                     record,
                                     files,
                                     destroying: false,
+                                    serial,
                                 }),
                                 busy: Arc::default(),
                             },
@@ -348,6 +355,32 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// The serial console of a VMM a previous engine started: its backlog
+    /// from the tail of the VMM's serial file, the `<log>` appended to.
+    fn resume_serial(name: &str, record: &RunRecord, files: &VmFiles) -> Arc<SerialConsole> {
+        let log = Domain::from_xml(&record.live_xml)
+            .ok()
+            .and_then(|d| d.serial_log().cloned())
+            .and_then(
+                |l| match crate::serial::open_log(Path::new(&l.file), true) {
+                    Ok(f) => Some((f, PathBuf::from(l.file))),
+                    Err(e) => {
+                        tracing::warn!("domain '{name}': {e}");
+                        None
+                    }
+                },
+            );
+        let serial =
+            SerialConsole::new(name, &files.serial_log(), &files.serial_socket(), log, true)
+                .unwrap_or_else(|e| {
+                    // The VMM runs on, with input but no output to show.
+                    tracing::warn!("domain '{name}': {e}");
+                    SerialConsole::without_output(name, &files.serial_socket())
+                });
+        serial.spawn_follower();
+        serial
     }
 
     /// Starts autostart domains, once per host boot (the runtime directory
@@ -749,6 +782,24 @@ impl Engine {
                 .map_err(|e| internal(format!("cannot create '{}': {e}", p.display())))
         };
         create(&files.serial_log())?;
+        // libvirt refuses to start a domain whose <log> cannot be opened.
+        let serial_log = match model.serial_log() {
+            Some(l) => Some((
+                crate::serial::open_log(Path::new(&l.file), l.appends())
+                    .map_err(|e| internal(format!("cannot start domain '{name}': {e}")))?,
+                PathBuf::from(&l.file),
+            )),
+            None => None,
+        };
+        // Opened before the VMM runs: nothing it prints is missed.
+        let serial = SerialConsole::new(
+            &name,
+            &files.serial_log(),
+            &files.serial_socket(),
+            serial_log,
+            false,
+        )
+        .map_err(|e| internal(format!("cannot start domain '{name}': {e}")))?;
         let log = create(&files.vmm_log())?;
         let mut cmd = tokio::process::Command::new(&self.config.vmm_binary);
         cmd.args(&args)
@@ -805,6 +856,8 @@ impl Engine {
             // A guest may run and power off before `status` is asked: that
             // is a start followed by a stop, not a failure.
             let meaning = status.map(|st| vmm::exit_meaning(Some(st), false, &files.vmm_log()));
+            // What it printed still goes to the <log>.
+            serial.close();
             if let Some(meaning) = meaning.filter(|m| !m.reason.starts_with("failed")) {
                 let mut inner = self.lock();
                 if let Some(dom) = inner.domains.get_mut(&uuid) {
@@ -843,10 +896,12 @@ impl Engine {
             .domains
             .get_mut(&uuid)
             .ok_or_else(|| internal("the domain vanished while starting"))?;
+        serial.spawn_follower();
         dom.run = Some(Run {
             record,
             files,
             destroying: false,
+            serial,
         });
         dom.state = DomainState::Running;
         dom.reason = "booted".into();
@@ -996,6 +1051,9 @@ impl Engine {
             return;
         };
         let meaning = vmm::exit_meaning(status, run.destroying, &run.files.vmm_log());
+        // Its last output reaches the backlog's readers and the <log>
+        // before anyone hears it stopped.
+        run.serial.close();
         for gone in [
             run.files.state(),
             run.files.control(),
@@ -1236,9 +1294,9 @@ impl Engine {
         Ok(Response::Screenshot { width, height, png })
     }
 
-    /// The serial socket of a running domain, for the console.
-    pub fn serial_socket(&self, key: &str) -> Result<PathBuf, ApiError> {
-        Ok(self.running(key)?.1.files.serial_socket())
+    /// The serial console of a running domain.
+    pub fn serial_console(&self, key: &str) -> Result<Arc<SerialConsole>, ApiError> {
+        Ok(self.running(key)?.1.serial)
     }
 
     /// The VNC socket of a running domain, when its VMM serves one.

@@ -7,15 +7,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use vireo_api::proto::{
     self, ApiError, ClientMessage, ErrorCode, PROTOCOL_VERSION, Request, Response, ServerMessage,
 };
 
 use crate::engine::Engine;
+use crate::serial::Next;
 
 /// How long a new connection may take to say hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -123,7 +123,9 @@ async fn connection(stream: UnixStream, engine: Arc<Engine>) -> Result<(), Strin
     });
 
     let streams = crate::pools::Streams::default();
-    let console: Arc<Mutex<Option<OwnedWriteHalf>>> = Arc::default();
+    // This connection's console session: its input handle, and the task
+    // forwarding its output (which owns the session).
+    let mut console: Option<crate::serial::ConsoleInput> = None;
     let mut console_task: Option<tokio::task::JoinHandle<()>> = None;
     let result = loop {
         let msg = match proto::read_message_async::<_, ClientMessage>(&mut reader).await {
@@ -134,8 +136,10 @@ async fn connection(stream: UnixStream, engine: Arc<Engine>) -> Result<(), Strin
         match msg {
             ClientMessage::Hello(_) => break Err("a second hello".into()),
             ClientMessage::ConsoleInput { data } => {
-                if let Some(w) = console.lock().await.as_mut() {
-                    let _ = w.write_all(&data).await;
+                if let Some(input) = console.as_ref()
+                    && let Err(e) = input.send(&data).await
+                {
+                    tracing::debug!("console input not delivered: {e}");
                 }
             }
             ClientMessage::StreamData { id, data } => {
@@ -153,45 +157,44 @@ async fn connection(stream: UnixStream, engine: Arc<Engine>) -> Result<(), Strin
             }
             ClientMessage::Call {
                 id,
-                request: Request::OpenConsole { domain },
-            } => {
-                let result = match engine.serial_socket(&domain) {
-                    Err(e) => Err(e),
-                    Ok(path) => match UnixStream::connect(&path).await {
-                        Err(e) => Err(ApiError::new(
-                            ErrorCode::Internal,
-                            format!("cannot reach the serial console: {e}"),
-                        )),
-                        Ok(s) => {
-                            let (mut r, w) = s.into_split();
-                            *console.lock().await = Some(w);
-                            if let Some(t) = console_task.take() {
-                                t.abort();
-                            }
-                            let out = out_tx.clone();
-                            let console = console.clone();
-                            console_task = Some(tokio::spawn(async move {
-                                let mut buf = vec![0u8; 4096];
-                                loop {
-                                    match r.read(&mut buf).await {
-                                        Ok(0) | Err(_) => break,
-                                        Ok(n) => {
-                                            let data = buf[..n].to_vec();
-                                            let msg = ServerMessage::ConsoleOutput { data };
-                                            if out.send(msg).await.is_err() {
-                                                return;
-                                            }
-                                        }
-                                    }
-                                }
-                                *console.lock().await = None;
-                                let _ = out.send(ServerMessage::ConsoleClosed).await;
-                            }));
-                            Ok(Response::Done)
-                        }
+                request:
+                    Request::OpenConsole {
+                        domain,
+                        exclusive,
+                        force,
                     },
+            } => {
+                // A connection has one console: a new open replaces it.
+                if let Some(t) = console_task.take() {
+                    t.abort();
+                    // The aborted task drops its session (and any hold on
+                    // the console) before the new one asks.
+                    let _ = t.await;
+                }
+                console = None;
+                let session = engine
+                    .serial_console(&domain)
+                    .and_then(|c| c.attach(exclusive, force));
+                let (result, session) = match session {
+                    Ok(s) => (Ok(Response::Done), Some(s)),
+                    Err(e) => (Err(e), None),
                 };
+                // The reply goes out before the first output.
                 let _ = out_tx.send(ServerMessage::Reply { id, result }).await;
+                if let Some(mut session) = session {
+                    console = Some(session.input());
+                    let out = out_tx.clone();
+                    console_task = Some(tokio::spawn(async move {
+                        while let Next::Output(data) = session.next().await {
+                            let msg = ServerMessage::ConsoleOutput { data };
+                            if out.send(msg).await.is_err() {
+                                return;
+                            }
+                        }
+                        drop(session);
+                        let _ = out.send(ServerMessage::ConsoleClosed).await;
+                    }));
+                }
             }
             ClientMessage::Call {
                 id,

@@ -452,6 +452,8 @@ fn console_carries_serial_output_over_the_api_connection() {
     .unwrap();
     c.call(Request::OpenConsole {
         domain: "talk".into(),
+        exclusive: true,
+        force: false,
     })
     .unwrap();
     let mut seen = Vec::new();
@@ -772,6 +774,8 @@ fn console_input_reaches_the_guest_over_the_api_connection() {
     let mut c = s.client(false);
     c.call(Request::OpenConsole {
         domain: "echo".into(),
+        exclusive: true,
+        force: false,
     })
     .unwrap();
 

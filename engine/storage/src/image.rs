@@ -348,7 +348,22 @@ fn open_layer(
                 });
             }
             // A vmdk descriptor names its extent files: imago opens them
-            // (read-only) relative to the descriptor.
+            // (read-only) relative to the descriptor, once we checked that
+            // they stay inside its folder (see `crate::vmdk`). Sparse
+            // extents are read by `crate::vmdk` for `convert` only.
+            let sparse = match crate::vmdk::detect(path) {
+                Some(crate::vmdk::VmdkFile::Descriptor) => !crate::vmdk::check_descriptor(path)?,
+                Some(crate::vmdk::VmdkFile::Sparse) => true,
+                None => false,
+            };
+            if sparse {
+                return Err(StorageError::Unsupported {
+                    path: path.to_path_buf(),
+                    reason: "sparse vmdk images cannot be used as disks; import them by \
+                             conversion (vol-create-from, or vireo_storage::convert)"
+                        .into(),
+                });
+            }
             let file = file()?;
             let vmdk = no_panic(|| {
                 Vmdk::<File>::builder(file)

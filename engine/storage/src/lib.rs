@@ -2,7 +2,8 @@
 //!
 //! Images are hostile input: every offset and size read from a header is
 //! checked against the file before it is used, and errors name the image.
-//! qcow2, raw and vmdk are read and written through the `imago` crate.
+//! qcow2, raw and flat vmdk are read and written through the `imago` crate;
+//! sparse vmdk is read by our own [`vmdk`] module, for import.
 //! The API is synchronous (imago's futures polled on the calling thread,
 //! or imago's `sync-wrappers` with a private tokio current-thread runtime):
 //! async callers use `spawn_blocking`. [`Image::run_batch`] runs a batch of
@@ -13,6 +14,8 @@
 //!   discard, write-zeroes, resize; cache modes; read-only opens.
 //! - [`create_raw`], [`create_qcow2`], [`create_overlay`]: new images.
 //! - [`convert`], [`commit`], [`stream`]: whole-image operations.
+//! - [`vmdk`]: a read-only reader for sparse and streamOptimized VMDK
+//!   (what imago does not read), the source of `convert` for them.
 //! - [`volume`]: the API the daemon's pools and volumes are built on
 //!   (create, info, delete, resize, clone, upload, download with progress).
 
@@ -22,6 +25,7 @@ pub mod image;
 pub mod ops;
 mod pool;
 pub mod probe;
+pub mod vmdk;
 pub mod volume;
 
 pub use create::{BackingSpec, Qcow2Options, create_overlay, create_qcow2, create_raw};

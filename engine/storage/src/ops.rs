@@ -38,6 +38,7 @@ use crate::create::{DEFAULT_CLUSTER_SIZE, Qcow2Options, create_qcow2, create_raw
 use crate::error::{Result, StorageError};
 use crate::image::{Image, OpenOptions};
 use crate::probe::ImageFormat;
+use crate::vmdk::{self, VmdkFile, VmdkReader};
 
 /// The unit of copying.
 const CHUNK: u64 = 1 << 20;
@@ -74,14 +75,28 @@ fn is_zero(buf: &[u8]) -> bool {
 /// larger), skipping ranges that read as zeroes. `dst` must read as zeroes
 /// (a new image).
 fn copy_contents(src: &Image, dst: &Image, progress: Progress<'_>) -> Result<()> {
-    let size = src.size();
+    copy_from(
+        src.size(),
+        &mut |buf, at| src.read_at(buf, at).map(|()| true),
+        dst,
+        progress,
+    )
+}
+
+/// [`copy_contents`] from any reader of `size` bytes; `read` returns
+/// `false` for a range it knows reads as zeroes without filling `buf`.
+fn copy_from(
+    size: u64,
+    read: &mut dyn FnMut(&mut [u8], u64) -> Result<bool>,
+    dst: &Image,
+    progress: Progress<'_>,
+) -> Result<()> {
     let mut buf = vec![0u8; CHUNK as usize];
     let mut offset = 0;
     while offset < size {
         let len = CHUNK.min(size - offset);
         let chunk = &mut buf[..len as usize];
-        src.read_at(chunk, offset)?;
-        if !is_zero(chunk) {
+        if read(chunk, offset)? && !is_zero(chunk) {
             dst.write_at(chunk, offset)?;
         }
         offset += len;
@@ -90,9 +105,46 @@ fn copy_contents(src: &Image, dst: &Image, progress: Progress<'_>) -> Result<()>
     Ok(())
 }
 
+/// The source of a conversion.
+enum Source {
+    /// Through imago (raw, qcow2 with its chain, flat vmdk).
+    Image(Image),
+    /// Sparse or streamOptimized vmdk, through our own reader.
+    Vmdk(VmdkReader),
+}
+
+impl Source {
+    fn open(path: &Path, options: &OpenOptions) -> Result<Source> {
+        let kind = match options.format {
+            None | Some(ImageFormat::Vmdk) => vmdk::detect(path),
+            Some(_) => None,
+        };
+        let own = match kind {
+            Some(VmdkFile::Sparse) => true,
+            // imago reads descriptors of flat extents; the rest is ours.
+            Some(VmdkFile::Descriptor) => !vmdk::check_descriptor(path)?,
+            None => false,
+        };
+        if own {
+            Ok(Source::Vmdk(VmdkReader::open(path)?))
+        } else {
+            Ok(Source::Image(Image::open(path, options)?))
+        }
+    }
+
+    fn size(&self) -> u64 {
+        match self {
+            Source::Image(image) => image.size(),
+            Source::Vmdk(reader) => reader.size(),
+        }
+    }
+}
+
 /// Converts `src` (any supported format, with its chain, e.g. a vmdk to
-/// import) into a new standalone image at `dst`. Zero ranges are not
-/// written, so the target stays sparse.
+/// import: flat ones through imago, sparse and streamOptimized ones
+/// through [`crate::vmdk`]) into a new standalone image at `dst`. Zero
+/// ranges are not written, so the target stays sparse. On failure `dst`
+/// is removed.
 pub fn convert(
     src: &Path,
     src_options: &OpenOptions,
@@ -101,11 +153,12 @@ pub fn convert(
     progress: Progress<'_>,
 ) -> Result<()> {
     let src_options = src_options.clone().read_only(true);
-    let source = Image::open(src, &src_options)?;
+    let mut source = Source::open(src, &src_options)?;
+    let size = source.size();
     match target {
-        TargetFormat::Raw => create_raw(dst, source.size())?,
+        TargetFormat::Raw => create_raw(dst, size)?,
         TargetFormat::Qcow2 { cluster_size } => {
-            let mut options = Qcow2Options::new(source.size());
+            let mut options = Qcow2Options::new(size);
             options.cluster_size = cluster_size;
             create_qcow2(dst, &options)?;
         }
@@ -116,7 +169,20 @@ pub fn convert(
             TargetFormat::Qcow2 { .. } => ImageFormat::Qcow2,
         };
         let target = Image::open(dst, &OpenOptions::new().format(format))?;
-        copy_contents(&source, &target, progress)?;
+        match &mut source {
+            Source::Image(image) => copy_contents(image, &target, progress)?,
+            Source::Vmdk(reader) => copy_from(
+                size,
+                &mut |buf, at| {
+                    if reader.reads_as_zeroes(at, buf.len() as u64)? {
+                        return Ok(false);
+                    }
+                    reader.read_at(buf, at).map(|()| true)
+                },
+                &target,
+                progress,
+            )?,
+        }
         target.flush()
     })();
     if result.is_err() {

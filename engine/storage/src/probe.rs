@@ -172,9 +172,25 @@ pub fn probe(path: &Path) -> Result<ImageInfo, ProbeError> {
         });
     }
     if header.starts_with(VMDK_DESCRIPTOR) {
-        return Err(ProbeError::Unsupported {
-            path: path.to_owned(),
-            reason: "a VMDK descriptor file; import the extent it names".to_owned(),
+        // A descriptor of extents (twoGbMaxExtent*, monolithicFlat): its
+        // size is the sum of its extents.
+        let virtual_size = crate::vmdk::descriptor_capacity(path).map_err(|e| match e {
+            crate::StorageError::Probe(p) => p,
+            crate::StorageError::Io { source, .. } => ProbeError::Io {
+                path: path.to_owned(),
+                source,
+            },
+            other => ProbeError::Corrupt {
+                path: path.to_owned(),
+                reason: other.to_string(),
+            },
+        })?;
+        return Ok(ImageInfo {
+            format: ImageFormat::Vmdk,
+            virtual_size,
+            version: None,
+            cluster_size: None,
+            backing_file: None,
         });
     }
 

@@ -654,6 +654,17 @@ impl Image {
         slices: &[vm_memory::VolatileSlice<'_, B>],
         offset: u64,
     ) -> Result<()> {
+        self.write_volatile_unsynced(slices, offset)?;
+        self.after_write()
+    }
+
+    /// [`Image::write_volatile`] without the writethrough flush, which a
+    /// batch does once for all of its writes.
+    fn write_volatile_unsynced<B: vm_memory::bitmap::BitmapSlice>(
+        &self,
+        slices: &[vm_memory::VolatileSlice<'_, B>],
+        offset: u64,
+    ) -> Result<()> {
         self.check_writable()?;
         let len: u64 = slices.iter().map(|s| s.len() as u64).sum();
         self.check_range(offset, len)?;
@@ -663,8 +674,7 @@ impl Image {
                 let (vector, _guard) = imago::io_buffers::IoVector::from_volatile_slice(slices);
                 block_on(self.access.inner().writev(vector, offset))
             },
-        )?;
-        self.after_write()
+        )
     }
 
     /// Runs a batch of reads and writes at the same time (as a guest with
@@ -676,39 +686,68 @@ impl Image {
     /// a guest has in flight at once, two that overlap leave either's data.
     /// A caller that needs an order (a flush after writes) runs the batch
     /// first and the rest after it.
+    ///
+    /// With `cache=writethrough` the batch is synced once, after all of
+    /// its writes and before any of them is reported complete.
     pub fn run_batch<B: vm_memory::bitmap::BitmapSlice + Sync>(
         &self,
         requests: &[IoRequest<'_, '_, B>],
     ) -> Vec<Result<()>> {
-        let run_one = |r: &IoRequest<'_, '_, B>| match r.kind {
-            IoKind::Read => self.read_volatile(r.slices, r.offset),
-            IoKind::Write => self.write_volatile(r.slices, r.offset),
-        };
-        if requests.len() <= 1 {
-            return requests.iter().map(run_one).collect();
-        }
-        let pool = self
-            .pool
-            .get_or_init(|| IoPool::new(IO_WORKERS, "vireo-disk-io"));
-        let shared = SharedRequests(requests);
-        let results: Vec<OnceLock<Result<()>>> = requests.iter().map(|_| OnceLock::new()).collect();
-        pool.run(requests.len(), &|i| {
-            let shared = &shared;
-            let _ = results[i].set(run_one(&shared.0[i]));
-        });
-        results
-            .into_iter()
-            .zip(requests)
-            .map(|(result, r)| {
-                result.into_inner().unwrap_or_else(|| {
-                    Err(StorageError::io(
-                        &self.path,
-                        format!("a request at offset {}", r.offset),
-                        io::Error::other("the request failed inside an I/O thread"),
-                    ))
+        let run_one =
+            |kind: IoKind, slices: &[vm_memory::VolatileSlice<'_, B>], offset: u64| match kind {
+                IoKind::Read => self.read_volatile(slices, offset),
+                IoKind::Write => self.write_volatile_unsynced(slices, offset),
+            };
+        let mut out: Vec<Result<()>> = if requests.len() <= 1 {
+            requests
+                .iter()
+                .map(|r| run_one(r.kind, r.slices, r.offset))
+                .collect()
+        } else {
+            let pool = self
+                .pool
+                .get_or_init(|| IoPool::new(IO_WORKERS, "vireo-disk-io"));
+            let shared = SharedRequests(requests);
+            let results: Vec<OnceLock<Result<()>>> =
+                requests.iter().map(|_| OnceLock::new()).collect();
+            pool.run(requests.len(), &|i| {
+                // The whole `SharedRequests` (which is `Sync`), not its
+                // field, is captured.
+                let shared = &shared;
+                let r = &shared.0[i];
+                let _ = results[i].set(run_one(r.kind, r.slices, r.offset));
+            });
+            results
+                .into_iter()
+                .zip(requests)
+                .map(|(result, r)| {
+                    result.into_inner().unwrap_or_else(|| {
+                        Err(StorageError::io(
+                            &self.path,
+                            format!("a request at offset {}", r.offset),
+                            io::Error::other("the request failed inside an I/O thread"),
+                        ))
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        };
+        let wrote = requests
+            .iter()
+            .zip(&out)
+            .any(|(r, result)| r.kind == IoKind::Write && result.is_ok());
+        if wrote && let Err(e) = self.after_write() {
+            let text = e.to_string();
+            for (r, result) in requests.iter().zip(out.iter_mut()) {
+                if r.kind == IoKind::Write && result.is_ok() {
+                    *result = Err(StorageError::io(
+                        &self.path,
+                        format!("syncing a write at offset {}", r.offset),
+                        io::Error::other(text.clone()),
+                    ));
+                }
+            }
+        }
+        out
     }
 
     /// Writes out metadata caches and syncs data and metadata to the disk:

@@ -198,6 +198,23 @@ pub enum StorageRequest {
         /// The new volume's file name.
         new_name: String,
     },
+    /// Creates a volume from another one, converted (`vol-create-from`;
+    /// e.g. a vmdk imported as qcow2 or raw). Sends progress like clone.
+    CreateVolumeFrom {
+        /// The pool of the new volume.
+        pool: String,
+        /// The new volume's file name.
+        name: String,
+        /// Its capacity in bytes (`None`: the input volume's); never
+        /// smaller than the input volume's.
+        capacity: Option<u64>,
+        /// Raw or qcow2.
+        format: VolumeFormat,
+        /// The input volume's pool (`None`: `pool`, or `input` is a path).
+        input_pool: Option<String>,
+        /// The input volume: its name or its path.
+        input: String,
+    },
     /// Replaces a volume's bytes with `length` bytes streamed by the client.
     UploadVolume {
         /// The pool (`None`: `volume` is a path).
@@ -323,6 +340,17 @@ struct FormatXml {
 impl VolumeDef {
     /// Reads `<volume>` XML; sizes default to bytes, as in libvirt.
     pub fn parse(xml: &str) -> Result<Self, String> {
+        Self::parse_with(xml, true).map(|(def, _)| def)
+    }
+
+    /// Reads `<volume>` XML for `vol-create-from`, where `<capacity>` may
+    /// be left out (the input volume's capacity); returns the definition
+    /// (capacity 0 when absent) and whether `<capacity>` was given.
+    pub fn parse_for_copy(xml: &str) -> Result<(Self, bool), String> {
+        Self::parse_with(xml, false)
+    }
+
+    fn parse_with(xml: &str, need_capacity: bool) -> Result<(Self, bool), String> {
         if !xml.contains("<volume") {
             return Err("invalid storage volume XML: the root element must be <volume>".into());
         }
@@ -338,22 +366,29 @@ impl VolumeDef {
             })
             .transpose()
         };
-        let capacity = bytes(doc.capacity, "capacity")?
-            .ok_or("invalid storage volume XML: <capacity> is missing")?;
+        let capacity = bytes(doc.capacity, "capacity")?;
+        if need_capacity && capacity.is_none() {
+            return Err("invalid storage volume XML: <capacity> is missing".into());
+        }
+        let has_capacity = capacity.is_some();
+        let capacity = capacity.unwrap_or(0);
         let allocation = bytes(doc.allocation, "allocation")?;
         let format = |t: Option<&VolTargetXml>| {
             t.and_then(|t| t.format.as_ref())
                 .map(|f| VolumeFormat::parse(&f.kind))
                 .transpose()
         };
-        Ok(Self {
-            name,
-            capacity,
-            allocation,
-            format: format(doc.target.as_ref())?.unwrap_or(VolumeFormat::Raw),
-            backing_format: format(doc.backing_store.as_ref())?,
-            backing: doc.backing_store.and_then(|b| b.path),
-        })
+        Ok((
+            Self {
+                name,
+                capacity,
+                allocation,
+                format: format(doc.target.as_ref())?.unwrap_or(VolumeFormat::Raw),
+                backing_format: format(doc.backing_store.as_ref())?,
+                backing: doc.backing_store.and_then(|b| b.path),
+            },
+            has_capacity,
+        ))
     }
 }
 
@@ -586,6 +621,27 @@ mod tests {
             let err = VolumeDef::parse(xml).unwrap_err();
             assert!(err.contains(want), "{xml}: {err}");
         }
+    }
+
+    #[test]
+    fn volume_xml_for_vol_create_from_may_leave_out_the_capacity() {
+        let (def, given) = VolumeDef::parse_for_copy(
+            "<volume><name>imported.qcow2</name><target><format type='qcow2'/></target></volume>",
+        )
+        .unwrap();
+        assert_eq!(
+            (def.name.as_str(), def.format, given),
+            ("imported.qcow2", VolumeFormat::Qcow2, false)
+        );
+        let (def, given) = VolumeDef::parse_for_copy(
+            "<volume><name>r</name><capacity unit='M'>8</capacity></volume>",
+        )
+        .unwrap();
+        assert_eq!(
+            (def.capacity, def.format, given),
+            (8 << 20, VolumeFormat::Raw, true)
+        );
+        assert!(VolumeDef::parse_for_copy("<volume><capacity>1</capacity></volume>").is_err());
     }
 
     #[test]

@@ -232,6 +232,21 @@ pub enum StorageCommand {
         #[arg(long)]
         pool: Option<String>,
     },
+    /// Create a volume from an XML file, with the data of another volume
+    /// converted (e.g. a vmdk imported as qcow2 or raw).
+    #[command(name = "vol-create-from")]
+    VolCreateFrom {
+        /// Pool name or UUID of the new volume.
+        pool: String,
+        /// The new volume's XML (name, optional capacity, target format),
+        /// or '-' for standard input.
+        file: String,
+        /// The input volume: its name (in --inputpool, or else POOL) or path.
+        vol: String,
+        /// Pool name or UUID of the input volume.
+        #[arg(long)]
+        inputpool: Option<String>,
+    },
     /// Replace a volume's contents with a file's bytes.
     #[command(name = "vol-upload")]
     VolUpload {
@@ -464,12 +479,14 @@ fn call(conn: &mut Connection, request: StorageRequest) -> Result<Response, Stri
         | StorageRequest::DeleteVolume { volume, .. }
         | StorageRequest::ResizeVolume { volume, .. }
         | StorageRequest::CloneVolume { volume, .. }
+        | StorageRequest::CreateVolumeFrom { input: volume, .. }
         | StorageRequest::UploadVolume { volume, .. }
         | StorageRequest::DownloadVolume { volume, .. } => Some(("vol", volume.clone())),
         StorageRequest::ListPools { .. } | StorageRequest::DefinePool { .. } => None,
     };
     let progress_label = match &request {
         StorageRequest::CloneVolume { .. } => Some("Cloning"),
+        StorageRequest::CreateVolumeFrom { .. } => Some("Converting"),
         _ => None,
     };
     let mut meter = Meter::new(progress_label);
@@ -837,6 +854,42 @@ pub fn run(conn: &mut Connection, command: StorageCommand) -> Result<(), String>
                 },
             )?;
             println!("Vol {newname} cloned from {name}\n");
+        }
+        C::VolCreateFrom {
+            pool,
+            file,
+            vol,
+            inputpool,
+        } => {
+            // virsh's order: the pool, the XML, then the input volume.
+            pool_name(conn, &pool)?;
+            let (def, has_capacity) = VolumeDef::parse_for_copy(&read_input(&file)?)?;
+            if def.backing.is_some() {
+                return Err(
+                    "vol-create-from does not take a <backingStore>: the new volume holds \
+                     the input volume's data"
+                        .into(),
+                );
+            }
+            let input_pool = match inputpool {
+                Some(p) => Some(p),
+                None if std::path::Path::new(&vol).is_absolute() => None,
+                None => Some(pool.clone()),
+            };
+            let input = volume(conn, input_pool.clone(), &vol)?;
+            let name = def.name.clone();
+            call(
+                conn,
+                R::CreateVolumeFrom {
+                    pool,
+                    name: def.name,
+                    capacity: has_capacity.then_some(def.capacity),
+                    format: def.format,
+                    input_pool,
+                    input: vol,
+                },
+            )?;
+            println!("Vol {name} created from input vol {}\n", input.name);
         }
         C::VolUpload { vol, file, pool } => {
             let mut source = std::fs::File::open(&file)

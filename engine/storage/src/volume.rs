@@ -1,7 +1,7 @@
 //! Volumes: the operations the daemon's storage pools are built on
 //! (`vol-create-as`, `vol-info`, `vol-delete`, `vol-resize`, `vol-clone`,
-//! `vol-upload`, `vol-download`). A volume is one image file; the pool (a
-//! folder) and its bookkeeping belong to the daemon.
+//! `vol-create-from`, `vol-upload`, `vol-download`). A volume is one image
+//! file; the pool (a folder) and its bookkeeping belong to the daemon.
 //!
 //! Long operations report progress through a callback with
 //! `(bytes done, bytes in total)`; the daemon forwards it over the API.
@@ -167,6 +167,63 @@ pub fn clone_volume(
     let tmp = temp_path(dst);
     let _ = fs::remove_file(&tmp);
     convert(src, &OpenOptions::new(), &tmp, target, progress)?;
+    finish_replace(&tmp, dst, false)?;
+    info(dst)
+}
+
+/// Creates a volume at `dst` from `src` converted to `format` (libvirt's
+/// `vol-create-from`): `src` may be any image we read, a sparse,
+/// streamOptimized or split vmdk included (see [`crate::vmdk`]). With
+/// `capacity`, the new volume is that large, which must not be smaller
+/// than `src`. Written to a temporary file and renamed into place, so a
+/// failed or interrupted conversion leaves no volume at `dst`.
+pub fn create_from(
+    src: &Path,
+    dst: &Path,
+    format: ImageFormat,
+    capacity: Option<u64>,
+    progress: Progress<'_>,
+) -> Result<VolumeInfo> {
+    let target = match format {
+        ImageFormat::Raw => TargetFormat::Raw,
+        ImageFormat::Qcow2 => TargetFormat::qcow2(),
+        ImageFormat::Vmdk => {
+            return Err(StorageError::Unsupported {
+                path: dst.to_path_buf(),
+                reason: "new volumes are raw or qcow2, not vmdk".into(),
+            });
+        }
+    };
+    let source_size = probe(src)?.virtual_size;
+    if let Some(c) = capacity.filter(|&c| c < source_size) {
+        return Err(StorageError::InvalidRequest {
+            path: dst.to_path_buf(),
+            reason: format!(
+                "a capacity of {c} bytes is smaller than the input volume's {source_size} bytes"
+            ),
+        });
+    }
+    if dst.exists() {
+        return Err(StorageError::io(
+            dst,
+            "creating",
+            std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+        ));
+    }
+    let tmp = temp_path(dst);
+    let _ = fs::remove_file(&tmp);
+    convert(src, &OpenOptions::new(), &tmp, target, progress)?;
+    let grown = (|| {
+        let mut image = Image::open(&tmp, &OpenOptions::new().format(format))?;
+        if let Some(c) = capacity.filter(|&c| c > image.size()) {
+            image.resize(c)?;
+        }
+        image.flush()
+    })();
+    if let Err(e) = grown {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     finish_replace(&tmp, dst, false)?;
     info(dst)
 }

@@ -645,6 +645,53 @@ impl Pools {
                 self.update(&dst, Some(volume.clone()));
                 Ok(Response::Volume { volume })
             }
+            StorageRequest::CreateVolumeFrom {
+                pool,
+                name,
+                capacity,
+                format,
+                input_pool,
+                input,
+            } => {
+                if format == VolumeFormat::Vmdk {
+                    return Err(invalid(
+                        "unsupported volume format 'vmdk' for a new volume (raw or qcow2)",
+                    ));
+                }
+                // As vol-create-as's backing volume: a name in the input
+                // pool (the new volume's pool by default), or a path.
+                let src = match input_pool.as_deref() {
+                    Some(key) => self.resolve(Some(key), &input, true)?,
+                    None if Path::new(&input).is_absolute() => self.resolve(None, &input, true)?,
+                    None => self.resolve(Some(&pool), &input, true)?,
+                };
+                let dst = self.new_volume(&pool, &name)?;
+                let busy = self.claim(&[src.path.clone(), dst.path.clone()])?;
+                let (from, to) = (src.path.clone(), dst.path.clone());
+                let result = blocking(move || {
+                    let mut throttle = Throttle::default();
+                    volume::create_from(
+                        &from,
+                        &to,
+                        to_image_format(format),
+                        capacity,
+                        &mut |done, total| {
+                            if throttle.due(done, total) {
+                                progress(done, total);
+                            }
+                        },
+                    )
+                    .map_err(|e| match e {
+                        StorageError::InvalidRequest { reason, .. } => invalid(reason),
+                        e => storage_error(e),
+                    })
+                })
+                .await;
+                drop(busy);
+                let volume = summary(&dst.name, result?);
+                self.update(&dst, Some(volume.clone()));
+                Ok(Response::Volume { volume })
+            }
             StorageRequest::UploadVolume { .. } | StorageRequest::DownloadVolume { .. } => {
                 Err(ApiError::new(
                     ErrorCode::Unsupported,

@@ -165,6 +165,8 @@ pub enum PromptKind {
         user: String,
         /// Host.
         host: String,
+        /// Whether the previous password was refused.
+        retry: bool,
     },
     /// A keyboard-interactive round.
     Keyboard {
@@ -174,6 +176,8 @@ pub enum PromptKind {
         instructions: String,
         /// Its questions.
         questions: Vec<Question>,
+        /// Whether the previous answers were refused.
+        retry: bool,
     },
     /// Whether to trust an unknown host key.
     HostKey(UnknownHost),
@@ -214,10 +218,11 @@ impl Prompter for DialogPrompter {
             .and_then(|mut a| a.pop())
     }
 
-    fn password(&self, user: &str, host: &str) -> Option<String> {
+    fn password(&self, user: &str, host: &str, retry: bool) -> Option<String> {
         self.ask(PromptKind::Password {
             user: user.to_owned(),
             host: host.to_owned(),
+            retry,
         })
         .and_then(|mut a| a.pop())
     }
@@ -227,6 +232,7 @@ impl Prompter for DialogPrompter {
         name: &str,
         instructions: &str,
         questions: &[Question],
+        retry: bool,
     ) -> Option<Vec<String>> {
         if questions.is_empty() {
             return Some(Vec::new());
@@ -235,11 +241,26 @@ impl Prompter for DialogPrompter {
             name: name.to_owned(),
             instructions: instructions.to_owned(),
             questions: questions.to_vec(),
+            retry,
         })
     }
 
     fn confirm_host_key(&self, host: &UnknownHost) -> bool {
         self.ask(PromptKind::HostKey(host.clone())).is_some()
+    }
+}
+
+/// `body` with OpenSSH's "Permission denied, please try again." before it
+/// when the previous answer was refused.
+fn with_retry(retry: bool, body: String) -> String {
+    if !retry {
+        return body;
+    }
+    let denied = gettext("Permission denied, please try again.");
+    if body.is_empty() {
+        denied
+    } else {
+        format!("{denied}\n\n{body}")
     }
 }
 
@@ -255,11 +276,14 @@ pub fn show_prompt(parent: &impl IsA<gtk::Window>, request: PromptRequest) {
                 vec![(gettext("Passphrase"), false)],
                 gettext("Unlock"),
             ),
-            PromptKind::Password { user, host } => (
+            PromptKind::Password { user, host, retry } => (
                 gettext("Password Needed"),
-                gettext("Enter the password of {user} on {host}.")
-                    .replace("{user}", user)
-                    .replace("{host}", host),
+                with_retry(
+                    *retry,
+                    gettext("Enter the password of {user} on {host}.")
+                        .replace("{user}", user)
+                        .replace("{host}", host),
+                ),
                 vec![(gettext("Password"), false)],
                 gettext("Log In"),
             ),
@@ -267,13 +291,14 @@ pub fn show_prompt(parent: &impl IsA<gtk::Window>, request: PromptRequest) {
                 name,
                 instructions,
                 questions,
+                retry,
             } => (
                 if name.is_empty() {
                     gettext("The Server Asks")
                 } else {
                     name.clone()
                 },
-                instructions.clone(),
+                with_retry(*retry, instructions.clone()),
                 questions
                     .iter()
                     .map(|q| (q.prompt.trim().to_owned(), q.echo))
@@ -352,8 +377,12 @@ pub fn show_prompt(parent: &impl IsA<gtk::Window>, request: PromptRequest) {
             )
         }
         PromptKind::Passphrase(_) => tracing::info!("passphrase dialog shown"),
-        PromptKind::Password { .. } => tracing::info!("password dialog shown"),
-        PromptKind::Keyboard { .. } => tracing::info!("keyboard-interactive dialog shown"),
+        PromptKind::Password { retry, .. } => {
+            tracing::info!("password dialog shown (retry: {retry})")
+        }
+        PromptKind::Keyboard { retry, .. } => {
+            tracing::info!("keyboard-interactive dialog shown (retry: {retry})")
+        }
     }
 }
 

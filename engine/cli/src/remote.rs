@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use vireo_api::ConnectUri;
 use vireo_api::client::Client;
-use vireo_remote::{Connection, Prompter, Question, Settings, UnknownHost};
+use vireo_remote::{Connection, Prompter, Question, RETRY_MESSAGE, Settings, UnknownHost};
 
 /// The runtime pumping the SSH connection and the connection itself, for
 /// the life of the process (vireoctl runs one command).
@@ -75,7 +75,11 @@ impl Prompter for TerminalPrompter {
         )
     }
 
-    fn password(&self, user: &str, host: &str) -> Option<String> {
+    fn password(&self, user: &str, host: &str, retry: bool) -> Option<String> {
+        if retry {
+            // As ssh: on standard error, before the prompt.
+            eprintln!("{RETRY_MESSAGE}");
+        }
         Self::ask(&format!("{user}@{host}'s password: "), false)
     }
 
@@ -84,7 +88,11 @@ impl Prompter for TerminalPrompter {
         name: &str,
         instructions: &str,
         questions: &[Question],
+        retry: bool,
     ) -> Option<Vec<String>> {
+        if retry {
+            eprintln!("{RETRY_MESSAGE}");
+        }
         if let Ok(mut tty) = std::fs::OpenOptions::new().write(true).open("/dev/tty") {
             for text in [name, instructions] {
                 if !text.is_empty() {

@@ -1,8 +1,10 @@
 //! The part of `~/.ssh/config` that decides where and as whom we connect:
 //! `Host` blocks (patterns with `*`, `?` and `!negation`), `Match all`,
-//! `HostName`, `Port`, `User`, `IdentityFile`, `ProxyJump`, and `Include`.
-//! As in OpenSSH, the first value found for a keyword wins, except
-//! `IdentityFile`, whose values add up. Other keywords are ignored.
+//! `HostName`, `Port`, `User`, `IdentityFile`, `ProxyJump`, `Include`, and
+//! how to authenticate: `PreferredAuthentications` and
+//! `NumberOfPasswordPrompts`. As in OpenSSH, the first value found for a
+//! keyword wins, except `IdentityFile`, whose values add up. Other keywords
+//! are ignored.
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +21,12 @@ pub struct HostConfig {
     pub identity_files: Vec<PathBuf>,
     /// `ProxyJump` (`none` is kept as an empty list).
     pub proxy_jump: Option<Vec<String>>,
+    /// `PreferredAuthentications`: method names in the order to try them
+    /// (names we do not implement are kept; the connection skips them).
+    pub preferred_authentications: Option<Vec<String>>,
+    /// `NumberOfPasswordPrompts`: how many times a password,
+    /// keyboard-interactive answer or key passphrase is asked for.
+    pub number_of_password_prompts: Option<u32>,
 }
 
 /// Why the configuration cannot be used.
@@ -201,12 +209,40 @@ impl SshConfig {
                     }
                 }
                 _ => {
+                    // The authentication keywords take exactly one value (as
+                    // OpenSSH, which refuses extra arguments).
+                    let name = match keyword.as_str() {
+                        "numberofpasswordprompts" => Some("NumberOfPasswordPrompts"),
+                        "preferredauthentications" => Some("PreferredAuthentications"),
+                        _ => None,
+                    };
+                    if let Some(name) = name
+                        && args.len() > 1
+                    {
+                        let hint = if name == "PreferredAuthentications" {
+                            " (separate methods with commas, no spaces)"
+                        } else {
+                            ""
+                        };
+                        return Err(bad(
+                            line,
+                            format!("'{name}' takes one value, not {}{hint}", args.len()),
+                        ));
+                    }
                     let Some(value) = args.into_iter().next() else {
                         return Err(bad(line, format!("'{keyword}' has no value")));
                     };
                     if keyword == "port" && value.parse::<u16>().ok().filter(|&p| p != 0).is_none()
                     {
                         return Err(bad(line, format!("bad port '{value}'")));
+                    }
+                    if keyword == "numberofpasswordprompts" && value.parse::<u32>().is_err() {
+                        return Err(bad(
+                            line,
+                            format!(
+                                "bad NumberOfPasswordPrompts '{value}' (a whole number is needed)"
+                            ),
+                        ));
                     }
                     self.entries.push(Entry {
                         patterns: patterns.clone(),
@@ -244,6 +280,18 @@ impl SshConfig {
                         host,
                         env,
                     )));
+                }
+                "preferredauthentications" if out.preferred_authentications.is_none() => {
+                    out.preferred_authentications = Some(
+                        e.value
+                            .split(',')
+                            .filter(|m| !m.is_empty())
+                            .map(str::to_owned)
+                            .collect(),
+                    );
+                }
+                "numberofpasswordprompts" if out.number_of_password_prompts.is_none() => {
+                    out.number_of_password_prompts = e.value.parse().ok();
                 }
                 "proxyjump" if !proxy_seen => {
                     proxy_seen = true;
@@ -500,6 +548,66 @@ Host *
         assert_eq!(
             err.to_string(),
             "/x/config:1: 'Host' needs at least one pattern"
+        );
+    }
+
+    #[test]
+    fn authentication_settings_first_value_wins() {
+        let text = "\
+Host pw
+    PreferredAuthentications password,keyboard-interactive
+    NumberOfPasswordPrompts 1
+Host *
+    PreferredAuthentications publickey
+    NumberOfPasswordPrompts 5
+";
+        let c = SshConfig::parse(text, Path::new("cfg"), &env()).unwrap();
+        let h = c.resolve("pw", &env());
+        assert_eq!(
+            h.preferred_authentications,
+            Some(vec!["password".into(), "keyboard-interactive".into()])
+        );
+        assert_eq!(h.number_of_password_prompts, Some(1));
+        let other = c.resolve("elsewhere", &env());
+        assert_eq!(
+            other.preferred_authentications,
+            Some(vec!["publickey".into()])
+        );
+        assert_eq!(other.number_of_password_prompts, Some(5));
+        let none = SshConfig::parse("", Path::new("cfg"), &env())
+            .unwrap()
+            .resolve("x", &env());
+        assert_eq!(
+            (
+                none.preferred_authentications,
+                none.number_of_password_prompts
+            ),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn bad_authentication_settings_are_named() {
+        let err = SshConfig::parse(
+            "Host a\n  NumberOfPasswordPrompts three\n",
+            Path::new("/x/config"),
+            &env(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/x/config:2: bad NumberOfPasswordPrompts 'three' (a whole number is needed)"
+        );
+        let err = SshConfig::parse(
+            "PreferredAuthentications password, publickey\n",
+            Path::new("/x/config"),
+            &env(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/x/config:1: 'PreferredAuthentications' takes one value, not 2 (separate methods \
+             with commas, no spaces)"
         );
     }
 

@@ -80,10 +80,12 @@ pub enum RemoteError {
         /// Its line.
         line: usize,
     },
-    /// Every authentication method failed.
+    /// Every authentication method failed (or was cancelled).
     #[error(
-        "{user}@{host}: authentication rejected (the server offered: {}; tried: {})",
-        list(.offered), list(.tried)
+        "{user}@{host}: authentication rejected (the server offered: {}; tried: {}){}",
+        list(.offered), list(.tried),
+        closed.as_deref().map(|m| format!("; the server closed the connection: {m}"))
+            .unwrap_or_default()
     )]
     AuthRejected {
         /// The login name.
@@ -92,8 +94,12 @@ pub enum RemoteError {
         host: String,
         /// Methods the server accepts (`publickey`, `password`, ...).
         offered: Vec<String>,
-        /// What we tried, e.g. "agent key SHA256:…", "key ~/.ssh/id_ed25519".
+        /// What we tried, e.g. "agent key SHA256:…", "key ~/.ssh/id_ed25519",
+        /// "keyboard-interactive", "password (cancelled)".
         tried: Vec<String>,
+        /// Why the server ended the connection, when it did (OpenSSH's sshd
+        /// after `MaxAuthTries` failures: "Too many authentication failures").
+        closed: Option<String>,
     },
     /// No engine listens on the remote socket.
     #[error("no Vireo engine is running on {host}: {socket} {why}; {hint}")]

@@ -8,12 +8,14 @@
 //! channel.
 //!
 //! - `config.rs`: `~/.ssh/config` (Host, HostName, Port, User,
-//!   IdentityFile, ProxyJump, Include).
+//!   IdentityFile, ProxyJump, Include, PreferredAuthentications,
+//!   NumberOfPasswordPrompts).
 //! - `known_hosts.rs`: host keys as OpenSSH checks and records them.
 //! - `prompt.rs`: the [`Prompter`] that answers passphrase, password,
 //!   keyboard-interactive and unknown-host questions.
 //! - `connection.rs`: connecting (ProxyJump hops as direct-tcpip channels),
-//!   authentication in OpenSSH's order, the engine socket (`/system`: fixed;
+//!   authentication as OpenSSH's client does it (method order, prompts
+//!   per method, Cancel), the engine socket (`/system`: fixed;
 //!   `/session`: the remote user's runtime directory, asked with a tiny
 //!   `exec`; `?socket=` overrides both), channels, and errors that say what
 //!   failed.
@@ -30,7 +32,7 @@ pub use connection::{
     key_type_name,
 };
 pub use error::RemoteError;
-pub use prompt::{NoPrompt, Prompter, Question, UnknownHost};
+pub use prompt::{NoPrompt, Prompter, Question, RETRY_MESSAGE, UnknownHost};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 

@@ -52,21 +52,31 @@ impl UnknownHost {
     }
 }
 
+/// What OpenSSH's client says before it asks for a password again after a
+/// wrong one.
+pub const RETRY_MESSAGE: &str = "Permission denied, please try again.";
+
 /// Answers a connection's questions. Calls may block (a terminal read, a
 /// dialog on another thread); they are made from the connecting task, never
-/// from the GTK main thread. `None` means the user declined or cannot be
-/// asked, and the method is skipped.
+/// from the GTK main thread. `None` means the user cancelled (or cannot be
+/// asked): that method is not asked again and the next one is tried.
+///
+/// A password and keyboard-interactive answers are asked up to
+/// `NumberOfPasswordPrompts` times (3 by default), as OpenSSH does; `retry`
+/// is true when the previous answer was refused, so the question should
+/// say so (OpenSSH: [`RETRY_MESSAGE`]).
 pub trait Prompter: Send + Sync {
     /// The passphrase of the encrypted private key `key`.
     fn passphrase(&self, key: &Path) -> Option<String>;
     /// The password of `user` on `host`.
-    fn password(&self, user: &str, host: &str) -> Option<String>;
+    fn password(&self, user: &str, host: &str, retry: bool) -> Option<String>;
     /// Answers to a keyboard-interactive round (one per question).
     fn keyboard_interactive(
         &self,
         name: &str,
         instructions: &str,
         questions: &[Question],
+        retry: bool,
     ) -> Option<Vec<String>>;
     /// Whether to trust, and record, an unknown host key.
     fn confirm_host_key(&self, host: &UnknownHost) -> bool;
@@ -80,10 +90,16 @@ impl Prompter for NoPrompt {
     fn passphrase(&self, _: &Path) -> Option<String> {
         None
     }
-    fn password(&self, _: &str, _: &str) -> Option<String> {
+    fn password(&self, _: &str, _: &str, _: bool) -> Option<String> {
         None
     }
-    fn keyboard_interactive(&self, _: &str, _: &str, _: &[Question]) -> Option<Vec<String>> {
+    fn keyboard_interactive(
+        &self,
+        _: &str,
+        _: &str,
+        _: &[Question],
+        _: bool,
+    ) -> Option<Vec<String>> {
         None
     }
     fn confirm_host_key(&self, _: &UnknownHost) -> bool {

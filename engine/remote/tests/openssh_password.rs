@@ -217,7 +217,9 @@ impl Drop for NsSshd {
     }
 }
 
-/// Scripted answers; records every question.
+/// Scripted answers (an empty queue cancels the prompt); records every
+/// question, with " (retry)" when the prompter was told the previous
+/// answer was refused.
 #[derive(Default)]
 struct Answers {
     passwords: Mutex<Vec<String>>,
@@ -225,15 +227,43 @@ struct Answers {
     asked: Mutex<Vec<String>>,
 }
 
+impl Answers {
+    fn new(passwords: &[&str], ki: &[&str]) -> Self {
+        Self {
+            passwords: Mutex::new(passwords.iter().map(|p| p.to_string()).collect()),
+            ki: Mutex::new(ki.iter().map(|a| a.to_string()).collect()),
+            ..Default::default()
+        }
+    }
+
+    fn asked(&self) -> Vec<String> {
+        self.asked.lock().unwrap().clone()
+    }
+}
+
+fn retry_mark(retry: bool) -> &'static str {
+    if retry { " (retry)" } else { "" }
+}
+
+/// What the prompter records for a password question (first, or again).
+fn pw(retry: bool) -> String {
+    format!("password {USER}@127.0.0.1{}", retry_mark(retry))
+}
+
+/// What it records for PAM's keyboard-interactive question.
+fn ki(retry: bool) -> String {
+    format!("ki [] [] Password: (hidden){}", retry_mark(retry))
+}
+
 impl Prompter for Answers {
     fn passphrase(&self, _: &Path) -> Option<String> {
         None
     }
-    fn password(&self, user: &str, host: &str) -> Option<String> {
+    fn password(&self, user: &str, host: &str, retry: bool) -> Option<String> {
         self.asked
             .lock()
             .unwrap()
-            .push(format!("password {user}@{host}"));
+            .push(format!("password {user}@{host}{}", retry_mark(retry)));
         let mut p = self.passwords.lock().unwrap();
         (!p.is_empty()).then(|| p.remove(0))
     }
@@ -242,15 +272,17 @@ impl Prompter for Answers {
         name: &str,
         instructions: &str,
         questions: &[Question],
+        retry: bool,
     ) -> Option<Vec<String>> {
         let q: Vec<String> = questions
             .iter()
             .map(|q| format!("{}{}", q.prompt, if q.echo { "" } else { "(hidden)" }))
             .collect();
-        self.asked
-            .lock()
-            .unwrap()
-            .push(format!("ki [{name}] [{instructions}] {}", q.join(",")));
+        self.asked.lock().unwrap().push(format!(
+            "ki [{name}] [{instructions}] {}{}",
+            q.join(","),
+            retry_mark(retry)
+        ));
         if questions.is_empty() {
             return Some(Vec::new());
         }
@@ -272,6 +304,24 @@ async fn engine_answers(conn: &Connection) {
     );
 }
 
+/// Connects to `sshd` with `answers`; `Ok` once the engine answered over
+/// the connection.
+fn connect(sshd: &NsSshd, s: &Session, answers: &Answers) -> Result<(), RemoteError> {
+    let home = sshd.client_home();
+    runtime().block_on(async {
+        let conn = Connection::connect_uri(&sshd.uri(s), &home.settings(None), answers).await?;
+        engine_answers(&conn).await;
+        Ok(())
+    })
+}
+
+const PASSWORD_ONLY: &str =
+    "UsePAM no\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\n";
+/// Both methods through PAM, as Debian's sshd_config has it with
+/// KbdInteractiveAuthentication turned on (OpenSSH on Linux offers
+/// keyboard-interactive only through PAM).
+const BOTH_PAM: &str = "UsePAM yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication yes\n";
+
 #[test]
 fn openssh_password_is_retried_then_accepted_and_the_engine_answers() {
     if !root_or_skip() {
@@ -280,35 +330,24 @@ fn openssh_password_is_retried_then_accepted_and_the_engine_answers() {
     let _serial = serial();
     let s = Session::new();
     s.ok(&["list"]); // starts the engine
-    let sshd =
-        NsSshd::start("UsePAM no\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\n");
-    let home = sshd.client_home();
-    let answers = Answers {
-        passwords: Mutex::new(vec!["wrong".into(), PASSWORD.into()]),
-        ..Default::default()
-    };
-    runtime().block_on(async {
-        let conn = Connection::connect_uri(&sshd.uri(&s), &home.settings(None), &answers)
-            .await
-            .unwrap();
-        engine_answers(&conn).await;
-    });
+    let sshd = NsSshd::start(PASSWORD_ONLY);
+    // Accepted on the second try, then (a new connection) on the third.
+    let answers = Answers::new(&["wrong", PASSWORD], &[]);
+    connect(&sshd, &s, &answers).unwrap();
+    // The second question says the first answer was refused.
+    assert_eq!(answers.asked(), vec![pw(false), pw(true)]);
+    let answers = Answers::new(&["wrong", "wrong again", PASSWORD], &[]);
+    connect(&sshd, &s, &answers).unwrap();
+    assert_eq!(answers.asked(), vec![pw(false), pw(true), pw(true)]);
     assert_eq!(
-        *answers.asked.lock().unwrap(),
-        vec![
-            format!("password {USER}@127.0.0.1"),
-            format!("password {USER}@127.0.0.1")
-        ]
-    );
-    assert_eq!(
-        sshd.count_when("Failed password for vireotest ", 1),
-        1,
+        sshd.count_when("Failed password for vireotest ", 3),
+        3,
         "{}",
         sshd.log()
     );
     assert_eq!(
-        sshd.count_when("Accepted password for vireotest ", 1),
-        1,
+        sshd.count_when("Accepted password for vireotest ", 2),
+        2,
         "{}",
         sshd.log()
     );
@@ -326,20 +365,9 @@ fn openssh_rejects_wrong_passwords_and_the_error_names_its_methods() {
         return;
     }
     let s = Session::new();
-    let sshd =
-        NsSshd::start("UsePAM no\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\n");
-    let home = sshd.client_home();
-    let answers = Answers {
-        passwords: Mutex::new(vec!["a".into(), "b".into(), "c".into(), PASSWORD.into()]),
-        ..Default::default()
-    };
-    let err = runtime()
-        .block_on(Connection::connect_uri(
-            &sshd.uri(&s),
-            &home.settings(None),
-            &answers,
-        ))
-        .unwrap_err();
+    let sshd = NsSshd::start(PASSWORD_ONLY);
+    let answers = Answers::new(&["a", "b", "c", PASSWORD], &[]);
+    let err = connect(&sshd, &s, &answers).unwrap_err();
     assert!(matches!(err, RemoteError::AuthRejected { .. }), "{err}");
     assert_eq!(
         err.to_string(),
@@ -348,7 +376,11 @@ fn openssh_rejects_wrong_passwords_and_the_error_names_its_methods() {
              password; tried: password)"
         )
     );
-    assert_eq!(answers.asked.lock().unwrap().len(), 3, "three passwords");
+    assert_eq!(
+        answers.asked(),
+        vec![pw(false), pw(true), pw(true)],
+        "three passwords, never a fourth"
+    );
     assert_eq!(
         sshd.count_when("Failed password for vireotest ", 3),
         3,
@@ -366,72 +398,61 @@ fn openssh_keyboard_interactive_through_pam_and_the_engine_answers() {
     let _serial = serial();
     let s = Session::new();
     s.ok(&["list"]); // starts the engine
-    // OpenSSH offers keyboard-interactive on Linux only through PAM.
     let sshd =
         NsSshd::start("UsePAM yes\nPasswordAuthentication no\nKbdInteractiveAuthentication yes\n");
-    let home = sshd.client_home();
-    let answers = Answers {
-        ki: Mutex::new(vec![PASSWORD.into()]),
-        ..Default::default()
-    };
-    runtime().block_on(async {
-        let conn = Connection::connect_uri(&sshd.uri(&s), &home.settings(None), &answers)
-            .await
-            .unwrap();
-        engine_answers(&conn).await;
-    });
-    let asked = answers.asked.lock().unwrap().clone();
+    let answers = Answers::new(&[], &[PASSWORD]);
+    connect(&sshd, &s, &answers).unwrap();
     assert_eq!(
-        asked,
-        vec!["ki [] [] Password: (hidden)"],
+        answers.asked(),
+        vec![ki(false)],
         "PAM's one question, answered once: {}",
         sshd.log()
     );
+    // Two wrong answers, the right one on the third try.
+    let answers = Answers::new(&[], &["wrong", "wrong again", PASSWORD]);
+    connect(&sshd, &s, &answers).unwrap();
     assert_eq!(
-        sshd.count_when("Accepted keyboard-interactive/pam for vireotest ", 1),
-        1,
+        answers.asked(),
+        vec![ki(false), ki(true), ki(true)],
+        "{}",
+        sshd.log()
+    );
+    assert_eq!(
+        sshd.count_when("Failed keyboard-interactive/pam for vireotest ", 2),
+        2,
+        "{}",
+        sshd.log()
+    );
+    assert_eq!(
+        sshd.count_when("Accepted keyboard-interactive/pam for vireotest ", 2),
+        2,
         "{}",
         sshd.log()
     );
 }
 
 #[test]
-fn openssh_wrong_keyboard_interactive_answer_falls_back_to_password() {
+fn openssh_three_wrong_keyboard_interactive_answers_then_password() {
     if !root_or_skip() {
         return;
     }
+    let _serial = serial();
     let s = Session::new();
-    // Both methods through PAM, as Debian's default sshd_config has it.
-    let sshd =
-        NsSshd::start("UsePAM yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication yes\n");
-    let home = sshd.client_home();
-    let answers = Answers {
-        ki: Mutex::new(vec!["wrong".into()]),
-        passwords: Mutex::new(vec![PASSWORD.into()]),
-        ..Default::default()
-    };
-    let rt = runtime();
-    let conn = rt
-        .block_on(Connection::connect_uri(
-            &sshd.uri(&s),
-            &home.settings(None),
-            &answers,
-        ))
-        .unwrap();
-    assert!(!conn.is_closed());
-    // Keyboard-interactive first, as in OpenSSH's client, then password.
+    s.ok(&["list"]); // starts the engine
+    let sshd = NsSshd::start(BOTH_PAM);
+    let answers = Answers::new(&[PASSWORD], &["wrong", "wrong", "wrong", PASSWORD]);
+    connect(&sshd, &s, &answers).unwrap();
+    // Keyboard-interactive first, as in OpenSSH's client, three times
+    // (NumberOfPasswordPrompts), then password.
     assert_eq!(
-        *answers.asked.lock().unwrap(),
-        vec![
-            "ki [] [] Password: (hidden)".to_owned(),
-            format!("password {USER}@127.0.0.1")
-        ],
+        answers.asked(),
+        vec![ki(false), ki(true), ki(true), pw(false)],
         "{}",
         sshd.log()
     );
     assert_eq!(
-        sshd.count_when("Failed keyboard-interactive/pam for vireotest ", 1),
-        1,
+        sshd.count_when("Failed keyboard-interactive/pam for vireotest ", 3),
+        3,
         "{}",
         sshd.log()
     );
@@ -441,4 +462,87 @@ fn openssh_wrong_keyboard_interactive_answer_falls_back_to_password() {
         "{}",
         sshd.log()
     );
+}
+
+#[test]
+fn openssh_cancelled_keyboard_interactive_goes_straight_to_password() {
+    if !root_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let s = Session::new();
+    s.ok(&["list"]); // starts the engine
+    let sshd = NsSshd::start(BOTH_PAM);
+    // No keyboard-interactive answer: the dialog's Cancel.
+    let answers = Answers::new(&[PASSWORD], &[]);
+    connect(&sshd, &s, &answers).unwrap();
+    assert_eq!(
+        answers.asked(),
+        vec![ki(false), pw(false)],
+        "{}",
+        sshd.log()
+    );
+    assert_eq!(
+        sshd.count_when("Accepted password for vireotest ", 1),
+        1,
+        "{}",
+        sshd.log()
+    );
+}
+
+#[test]
+fn openssh_cancelled_password_prompt_stops_at_once() {
+    if !root_or_skip() {
+        return;
+    }
+    let s = Session::new();
+    let sshd = NsSshd::start(PASSWORD_ONLY);
+    // One wrong password, then Cancel: no third question.
+    let answers = Answers::new(&["wrong"], &[]);
+    let err = connect(&sshd, &s, &answers).unwrap_err();
+    assert_eq!(answers.asked(), vec![pw(false), pw(true)]);
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{USER}@127.0.0.1: authentication rejected (the server offered: \
+             password; tried: password (cancelled))"
+        )
+    );
+    assert_eq!(
+        sshd.count_when("Failed password for vireotest ", 1),
+        1,
+        "{}",
+        sshd.log()
+    );
+}
+
+#[test]
+fn openssh_three_wrong_answers_per_method_end_at_sshds_max_auth_tries() {
+    if !root_or_skip() {
+        return;
+    }
+    let s = Session::new();
+    // sshd's default MaxAuthTries 6 = three tries of each method: sshd
+    // ends the connection at the sixth failure, and the error says so.
+    let sshd = NsSshd::start(BOTH_PAM);
+    let answers = Answers::new(&["a", "b", "c", PASSWORD], &["d", "e", "f", PASSWORD]);
+    let err = connect(&sshd, &s, &answers).unwrap_err();
+    assert_eq!(
+        answers.asked(),
+        vec![ki(false), ki(true), ki(true), pw(false), pw(true), pw(true)],
+        "{}",
+        sshd.log()
+    );
+    let RemoteError::AuthRejected { offered, tried, .. } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(offered, &["password", "keyboard-interactive"], "{err}");
+    assert_eq!(tried, &["keyboard-interactive", "password"], "{err}");
+    assert!(
+        err.to_string()
+            .ends_with("; the server closed the connection: Too many authentication failures"),
+        "{err}\n{}",
+        sshd.log()
+    );
+    assert_eq!(sshd.count_when("Accepted ", 0), 0, "{}", sshd.log());
 }

@@ -17,18 +17,21 @@ use sshd::{Home, keygen, runtime};
 use vireo_api::ConnectUri;
 use vireo_remote::{Connection, Prompter, Question, RemoteError, UnknownHost};
 
-/// Rejections keep offering both methods, as OpenSSH does (up to its
-/// MaxAuthTries), rather than russh's default of dropping the tried one.
-fn reject() -> Auth {
-    Auth::Reject {
-        proceed_with_methods: Some(
-            (&[MethodKind::KeyboardInteractive, MethodKind::Password][..]).into(),
-        ),
-        partial_success: false,
-    }
+/// A server offering `methods`.
+struct Server {
+    methods: Vec<MethodKind>,
 }
 
-struct Server;
+impl Server {
+    /// Rejections keep offering every method, as OpenSSH does (up to its
+    /// MaxAuthTries), rather than russh's default of dropping the tried one.
+    fn reject(&self) -> Auth {
+        Auth::Reject {
+            proceed_with_methods: Some(self.methods.as_slice().into()),
+            partial_success: false,
+        }
+    }
+}
 
 impl russh::server::Handler for Server {
     type Error = russh::Error;
@@ -37,7 +40,7 @@ impl russh::server::Handler for Server {
         Ok(if password == "hunter2" {
             Auth::Accept
         } else {
-            reject()
+            self.reject()
         })
     }
 
@@ -57,7 +60,7 @@ impl russh::server::Handler for Server {
         Ok(if response.next().as_deref() == Some(b"42".as_slice()) {
             Auth::Accept
         } else {
-            reject()
+            self.reject()
         })
     }
 
@@ -75,11 +78,12 @@ impl russh::server::Handler for Server {
 /// A russh server offering `methods`, serving connections until dropped;
 /// returns its port and the host key's public half.
 fn server(home: &Home, methods: &[MethodKind]) -> (u16, std::path::PathBuf) {
+    let methods = methods.to_vec();
     let key_path = home.path().join("server_key");
     keygen(&key_path, "ed25519", "");
     let key = russh::keys::load_secret_key(&key_path, None).unwrap();
     let config = Arc::new(russh::server::Config {
-        methods: methods.into(),
+        methods: methods.as_slice().into(),
         keys: vec![key],
         auth_rejection_time: std::time::Duration::from_millis(1),
         auth_rejection_time_initial: Some(std::time::Duration::ZERO),
@@ -104,8 +108,11 @@ fn server(home: &Home, methods: &[MethodKind]) -> (u16, std::path::PathBuf) {
                     return;
                 };
                 let config = config.clone();
+                let server = Server {
+                    methods: methods.clone(),
+                };
                 tokio::spawn(async move {
-                    if let Ok(session) = russh::server::run_stream(config, stream, Server).await {
+                    if let Ok(session) = russh::server::run_stream(config, stream, server).await {
                         let _ = session.await;
                     }
                 });
@@ -115,22 +122,29 @@ fn server(home: &Home, methods: &[MethodKind]) -> (u16, std::path::PathBuf) {
     (port, key_path.with_extension("pub"))
 }
 
+/// Scripted answers (an empty queue cancels the prompt); records every
+/// question, with " (retry)" when the prompter was told the previous
+/// answer was refused.
 #[derive(Default)]
 struct Answers {
     passwords: Mutex<Vec<String>>,
-    code: Option<String>,
+    codes: Mutex<Vec<String>>,
     asked: Mutex<Vec<String>>,
+}
+
+fn retry_mark(retry: bool) -> &'static str {
+    if retry { " (retry)" } else { "" }
 }
 
 impl Prompter for Answers {
     fn passphrase(&self, _: &Path) -> Option<String> {
         None
     }
-    fn password(&self, user: &str, host: &str) -> Option<String> {
+    fn password(&self, user: &str, host: &str, retry: bool) -> Option<String> {
         self.asked
             .lock()
             .unwrap()
-            .push(format!("password {user}@{host}"));
+            .push(format!("password {user}@{host}{}", retry_mark(retry)));
         let mut p = self.passwords.lock().unwrap();
         (!p.is_empty()).then(|| p.remove(0))
     }
@@ -139,20 +153,71 @@ impl Prompter for Answers {
         name: &str,
         instructions: &str,
         questions: &[Question],
+        retry: bool,
     ) -> Option<Vec<String>> {
         let q: Vec<String> = questions
             .iter()
             .map(|q| format!("{}{}", q.prompt, if q.echo { "" } else { "(hidden)" }))
             .collect();
-        self.asked
-            .lock()
-            .unwrap()
-            .push(format!("{name}: {instructions} {}", q.join(",")));
-        self.code.clone().map(|c| vec![c])
+        self.asked.lock().unwrap().push(format!(
+            "{name}: {instructions} {}{}",
+            q.join(","),
+            retry_mark(retry)
+        ));
+        let mut c = self.codes.lock().unwrap();
+        (!c.is_empty()).then(|| vec![c.remove(0)])
     }
     fn confirm_host_key(&self, _: &UnknownHost) -> bool {
         false
     }
+}
+
+fn answers(passwords: &[&str], codes: &[&str]) -> Answers {
+    Answers {
+        passwords: Mutex::new(passwords.iter().map(|p| p.to_string()).collect()),
+        codes: Mutex::new(codes.iter().map(|c| c.to_string()).collect()),
+        ..Default::default()
+    }
+}
+
+const KI: &str = "vireo-test: Answer the question. Code: (hidden)";
+const KI_RETRY: &str = "vireo-test: Answer the question. Code: (hidden) (retry)";
+const PW: &str = "password tester@127.0.0.1";
+const PW_RETRY: &str = "password tester@127.0.0.1 (retry)";
+
+/// Connects to a russh server offering `methods` with `answers` and
+/// `config` as ~/.ssh/config; the connection lives as long as the runtime
+/// returned with it.
+fn connect_with(
+    methods: &[MethodKind],
+    config: &str,
+    answers: &Answers,
+) -> (tokio::runtime::Runtime, Result<Connection, RemoteError>) {
+    let home = Home::new();
+    let (port, public) = server(&home, methods);
+    trust(&home, port, &public);
+    if !config.is_empty() {
+        std::fs::write(home.ssh("config"), config).unwrap();
+    }
+    let rt = runtime();
+    let conn = rt.block_on(Connection::connect_uri(
+        &uri(port),
+        &home.settings(None),
+        answers,
+    ));
+    (rt, conn)
+}
+
+fn connect(
+    methods: &[MethodKind],
+    config: &str,
+    answers: &Answers,
+) -> Result<Connection, RemoteError> {
+    connect_with(methods, config, answers).1
+}
+
+fn asked(answers: &Answers) -> Vec<String> {
+    answers.asked.lock().unwrap().clone()
 }
 
 fn trust(home: &Home, port: u16, public: &Path) {
@@ -173,74 +238,65 @@ fn uri(port: u16) -> ConnectUri {
 
 #[test]
 fn password_is_asked_again_after_a_wrong_one() {
-    let home = Home::new();
-    let (port, public) = server(&home, &[MethodKind::Password]);
-    trust(&home, port, &public);
-    let answers = Answers {
-        passwords: Mutex::new(vec!["wrong".into(), "hunter2".into()]),
-        ..Default::default()
-    };
-    let rt = runtime();
-    let conn = rt
-        .block_on(Connection::connect_uri(
-            &uri(port),
-            &home.settings(None),
-            &answers,
-        ))
-        .unwrap();
-    assert_eq!(
-        *answers.asked.lock().unwrap(),
-        vec!["password tester@127.0.0.1", "password tester@127.0.0.1"]
-    );
+    let a = answers(&["wrong", "hunter2"], &[]);
+    let (_rt, conn) = connect_with(&[MethodKind::Password], "", &a);
+    let conn = conn.unwrap();
+    // The second question says the first answer was refused.
+    assert_eq!(asked(&a), vec![PW, PW_RETRY]);
     assert!(!conn.is_closed());
 }
 
 #[test]
-fn keyboard_interactive_questions_reach_the_prompter() {
-    let home = Home::new();
-    let (port, public) = server(
-        &home,
-        &[MethodKind::KeyboardInteractive, MethodKind::Password],
-    );
-    trust(&home, port, &public);
-    let answers = Answers {
-        code: Some("42".into()),
-        ..Default::default()
-    };
-    let rt = runtime();
-    rt.block_on(Connection::connect_uri(
-        &uri(port),
-        &home.settings(None),
-        &answers,
-    ))
-    .unwrap();
-    // Keyboard-interactive comes before password, as in OpenSSH.
-    assert_eq!(
-        *answers.asked.lock().unwrap(),
-        vec!["vireo-test: Answer the question. Code: (hidden)"]
-    );
+fn password_is_accepted_on_the_third_try() {
+    let a = answers(&["a", "b", "hunter2"], &[]);
+    connect(&[MethodKind::Password], "", &a).unwrap();
+    assert_eq!(asked(&a), vec![PW, PW_RETRY, PW_RETRY]);
 }
 
 #[test]
-fn three_wrong_passwords_are_rejected_naming_the_methods() {
-    let home = Home::new();
-    let (port, public) = server(
-        &home,
+fn keyboard_interactive_questions_reach_the_prompter() {
+    let a = answers(&[], &["42"]);
+    connect(
         &[MethodKind::KeyboardInteractive, MethodKind::Password],
-    );
-    trust(&home, port, &public);
-    let answers = Answers {
-        passwords: Mutex::new(vec!["a".into(), "b".into(), "c".into(), "hunter2".into()]),
-        code: Some("41".into()),
-        ..Default::default()
-    };
-    let err = runtime()
-        .block_on(Connection::connect_uri(
-            &uri(port),
-            &home.settings(None),
-            &answers,
-        ))
-        .unwrap_err();
+        "",
+        &a,
+    )
+    .unwrap();
+    // Keyboard-interactive comes before password, as in OpenSSH.
+    assert_eq!(asked(&a), vec![KI]);
+}
+
+#[test]
+fn keyboard_interactive_is_asked_three_times_then_password() {
+    // Two wrong codes, the right one on the third try.
+    let a = answers(&[], &["1", "2", "42"]);
+    connect(
+        &[MethodKind::KeyboardInteractive, MethodKind::Password],
+        "",
+        &a,
+    )
+    .unwrap();
+    assert_eq!(asked(&a), vec![KI, KI_RETRY, KI_RETRY]);
+    // Three wrong codes: then the password, which is right.
+    let a = answers(&["hunter2"], &["1", "2", "3"]);
+    connect(
+        &[MethodKind::KeyboardInteractive, MethodKind::Password],
+        "",
+        &a,
+    )
+    .unwrap();
+    assert_eq!(asked(&a), vec![KI, KI_RETRY, KI_RETRY, PW]);
+}
+
+#[test]
+fn three_wrong_answers_per_method_are_rejected_naming_the_methods() {
+    let a = answers(&["a", "b", "c", "hunter2"], &["41", "40", "39", "42"]);
+    let err = connect(
+        &[MethodKind::KeyboardInteractive, MethodKind::Password],
+        "",
+        &a,
+    )
+    .unwrap_err();
     assert!(matches!(err, RemoteError::AuthRejected { .. }), "{err}");
     assert_eq!(
         err.to_string(),
@@ -248,8 +304,80 @@ fn three_wrong_passwords_are_rejected_naming_the_methods() {
          keyboard-interactive, password; tried: keyboard-interactive, password)"
     );
     assert_eq!(
-        answers.asked.lock().unwrap().len(),
-        4,
-        "one KI round, three passwords"
+        asked(&a),
+        vec![KI, KI_RETRY, KI_RETRY, PW, PW_RETRY, PW_RETRY],
+        "three tries of each, never a fourth"
     );
+}
+
+#[test]
+fn cancelling_keyboard_interactive_moves_on_to_password_at_once() {
+    let a = answers(&["hunter2"], &[]);
+    connect(
+        &[MethodKind::KeyboardInteractive, MethodKind::Password],
+        "",
+        &a,
+    )
+    .unwrap();
+    assert_eq!(asked(&a), vec![KI, PW]);
+}
+
+#[test]
+fn cancelling_the_password_prompt_stops_asking() {
+    // One wrong password, then Cancel: no third prompt.
+    let a = answers(&["wrong"], &[]);
+    let err = connect(&[MethodKind::Password], "", &a).unwrap_err();
+    assert_eq!(asked(&a), vec![PW, PW_RETRY]);
+    assert_eq!(
+        err.to_string(),
+        "tester@127.0.0.1: authentication rejected (the server offered: \
+         password; tried: password (cancelled))"
+    );
+    // Cancelling everything names both methods as cancelled.
+    let a = answers(&[], &[]);
+    let err = connect(
+        &[MethodKind::KeyboardInteractive, MethodKind::Password],
+        "",
+        &a,
+    )
+    .unwrap_err();
+    assert_eq!(asked(&a), vec![KI, PW]);
+    assert_eq!(
+        err.to_string(),
+        "tester@127.0.0.1: authentication rejected (the server offered: \
+         keyboard-interactive, password; tried: keyboard-interactive (cancelled), \
+         password (cancelled))"
+    );
+}
+
+#[test]
+fn ssh_config_sets_the_order_and_the_number_of_prompts() {
+    // Password first, two tries each, as PreferredAuthentications and
+    // NumberOfPasswordPrompts say.
+    let config = "Host 127.0.0.1\n  PreferredAuthentications password,keyboard-interactive\n  \
+                  NumberOfPasswordPrompts 2\n";
+    let a = answers(&["a", "b", "c"], &["1", "2", "42"]);
+    let err = connect(
+        &[MethodKind::KeyboardInteractive, MethodKind::Password],
+        config,
+        &a,
+    )
+    .unwrap_err();
+    assert_eq!(asked(&a), vec![PW, PW_RETRY, KI, KI_RETRY]);
+    assert!(
+        err.to_string()
+            .ends_with("tried: password, keyboard-interactive)"),
+        "{err}"
+    );
+    // A method left out of PreferredAuthentications is never tried, and
+    // NumberOfPasswordPrompts 0 asks nothing.
+    let a = answers(&["hunter2"], &["42"]);
+    let err = connect(
+        &[MethodKind::KeyboardInteractive, MethodKind::Password],
+        "PreferredAuthentications publickey,keyboard-interactive\nNumberOfPasswordPrompts 0\n",
+        &a,
+    )
+    .unwrap_err();
+    assert!(asked(&a).is_empty(), "{:?}", asked(&a));
+    assert!(err.to_string().ends_with("tried: nothing)"), "{err}");
 }

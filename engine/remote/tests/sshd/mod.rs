@@ -262,14 +262,20 @@ impl Prompter for Scripted {
         let mut p = self.passphrases.lock().unwrap();
         (!p.is_empty()).then(|| p.remove(0))
     }
-    fn password(&self, user: &str, host: &str) -> Option<String> {
+    fn password(&self, user: &str, host: &str, _: bool) -> Option<String> {
         self.asked
             .lock()
             .unwrap()
             .push(format!("password {user}@{host}"));
         None
     }
-    fn keyboard_interactive(&self, _: &str, _: &str, _: &[Question]) -> Option<Vec<String>> {
+    fn keyboard_interactive(
+        &self,
+        _: &str,
+        _: &str,
+        _: &[Question],
+        _: bool,
+    ) -> Option<Vec<String>> {
         self.asked
             .lock()
             .unwrap()

@@ -240,6 +240,18 @@ fn vm_window_view_modes_screenshot_serial_details_and_performance() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The window opened after the guest said demo=ready: only the engine's
+    // serial backlog can have brought that line to the serial page.
+    let shown: String = log
+        .text()
+        .lines()
+        .filter_map(|l| l.split_once("serial demo: output \"").map(|(_, r)| r))
+        .map(|r| r.trim_end_matches('"'))
+        .collect();
+    assert!(
+        shown.contains("demo=ready"),
+        "the serial page lacks the guest's output from before it opened: {shown:?}"
+    );
 
     // Ctrl+Alt releases the keyboard; shortcuts then reach the window.
     log.keys_then(&x, &window, &["ctrl+alt"], "keyboard released");

@@ -4,13 +4,17 @@
 //!
 //! vireo-vmm appends every byte COM1 prints to `serial.log` in the
 //! domain's runtime directory, synchronously, from the first instruction
-//! on. The engine follows that file (inotify; a slow poll if inotify is
-//! unavailable) for as long as the domain runs, whether or not anyone is
-//! attached: the guest never waits for a reader, and the engine keeps only
-//! the newest [`BACKLOG`] bytes in memory, however much the guest prints.
+//! on. The engine follows that file for as long as the domain runs,
+//! whether or not anyone is attached: the guest never waits for a reader,
+//! and the engine keeps only the newest [`BACKLOG`] bytes in memory,
+//! however much the guest prints.
 //! Reading the file rather than the VMM's serial socket means nothing
 //! printed before the engine connected is missed, and a restarted engine
-//! finds its backlog again from the file's tail.
+//! finds its backlog again from the file's tail. A connection to the
+//! serial socket only says when to read (see
+//! [`SerialConsole::spawn_follower`]); inotify is not used, as closing an
+//! inotify instance waits for an RCU grace period, which held the engine's
+//! socket and lock for a while after it died.
 //!
 //! Every byte has an offset in one stream that starts when the domain
 //! starts (a reset or reboot goes on in the same stream; a new start
@@ -24,19 +28,14 @@
 //! Input goes to the VMM's serial socket, on one connection per domain
 //! whose receive side is shut (its output is the file's).
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, watch};
 use vireo_api::proto::{ApiError, ErrorCode};
 
@@ -48,9 +47,10 @@ pub const BACKLOG: usize = 64 * 1024;
 /// The most a session gets in one message.
 const CHUNK: usize = 16 * 1024;
 
-/// How often the file is read when no change notice arrives (inotify
-/// missing, or as a backstop).
+/// How often the file is read while the VMM's serial socket is not
+/// connected.
 const POLL: Duration = Duration::from_millis(50);
+/// How often it is read anyway.
 const BACKSTOP: Duration = Duration::from_secs(1);
 
 /// The newest bytes of a stream, with their offsets in it.
@@ -196,9 +196,13 @@ pub fn open_log(path: &Path, append: bool) -> Result<File, String> {
     } else {
         options.write(true).truncate(true);
     }
-    options
-        .open(path)
-        .map_err(|e| format!("serial log '{}': {e}", path.display()))
+    options.open(path).map_err(|e| {
+        format!(
+            "serial log '{}': {}",
+            path.display(),
+            crate::vmm::io_reason(&e)
+        )
+    })
 }
 
 impl SerialConsole {
@@ -274,32 +278,43 @@ impl SerialConsole {
         }
     }
 
-    /// Follows the VMM's output until [`SerialConsole::close`].
+    /// Follows the VMM's output until [`SerialConsole::close`]. The VMM
+    /// appends to the file before it copies the bytes to its serial
+    /// socket's clients, so a connection to that socket is the doorbell:
+    /// when it has bytes, the file has them too. Only the file is read for
+    /// content (the socket's copy may drop bytes for a slow reader). Until
+    /// the socket answers (the VMM binds it just after its control socket)
+    /// and after it closes, the file is read every [`POLL`].
     pub fn spawn_follower(self: &Arc<Self>) {
         let console = self.clone();
         tokio::spawn(async move {
-            let path = console.lock().source_path.clone();
-            let notices = match Inotify::watch(&path) {
-                Ok(n) => Some(n),
-                Err(e) => {
-                    tracing::warn!(
-                        "no change notices for '{}' ({e}): reading it every {} ms",
-                        path.display(),
-                        POLL.as_millis()
-                    );
-                    None
-                }
-            };
+            let mut doorbell: Option<tokio::net::UnixStream> = None;
+            // The socket closed: the VMM is ending.
+            let mut ended = false;
+            let mut scratch = vec![0u8; CHUNK];
             loop {
                 console.pump();
                 if console.lock().closed {
                     return;
                 }
-                let wait = match &notices {
-                    Some(n) => tokio::time::timeout(BACKSTOP, n.wait()).await.map(|_| ()),
-                    None => tokio::time::timeout(POLL, console.wake.notified()).await,
+                if doorbell.is_none() && !ended {
+                    doorbell = tokio::net::UnixStream::connect(&console.socket).await.ok();
+                }
+                let Some(bell) = doorbell.as_mut() else {
+                    let _ = tokio::time::timeout(POLL, console.wake.notified()).await;
+                    continue;
                 };
-                drop(wait);
+                tokio::select! {
+                    read = bell.read(&mut scratch) => {
+                        if matches!(read, Ok(0) | Err(_)) {
+                            // Poll until the engine closes the console.
+                            doorbell = None;
+                            ended = true;
+                        }
+                    }
+                    () = console.wake.notified() => {}
+                    () = tokio::time::sleep(BACKSTOP) => {}
+                }
             }
         });
     }
@@ -500,67 +515,6 @@ impl ConsoleInput {
     /// the VMM socket's.
     pub async fn send(&self, data: &[u8]) -> std::io::Result<bool> {
         self.console.input(self.id, self.exclusive, data).await
-    }
-}
-
-/// Change notices for one file (inotify `IN_MODIFY`).
-struct Inotify {
-    fd: AsyncFd<OwnedFd>,
-}
-
-impl Inotify {
-    fn watch(path: &Path) -> std::io::Result<Self> {
-        // SAFETY: inotify_init1 takes flags only and returns a new fd or -1.
-        let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        if raw < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a new fd nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let c_path = CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-        // SAFETY: `fd` is an inotify fd and `c_path` a NUL-terminated
-        // string valid for the call.
-        let wd =
-            unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c_path.as_ptr(), libc::IN_MODIFY) };
-        if wd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is an open inotify fd that the AsyncFd owns from
-        // here on; OwnedFd always returns that same fd.
-        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
-            .map_err(|e| e.into_parts().1)?;
-        Ok(Self { fd })
-    }
-
-    /// Waits for a change and drains the notices.
-    async fn wait(&self) -> std::io::Result<()> {
-        loop {
-            let mut ready = self.fd.readable().await?;
-            let drained = ready.try_io(|fd| {
-                let mut buf = [0u8; 4096];
-                let mut any = false;
-                loop {
-                    // SAFETY: `buf` is valid for writes of its length and
-                    // the fd is open (owned by `self`).
-                    let n =
-                        unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-                    if n > 0 {
-                        any = true;
-                        continue;
-                    }
-                    let e = std::io::Error::last_os_error();
-                    return match e.kind() {
-                        std::io::ErrorKind::WouldBlock if any => Ok(()),
-                        std::io::ErrorKind::Interrupted => continue,
-                        _ => Err(e),
-                    };
-                }
-            });
-            match drained {
-                Ok(result) => return result,
-                Err(_would_block) => continue,
-            }
-        }
     }
 }
 

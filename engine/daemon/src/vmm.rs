@@ -213,7 +213,7 @@ pub fn check_disks(domain: &Domain) -> Result<(), String> {
 }
 
 /// An I/O error as a sentence fragment without Rust's "(os error N)".
-fn io_reason(e: &std::io::Error) -> String {
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
     let text = e.to_string();
     match text.find(" (os error") {
         Some(i) => text[..i].to_owned(),

@@ -40,6 +40,7 @@ bench: deps-test
 	$(CARGO) bench -p vireo-vmm --bench vmm_vs_qemu --locked
 	$(CARGO) bench -p vireo-vmm --bench vnc_vs_qemu --locked
 	$(CARGO) bench -p vireo-storage --bench storage_vs_qemu_img --locked
+	$(CARGO) bench -p vireo-storage --bench vmdk_import_vs_qemu_img --locked
 	$(CARGO) build --release -p vireod -p vireoctl --bins --locked
 	$(CARGO) bench -p vireod --bench list_vs_virsh --locked
 	$(CARGO) bench -p vireo-remote --bench ssh_vs_local --locked

@@ -1,19 +1,22 @@
 //! One connection of the manager window: where it leads, its state, and
-//! the section that lists its VMs (a header with the connection's name and
-//! state, then a list of [`VmRow`]s). The window keeps a `Vec` of these;
-//! adding a remote host is adding a [`Target`] to it.
+//! its section of the window's list (a `gio::ListStore` of
+//! [`Entry`]s: a header with the connection's name and state, then its
+//! VMs). The window keeps a `Vec` of these; adding a remote host is adding
+//! a [`Target`] to it.
 
-use adw::prelude::*;
+use std::collections::HashMap;
+
 use gettextrs::gettext;
-use relm4::factory::FactoryVecDeque;
-use relm4::prelude::*;
+use gtk::gio;
+use gtk::prelude::*;
 use tokio::sync::mpsc::UnboundedReceiver;
 use vireo_api::ConnectUri;
 use vireo_api::client::{AsyncClient, Incoming};
 use vireo_api::proto::DomainState;
 
 use crate::engine::{self, Endpoint};
-use crate::vm_row::{RowRequest, VmRow};
+use crate::vm_list::{Entry, Header, Kind};
+use crate::vm_row::Vm;
 
 /// Where a connection leads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +105,16 @@ impl Target {
     }
 }
 
+/// The line under a connection that lists no VMs.
+pub fn no_vms_label() -> String {
+    gettext("No virtual machines")
+}
+
+/// The tooltip of a connection's ⋮ menu.
+pub fn menu_label() -> String {
+    gettext("Connection")
+}
+
 /// Why connecting failed: plain English, and the host whose key changed
 /// when that was why (refused, shown as such).
 #[derive(Debug, Clone)]
@@ -160,6 +173,8 @@ impl ConnState {
 /// A connection and its section of the window.
 #[derive(Debug)]
 pub struct Connection {
+    /// Its index in the window.
+    id: usize,
     /// Its state.
     pub state: ConnState,
     /// The API client while connected.
@@ -180,74 +195,49 @@ pub struct Connection {
     pub was_connected: bool,
     /// Ends the running connection's event task.
     pub cancel: Option<tokio::sync::oneshot::Sender<()>>,
-    /// Its VMs, one row each.
-    pub vms: FactoryVecDeque<VmRow>,
-    /// The section: header and list.
-    pub section: adw::PreferencesGroup,
-    /// The context menu of its rows.
-    pub menu: gtk::PopoverMenu,
-    status: gtk::Label,
-    spinner: gtk::Spinner,
+    /// Its section of the list: the header, then the VMs in the engine's
+    /// order (or the empty line).
+    pub store: gio::ListStore,
+    /// Whether it was removed (its section is gone).
+    pub removed: bool,
+    header: Entry,
+    empty: Entry,
+    /// Its VMs' entries by name.
+    vms: HashMap<String, Entry>,
 }
 
 impl Connection {
-    /// A disconnected connection to `target` with an empty list whose rows
-    /// report to `forward`, and whose context menu shows `menu`.
-    pub fn new<M: Send + 'static>(
-        target: Target,
-        menu: &gtk::gio::Menu,
-        sender: &relm4::Sender<M>,
-        forward: impl Fn(RowRequest) -> M + Send + 'static,
-    ) -> Self {
-        let list = gtk::ListBox::new();
-        list.set_selection_mode(gtk::SelectionMode::Single);
-        // A click selects, a double click (or Enter) opens.
-        list.set_activate_on_single_click(false);
-        list.add_css_class("boxed-list");
-        let empty = gtk::Label::new(Some(&gettext("No virtual machines")));
-        empty.add_css_class("dim-label");
-        empty.set_margin_top(12);
-        empty.set_margin_bottom(12);
-        list.set_placeholder(Some(&empty));
-        let vms = FactoryVecDeque::builder()
-            .launch(list)
-            .forward(sender, forward);
-
-        let status = gtk::Label::new(None);
-        status.add_css_class("dim-label");
-        let spinner = gtk::Spinner::new();
-        let suffix = gtk::Box::new(gtk::Orientation::Horizontal, 6);
-        suffix.set_valign(gtk::Align::Center);
-        suffix.append(&spinner);
-        suffix.append(&gtk::Image::from_icon_name(target.icon()));
-        suffix.append(&status);
-
-        let section = adw::PreferencesGroup::new();
-        section.set_title(&target.title());
-        section.set_description(Some(&target.uri().to_string()));
-        section.set_header_suffix(Some(&suffix));
-        section.add(vms.widget());
-
-        let popover = gtk::PopoverMenu::from_model(Some(menu));
-        popover.set_parent(vms.widget());
-        popover.set_has_arrow(false);
-        popover.set_halign(gtk::Align::Start);
-
+    /// A disconnected connection to `target`, number `id` in the window,
+    /// with an empty section.
+    pub fn new(id: usize, target: Target) -> Self {
+        let uri = target.uri().to_string();
+        let header = Entry::new(Kind::Header(Header {
+            title: target.title(),
+            description: uri,
+            status: String::new(),
+            busy: false,
+            icon: target.icon(),
+            menu: None,
+        }));
+        let empty = Entry::new(Kind::Empty);
+        let store = gio::ListStore::new::<Entry>();
+        store.splice(0, 0, &[header.clone(), empty.clone()]);
         let mut conn = Self {
+            id,
             state: ConnState::Disconnected,
             client: None,
-            target: target.clone(),
+            target,
             endpoint: None,
             generation: 0,
             backoff: 1,
             wanted: true,
             was_connected: false,
             cancel: None,
-            vms,
-            section,
-            menu: popover,
-            status,
-            spinner,
+            store,
+            removed: false,
+            header,
+            empty,
+            vms: HashMap::new(),
         };
         conn.set_state(ConnState::Connecting);
         conn
@@ -256,9 +246,10 @@ impl Connection {
     /// Shows `state` in the header.
     pub fn set_state(&mut self, state: ConnState) {
         self.state = state;
-        self.status.set_label(&state.label());
-        self.spinner.set_spinning(state == ConnState::Connecting);
-        self.spinner.set_visible(state == ConnState::Connecting);
+        self.header.update_header(|h| {
+            h.status = state.label();
+            h.busy = state == ConnState::Connecting;
+        });
         if state != ConnState::Connected {
             self.client = None;
             self.endpoint = None;
@@ -272,36 +263,224 @@ impl Connection {
     /// Shows why it is not connected (or nothing) under its name.
     pub fn set_error(&self, error: Option<&str>) {
         let uri = self.target.uri().to_string();
-        match error {
+        let description = match error {
             // The first line: OpenSSH's warnings go on for a screen.
             Some(e) => {
                 let first = e.lines().find(|l| !l.trim().is_empty()).unwrap_or(e);
-                self.section
-                    .set_description(Some(&format!("{uri}\n{}", first.trim())));
+                format!("{uri}\n{}", first.trim())
             }
-            None => self.section.set_description(Some(&uri)),
-        }
+            None => uri,
+        };
+        self.header.update_header(|h| h.description = description);
     }
 
-    /// Adds the header's menu (Connect, Disconnect, Remove).
-    pub fn add_menu(&self, model: &gtk::gio::Menu) {
-        let button = gtk::MenuButton::new();
-        button.set_icon_name("view-more-symbolic");
-        button.set_menu_model(Some(model));
-        button.add_css_class("flat");
-        button.set_tooltip_text(Some(&gettext("Connection")));
-        if let Some(suffix) = self.spinner.parent().and_downcast::<gtk::Box>() {
-            suffix.append(&button);
-        }
-    }
-
-    /// The list of VM rows.
-    pub fn list(&self) -> &gtk::ListBox {
-        self.vms.widget()
+    /// Gives the header its menu (Connect, Disconnect, Remove).
+    pub fn add_menu(&self, model: &gio::Menu) {
+        let model = model.clone();
+        self.header.update_header(|h| h.menu = Some(model));
     }
 
     /// The state of the VM called `name`, if listed.
     pub fn vm_state(&self, name: &str) -> Option<DomainState> {
-        self.vms.iter().find(|r| r.name == name).map(|r| r.state)
+        self.vms.get(name).and_then(Entry::vm_state)
+    }
+
+    /// The entry of the VM called `name`, if listed.
+    pub fn vm(&self, name: &str) -> Option<&Entry> {
+        self.vms.get(name)
+    }
+
+    /// The names of its VMs.
+    pub fn vm_names(&self) -> Vec<String> {
+        self.vms.keys().cloned().collect()
+    }
+
+    /// Its first VM in the list.
+    pub fn first_vm(&self) -> Option<Entry> {
+        self.store
+            .item(1)
+            .and_downcast::<Entry>()
+            .filter(Entry::is_vm)
+    }
+
+    /// Applies state changes (`None`: undefined): known VMs change in
+    /// place, gone ones leave, new ones join at the end in one change of
+    /// the list.
+    pub fn apply(&mut self, changes: &[(String, Option<DomainState>)]) {
+        let mut added: Vec<Entry> = Vec::new();
+        for (name, state) in changes {
+            match (self.vms.get(name), state) {
+                (Some(entry), Some(state)) => entry.set_vm_state(*state),
+                (Some(_), None) => {
+                    if let Some(entry) = self.vms.remove(name) {
+                        match self.store.find(&entry) {
+                            Some(i) => self.store.remove(i),
+                            None => added.retain(|e| *e != entry),
+                        }
+                    }
+                }
+                (None, Some(state)) => {
+                    let entry = Entry::new(Kind::Vm(Vm::new(self.id, name.clone(), *state)));
+                    self.vms.insert(name.clone(), entry.clone());
+                    added.push(entry);
+                }
+                (None, None) => {}
+            }
+        }
+        if !added.is_empty() {
+            self.show_empty(false);
+            self.store.splice(self.store.n_items(), 0, &added);
+        }
+        self.show_empty(self.vms.is_empty());
+    }
+
+    /// Takes a VM's statistics; returns the CPU usage they imply.
+    pub fn add_stats(&self, stats: &vireo_api::proto::DomainStats) -> Option<f64> {
+        self.vms.get(&stats.name)?.add_stats(stats)
+    }
+
+    /// Forgets its VMs (disconnected).
+    pub fn clear_vms(&mut self) {
+        self.vms.clear();
+        if !self.removed {
+            self.store.splice(
+                1,
+                self.store.n_items() - 1,
+                std::slice::from_ref(&self.empty),
+            );
+        }
+    }
+
+    /// Removes its section.
+    pub fn remove_section(&mut self) {
+        self.vms.clear();
+        self.removed = true;
+        self.store.remove_all();
+    }
+
+    /// Shows or hides "No virtual machines" under the header.
+    fn show_empty(&self, show: bool) {
+        if self.removed {
+            return;
+        }
+        let shown = self.store.item(1).is_some_and(|e| e == self.empty);
+        if show && !shown {
+            self.store.insert(1, &self.empty);
+        } else if !show && shown {
+            self.store.remove(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    use DomainState::*;
+
+    use super::*;
+
+    /// The section as its rows read.
+    fn rows(c: &Connection) -> Vec<String> {
+        (0..c.store.n_items())
+            .map(|i| {
+                let entry = c.store.item(i).and_downcast::<Entry>().unwrap();
+                match &*entry.kind() {
+                    Kind::Header(_) => "header".to_owned(),
+                    Kind::Empty => "empty".to_owned(),
+                    Kind::Vm(vm) => format!("{} {}", vm.name, vm.state.as_virsh()),
+                }
+            })
+            .collect()
+    }
+
+    fn change(name: &str, state: Option<DomainState>) -> (String, Option<DomainState>) {
+        (name.to_owned(), state)
+    }
+
+    #[test]
+    fn a_section_is_its_header_then_its_vms_or_the_empty_line() {
+        let mut c = Connection::new(3, Target::LocalSession);
+        assert_eq!(rows(&c), ["header", "empty"]);
+
+        c.apply(&[change("a", Some(Shutoff)), change("b", Some(Running))]);
+        assert_eq!(rows(&c), ["header", "a shut off", "b running"]);
+        assert_eq!(c.first_vm().and_then(|e| e.vm()), Some((3, "a".into())));
+
+        // Changes happen in place (the same entry: a row keeps its
+        // selection); a gone VM leaves, a new one joins at the end.
+        let a = c.vm("a").unwrap().clone();
+        c.apply(&[
+            change("a", Some(Running)),
+            change("c", Some(Paused)),
+            change("b", None),
+        ]);
+        assert_eq!(rows(&c), ["header", "a running", "c paused"]);
+        assert_eq!(c.store.item(1).and_downcast::<Entry>(), Some(a));
+        assert_eq!(c.vm_state("a"), Some(Running));
+        assert_eq!(c.vm_state("b"), None);
+
+        // Defined and undefined in one batch: never listed.
+        c.apply(&[change("d", Some(Shutoff)), change("d", None)]);
+        assert_eq!(rows(&c), ["header", "a running", "c paused"]);
+
+        c.apply(&[change("a", None), change("c", None)]);
+        assert_eq!(rows(&c), ["header", "empty"]);
+
+        c.apply(&[change("e", Some(Crashed))]);
+        c.clear_vms();
+        assert_eq!(rows(&c), ["header", "empty"]);
+        assert_eq!(c.vm_state("e"), None);
+
+        c.remove_section();
+        assert!(rows(&c).is_empty());
+        c.apply(&[change("f", Some(Shutoff))]);
+        c.apply(&[change("f", None)]);
+        assert!(rows(&c).is_empty(), "{:?}", rows(&c));
+    }
+
+    #[test]
+    fn many_vms_join_the_list_in_one_change() {
+        let mut c = Connection::new(0, Target::LocalSession);
+        let changes = Rc::new(Cell::new(0));
+        let n = changes.clone();
+        c.store
+            .connect_items_changed(move |_, _, _, _| n.set(n.get() + 1));
+        let vms: Vec<_> = (0..500)
+            .map(|i| change(&format!("vm-{i:03}"), Some(Shutoff)))
+            .collect();
+        c.apply(&vms);
+        assert_eq!(c.store.n_items(), 501);
+        // The empty line goes, the 500 come: two changes, not 500.
+        assert_eq!(changes.get(), 2);
+        assert_eq!(rows(&c)[500], "vm-499 shut off");
+    }
+
+    #[test]
+    fn the_header_shows_state_and_error() {
+        let mut c = Connection::new(0, Target::LocalSession);
+        let header = |c: &Connection| match &*c.header.kind() {
+            Kind::Header(h) => (h.status.clone(), h.busy, h.description.clone()),
+            _ => unreachable!(),
+        };
+        assert_eq!(
+            header(&c),
+            (
+                ConnState::Connecting.label(),
+                true,
+                "vireo:///session".into()
+            )
+        );
+        c.set_state(ConnState::Retrying(4));
+        c.set_error(Some("\n  no route to host\nmore"));
+        assert_eq!(
+            header(&c),
+            (
+                ConnState::Retrying(4).label(),
+                false,
+                "vireo:///session\nno route to host".into()
+            )
+        );
     }
 }

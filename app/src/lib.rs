@@ -7,6 +7,7 @@ mod i18n;
 mod remote;
 mod serial_view;
 mod vm_details;
+mod vm_list;
 mod vm_perf;
 mod vm_row;
 mod vm_window;

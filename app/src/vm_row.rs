@@ -1,34 +1,52 @@
-//! One row of the manager window's VM list.
+//! A VM as the manager window's list shows it: its state, CPU samples
+//! and memory (kept in the list's [`crate::vm_list::Entry`], drawn by a
+//! recycled row), and the actions the window takes on it.
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::rc::Rc;
 
-use adw::prelude::*;
 use gettextrs::gettext;
-use relm4::prelude::*;
+use gtk::cairo;
 use vireo_api::proto::{DomainState, DomainStats};
 
 /// How many CPU samples the sparkline shows.
 const HISTORY: usize = 60;
 
-/// What a row shows.
+/// What a VM's row shows.
 #[derive(Debug)]
-pub struct VmRow {
+pub struct Vm {
+    /// Its connection (index in the window).
+    pub conn: usize,
     /// The domain's name (unique on its engine).
     pub name: String,
     /// Its state.
     pub state: DomainState,
-    /// CPU usage samples, 0.0 to 1.0 of all its vCPUs, oldest first.
-    cpu: Rc<RefCell<VecDeque<f64>>>,
+    /// CPU usage samples, 0.0 to 1.0 of all its vCPUs, oldest first
+    /// (allocated with the first sample).
+    cpu: VecDeque<f64>,
     /// The last (vCPU time ns, timestamp ms), to turn totals into usage.
     last_sample: Option<(u64, u64)>,
     /// Guest memory in bytes, while running.
     memory: Option<u64>,
-    spark: gtk::DrawingArea,
 }
 
-impl VmRow {
+impl Vm {
+    /// A VM without statistics yet.
+    pub fn new(conn: usize, name: String, state: DomainState) -> Self {
+        Self {
+            conn,
+            name,
+            state,
+            cpu: VecDeque::new(),
+            last_sample: None,
+            memory: None,
+        }
+    }
+
+    /// The CPU samples, oldest first.
+    pub fn cpu(&self) -> &VecDeque<f64> {
+        &self.cpu
+    }
+
     /// Takes one statistics sample; returns the CPU usage it implies.
     pub fn add_stats(&mut self, stats: &DomainStats) -> Option<f64> {
         self.memory = Some(stats.guest_memory_bytes);
@@ -42,13 +60,10 @@ impl VmRow {
         });
         self.last_sample = Some(now);
         if let Some(u) = usage {
-            let mut h = self.cpu.borrow_mut();
-            if h.len() == HISTORY {
-                h.pop_front();
+            if self.cpu.len() == HISTORY {
+                self.cpu.pop_front();
             }
-            h.push_back(u);
-            drop(h);
-            self.spark.queue_draw();
+            self.cpu.push_back(u);
         }
         usage
     }
@@ -57,13 +72,13 @@ impl VmRow {
     pub fn clear_stats(&mut self) {
         self.last_sample = None;
         self.memory = None;
-        self.cpu.borrow_mut().clear();
-        self.spark.queue_draw();
+        self.cpu = VecDeque::new();
     }
 
-    fn subtitle(&self) -> String {
+    /// The line under its name: state, and CPU and memory while active.
+    pub fn subtitle(&self) -> String {
         let state = state_label(self.state);
-        match (self.memory, self.cpu.borrow().back()) {
+        match (self.memory, self.cpu.back()) {
             (Some(mem), Some(cpu)) if self.state.is_active() => {
                 // Translators: e.g. "Running · CPU 12% · 256 MiB".
                 gettext("{state} · CPU {cpu}% · {memory} MiB")
@@ -76,8 +91,13 @@ impl VmRow {
     }
 }
 
+/// The sparkline's tooltip.
+pub fn cpu_usage_label() -> String {
+    gettext("CPU usage")
+}
+
 /// Draws the CPU history as a filled line, newest at the right.
-fn draw_sparkline(history: &VecDeque<f64>, cr: &gtk::cairo::Context, width: i32, height: i32) {
+pub fn draw_sparkline(history: &VecDeque<f64>, cr: &cairo::Context, width: i32, height: i32) {
     let (w, h) = (f64::from(width), f64::from(height));
     if history.len() < 2 {
         return;
@@ -162,15 +182,6 @@ impl VmAction {
     }
 }
 
-/// A row's request to its window.
-#[derive(Debug)]
-pub struct RowRequest {
-    /// The domain.
-    pub name: String,
-    /// What to do.
-    pub action: VmAction,
-}
-
 /// The translated word for a state.
 pub fn state_label(state: DomainState) -> String {
     match state {
@@ -188,59 +199,6 @@ pub fn state_icon(state: DomainState) -> &'static str {
         DomainState::Paused => "media-playback-pause-symbolic",
         DomainState::Shutoff => "system-shutdown-symbolic",
         DomainState::Crashed => "dialog-error-symbolic",
-    }
-}
-
-#[relm4::factory(pub)]
-impl FactoryComponent for VmRow {
-    type Init = (String, DomainState);
-    type Input = VmAction;
-    type Output = RowRequest;
-    type CommandOutput = ();
-    type ParentWidget = gtk::ListBox;
-
-    view! {
-        // The actions live in the window's toolbar and context menu (they
-        // act on the selected row); a row only shows the VM, and opens it
-        // when activated (double click, Enter).
-        adw::ActionRow {
-            set_title: &self.name,
-            set_activatable: true,
-            connect_activated => VmAction::Open,
-            #[watch]
-            set_subtitle: &self.subtitle(),
-            add_suffix: &self.spark,
-            add_prefix = &gtk::Image {
-                #[watch]
-                set_icon_name: Some(state_icon(self.state)),
-            },
-        }
-    }
-
-    fn init_model(init: Self::Init, _index: &DynamicIndex, _sender: FactorySender<Self>) -> Self {
-        let cpu = Rc::new(RefCell::new(VecDeque::with_capacity(HISTORY)));
-        let spark = gtk::DrawingArea::new();
-        spark.set_content_width(90);
-        spark.set_content_height(28);
-        spark.set_valign(gtk::Align::Center);
-        spark.set_tooltip_text(Some(&gettext("CPU usage")));
-        let history = cpu.clone();
-        spark.set_draw_func(move |_, cr, w, h| draw_sparkline(&history.borrow(), cr, w, h));
-        Self {
-            name: init.0,
-            state: init.1,
-            cpu,
-            last_sample: None,
-            memory: None,
-            spark,
-        }
-    }
-
-    fn update(&mut self, action: Self::Input, sender: FactorySender<Self>) {
-        let _ = sender.output(RowRequest {
-            name: self.name.clone(),
-            action,
-        });
     }
 }
 

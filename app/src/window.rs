@@ -17,7 +17,8 @@ use crate::config;
 use crate::connection::{ConnState, ConnectError, Connection, Target};
 use crate::engine::Endpoint;
 use crate::remote::{self, AddFields, PromptRequest, Saved};
-use crate::vm_row::{RowRequest, VmAction};
+use crate::vm_list::{self, Entry};
+use crate::vm_row::VmAction;
 use crate::vm_window::VmWindow;
 
 /// The main window of the app.
@@ -38,10 +39,15 @@ pub struct ManagerWindow {
     /// The remembered remote connections, and their file.
     saved: Vec<Saved>,
     saved_path: Option<std::path::PathBuf>,
-    /// Where the connections' sections go.
-    sections: gtk::Box,
+    /// The connections' sections, one `gio::ListStore` of entries each,
+    /// flattened into the list.
+    sections: gio::ListStore,
+    /// The list's selection: the selected VM.
+    selection: gtk::SingleSelection,
+    /// The list of every connection's header and VMs.
+    list: gtk::ListView,
     /// The VM rows' context menu.
-    row_menu: gio::Menu,
+    menu: gtk::PopoverMenu,
 }
 
 /// How the app was started.
@@ -67,15 +73,16 @@ pub enum ConnOp {
 /// Input from widgets.
 #[derive(Debug)]
 pub enum Msg {
-    /// A row of connection `.0` was activated.
-    Row(usize, RowRequest),
-    /// The selection in connection `.0`'s list changed (row index).
-    Selected(usize, Option<i32>),
+    /// The row of VM `.1` on connection `.0` was activated (double
+    /// click, Enter).
+    Activated(usize, String),
+    /// The list's selection changed.
+    SelectionChanged,
     /// A toolbar button, menu item or shortcut: act on the selected VM.
     Action(VmAction),
-    /// Show the context menu of connection `.0`'s selected row, at the
-    /// pointer (`Some`) or under the row (keyboard).
-    ContextMenu(usize, Option<(f64, f64)>),
+    /// A right click on VM `.1` of connection `.0`: select it and show the
+    /// context menu at `.2` (the list's coordinates).
+    RowMenu(usize, String, (f64, f64)),
     /// The Menu key: the context menu of the selected row.
     MenuKey,
     /// Show the full text of an error.
@@ -135,52 +142,85 @@ pub enum CmdOut {
 
 impl ManagerWindow {
     fn set_state(&mut self, conn: usize, name: &str, state: Option<DomainState>) {
+        self.apply_states(conn, vec![(name.to_owned(), state)]);
+    }
+
+    /// Applies VM state changes (`None`: undefined) to connection `conn`'s
+    /// section in one go, keeping the selection (a VM that went loses it
+    /// to the section's first VM) and the scroll position.
+    fn apply_states(&mut self, conn: usize, changes: Vec<(String, Option<DomainState>)>) {
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
-        let mut guard = c.vms.guard();
-        let index = guard.iter().position(|r| r.name == name);
-        match (index, state) {
-            (Some(i), Some(state)) => {
-                if let Some(row) = guard.get_mut(i) {
-                    row.state = state;
-                    if !state.is_active() {
-                        row.clear_stats();
-                    }
-                }
-            }
-            (Some(i), None) => {
-                guard.remove(i);
-                if self
-                    .selected
-                    .as_ref()
-                    .is_some_and(|(c, n)| *c == conn && n == name)
-                {
-                    self.selected = None;
-                }
-            }
-            (None, Some(state)) => {
-                guard.push_back((name.to_owned(), state));
-            }
-            (None, None) => {}
+        c.apply(&changes);
+        let uri = c.target.uri();
+        for (name, state) in &changes {
+            let state = state.map_or("undefined", |s| s.as_virsh());
+            tracing::info!("vm {name}: {state}");
+            tracing::info!("connection {uri}: vm {name}: {state}");
         }
-        drop(guard);
+        if let Some((sc, sn)) = &self.selected
+            && *sc == conn
+            && c.vm(sn).is_none()
+        {
+            self.selected = None;
+        }
         // With nothing selected, select the first VM, so the toolbar and
         // the keyboard act on something.
         if self.selected.is_none()
-            && let Some(row) = c.list().row_at_index(0)
+            && let Some(first) = c.first_vm()
         {
-            c.list().select_row(Some(&row));
-            row.grab_focus();
+            self.select(conn, &first, true);
         }
-        if let Some(state) = state {
-            tracing::info!("vm {name}: {}", state.as_virsh());
-        } else {
-            tracing::info!("vm {name}: undefined");
+    }
+
+    /// The position of connection `conn`'s `entry` in the list.
+    fn position(&self, conn: usize, entry: &Entry) -> Option<u32> {
+        let before: u32 = self
+            .conns
+            .get(..conn)?
+            .iter()
+            .map(|c| c.store.n_items())
+            .sum();
+        Some(before + self.conns.get(conn)?.store.find(entry)?)
+    }
+
+    /// Selects a VM's row and, with `focus`, gives it the keyboard focus
+    /// (scrolled into view).
+    fn select(&mut self, conn: usize, entry: &Entry, focus: bool) {
+        let Some(pos) = self.position(conn, entry) else {
+            return;
+        };
+        self.selection.set_selected(pos);
+        self.note_selection();
+        if focus && !focus_selected(&self.list, &self.selection) {
+            // Not laid out yet (the window is still opening): try again
+            // for a while.
+            let (list, selection) = (self.list.clone(), self.selection.clone());
+            let mut tries = 0;
+            glib::timeout_add_local(std::time::Duration::from_millis(20), move || {
+                tries += 1;
+                if focus_selected(&list, &selection) || tries >= 250 {
+                    glib::ControlFlow::Break
+                } else {
+                    glib::ControlFlow::Continue
+                }
+            });
         }
-        if let Some(c) = self.conns.get(conn) {
-            let state = state.map_or("undefined", |s| s.as_virsh());
-            tracing::info!("connection {}: vm {name}: {state}", c.target.uri());
+    }
+
+    /// Takes the list's selection as the selected VM.
+    fn note_selection(&mut self) {
+        let now = self
+            .selection
+            .selected_item()
+            .and_downcast::<Entry>()
+            .and_then(|e| e.vm());
+        if now != self.selected {
+            if let Some((_, name)) = &now {
+                tracing::debug!("selected {name}");
+            }
+            self.selected = now;
         }
     }
 
@@ -241,31 +281,8 @@ impl ManagerWindow {
     /// Adds a connection's section and starts connecting it.
     fn add_connection(&mut self, target: Target, connect: bool, sender: &ComponentSender<Self>) {
         let id = self.conns.len();
-        let conn = Connection::new(
-            target.clone(),
-            &self.row_menu,
-            sender.input_sender(),
-            move |r| Msg::Row(id, r),
-        );
-        let list = conn.list();
-        let s = sender.clone();
-        list.connect_row_selected(move |_, row| s.input(Msg::Selected(id, row.map(|r| r.index()))));
-        let click = gtk::GestureClick::new();
-        click.set_button(gdk::BUTTON_SECONDARY);
-        let s = sender.clone();
-        click.connect_pressed(move |gesture, _, x, y| {
-            let Some(list) = gesture.widget().and_downcast::<gtk::ListBox>() else {
-                return;
-            };
-            if let Some(row) = list.row_at_y(y as i32) {
-                gesture.set_state(gtk::EventSequenceState::Claimed);
-                list.select_row(Some(&row));
-                row.grab_focus();
-                s.input(Msg::ContextMenu(id, Some((x, y))));
-            }
-        });
-        list.add_controller(click);
-        self.sections.append(&conn.section);
+        let conn = Connection::new(id, target.clone());
+        self.sections.append(&conn.store);
         self.conns.push(conn);
 
         let conn_menu = gio::Menu::new();
@@ -459,16 +476,18 @@ impl ManagerWindow {
         }
     }
 
-    /// Pops up connection `conn`'s context menu for its selected row.
-    fn context_menu(&self, conn: usize, at: Option<(f64, f64)>) {
-        let Some(c) = self.conns.get(conn) else {
-            return;
-        };
-        let list = c.list();
+    /// Pops up the context menu for the selected row, at the pointer
+    /// (`Some`, the list's coordinates) or under the row (keyboard).
+    fn context_menu(&self, at: Option<(f64, f64)>) {
         let rect = match at {
             Some((x, y)) => gdk::Rectangle::new(x as i32, y as i32, 1, 1),
             None => {
-                let Some(bounds) = list.selected_row().and_then(|r| r.compute_bounds(list)) else {
+                let Some(entry) = self.selection.selected_item().and_downcast::<Entry>() else {
+                    return;
+                };
+                let Some(bounds) =
+                    vm_list::row_of(&self.list, &entry).and_then(|r| r.compute_bounds(&self.list))
+                else {
                     return;
                 };
                 gdk::Rectangle::new(
@@ -479,10 +498,30 @@ impl ManagerWindow {
                 )
             }
         };
-        c.menu.set_pointing_to(Some(&rect));
-        c.menu.popup();
+        self.menu.set_pointing_to(Some(&rect));
+        self.menu.popup();
         tracing::info!("context menu shown");
     }
+}
+
+/// Scrolls the selected row into view and gives it the keyboard focus;
+/// false while the list has no widget for it yet.
+fn focus_selected(list: &gtk::ListView, selection: &gtk::SingleSelection) -> bool {
+    let Some(entry) = selection.selected_item().and_downcast::<Entry>() else {
+        return true;
+    };
+    if !list.is_mapped() {
+        return false;
+    }
+    // GTK 4.8 has no ListView::scroll_to: this action scrolls to the item
+    // and makes it the one the list moves on from.
+    let _ = list.activate_action(
+        "list.scroll-to-item",
+        Some(&selection.selected().to_variant()),
+    );
+    vm_list::row_of(list, &entry)
+        .and_then(|row| row.parent())
+        .is_some_and(|item| item.grab_focus())
 }
 
 /// The main menu.
@@ -641,20 +680,22 @@ impl Component for ManagerWindow {
                 toasts -> adw::ToastOverlay {
                     set_vexpand: true,
 
+                    // The list is the scrollable (so it recycles its rows),
+                    // clamped as the sections were.
                     gtk::ScrolledWindow {
                         set_hscrollbar_policy: gtk::PolicyType::Never,
 
-                        adw::Clamp {
+                        #[wrap(Some)]
+                        set_child = &adw::ClampScrollable {
                             set_maximum_size: 720,
-                            set_margin_top: 18,
-                            set_margin_bottom: 18,
                             set_margin_start: 12,
                             set_margin_end: 12,
 
-                            #[name = "sections"]
-                            gtk::Box {
-                                set_orientation: gtk::Orientation::Vertical,
-                                set_spacing: 24,
+                            #[wrap(Some)]
+                            #[local_ref]
+                            set_child = list -> gtk::ListView {
+                                add_css_class: "vireo-vm-list",
+                                set_single_click_activate: false,
                             },
                         },
                     },
@@ -720,6 +761,48 @@ impl Component for ManagerWindow {
         app.set_accels_for_action("win.delete", &["Delete"]);
         app.set_accels_for_action("win.add-connection", &["<Primary><Shift>a"]);
 
+        // One list over every connection's section (see vm_list).
+        let sections = gio::ListStore::new::<gio::ListStore>();
+        let selection =
+            gtk::SingleSelection::new(Some(gtk::FlattenListModel::new(Some(sections.clone()))));
+        selection.set_autoselect(false);
+        selection.set_can_unselect(true);
+        let list = gtk::ListView::new(Some(selection.clone()), Some(vm_list::factory()));
+        let s = sender.clone();
+        selection.connect_selected_notify(move |_| s.input(Msg::SelectionChanged));
+        let s = sender.clone();
+        list.connect_activate(move |list, pos| {
+            if let Some((conn, name)) = list
+                .model()
+                .and_then(|m| m.item(pos))
+                .and_downcast::<Entry>()
+                .and_then(|e| e.vm())
+            {
+                s.input(Msg::Activated(conn, name));
+            }
+        });
+        let click = gtk::GestureClick::new();
+        click.set_button(gdk::BUTTON_SECONDARY);
+        let s = sender.clone();
+        click.connect_pressed(move |gesture, _, x, y| {
+            let Some(list) = gesture.widget().and_downcast::<gtk::ListView>() else {
+                return;
+            };
+            if let Some((conn, name)) = vm_list::row_at(&list, x, y)
+                .and_then(|r| r.entry())
+                .and_then(|e| e.vm())
+            {
+                gesture.set_state(gtk::EventSequenceState::Claimed);
+                s.input(Msg::RowMenu(conn, name, (x, y)));
+            }
+        });
+        list.add_controller(click);
+        vm_list::set_accessible_label(&list, &gettext("Virtual Machines"));
+        let menu = gtk::PopoverMenu::from_model(Some(&row_menu()));
+        menu.set_parent(&list);
+        menu.set_has_arrow(false);
+        menu.set_halign(gtk::Align::Start);
+
         let mut model = ManagerWindow {
             conns: Vec::new(),
             selected: None,
@@ -739,12 +822,14 @@ impl Component for ManagerWindow {
             }),
             saved: Vec::new(),
             saved_path: remote::config_path(),
-            sections: gtk::Box::default(),
-            row_menu: row_menu(),
+            sections: sections.clone(),
+            selection: selection.clone(),
+            list: list.clone(),
+            menu: menu.clone(),
         };
         let toasts = &model.toasts;
+        let list = &model.list;
         let widgets = view_output!();
-        model.sections = widgets.sections.clone();
 
         model.add_connection(Target::LocalSession, true, &sender);
         let saved = match &model.saved_path {
@@ -767,43 +852,23 @@ impl Component for ManagerWindow {
 
     fn update(&mut self, msg: Self::Input, sender: ComponentSender<Self>, root: &Self::Root) {
         match msg {
-            Msg::Row(conn, RowRequest { name, action }) => {
-                self.act(conn, name, action, root, &sender);
-            }
-            Msg::Selected(conn, Some(index)) => {
-                let Some(c) = self.conns.get(conn) else {
-                    return;
-                };
-                let Some(name) = usize::try_from(index)
-                    .ok()
-                    .and_then(|i| c.vms.get(i))
-                    .map(|r| r.name.clone())
-                else {
-                    return;
-                };
-                tracing::debug!("selected {name}");
-                self.selected = Some((conn, name));
-                for (i, other) in self.conns.iter().enumerate() {
-                    if i != conn {
-                        other.list().unselect_all();
-                    }
-                }
-            }
-            Msg::Selected(conn, None) => {
-                if self.selected.as_ref().is_some_and(|(c, _)| *c == conn) {
-                    self.selected = None;
-                }
-            }
+            Msg::Activated(conn, name) => self.act(conn, name, VmAction::Open, root, &sender),
+            Msg::SelectionChanged => self.note_selection(),
             Msg::Action(action) => {
                 if let Some((conn, name)) = self.selected.clone() {
                     tracing::info!("{} on {name}", action.action_name());
                     self.act(conn, name, action, root, &sender);
                 }
             }
-            Msg::ContextMenu(conn, at) => self.context_menu(conn, at),
+            Msg::RowMenu(conn, name, at) => {
+                if let Some(entry) = self.conns.get(conn).and_then(|c| c.vm(&name)).cloned() {
+                    self.select(conn, &entry, true);
+                    self.context_menu(Some(at));
+                }
+            }
             Msg::MenuKey => {
-                if let Some((conn, _)) = self.selected {
-                    self.context_menu(conn, None);
+                if self.selected.is_some() {
+                    self.context_menu(None);
                 }
             }
             Msg::Perform {
@@ -883,12 +948,12 @@ impl Component for ManagerWindow {
                         c.generation += 1;
                         c.set_state(ConnState::Disconnected);
                         c.set_error(None);
-                        c.vms.guard().clear();
+                        c.clear_vms();
                         if self.selected.as_ref().is_some_and(|(s, _)| *s == id) {
                             self.selected = None;
                         }
                         if op == ConnOp::Remove {
-                            c.section.set_visible(false);
+                            c.remove_section();
                             // Its VM windows go with it.
                             self.windows.retain(|(conn, _), w| {
                                 if *conn == id {
@@ -908,7 +973,7 @@ impl Component for ManagerWindow {
                 let taken: std::collections::HashSet<String> = self
                     .conns
                     .iter()
-                    .filter(|c| c.section.is_visible())
+                    .filter(|c| !c.removed)
                     .map(|c| c.target.uri().to_string())
                     .collect();
                 let s = sender.clone();
@@ -954,16 +1019,18 @@ impl Component for ManagerWindow {
                 c.backoff = 1;
                 c.set_error(None);
                 let reconnect = std::mem::replace(&mut c.was_connected, true);
-                // The list as it is now: gone domains leave it.
-                let names: Vec<String> = c.vms.iter().map(|r| r.name.clone()).collect();
-                for name in names {
-                    if !domains.iter().any(|d| d.name == name) {
-                        self.set_state(conn, &name, None);
-                    }
-                }
-                for d in domains {
-                    self.set_state(conn, &d.name, Some(d.state));
-                }
+                // The list as it is now: gone domains leave it, new ones
+                // join it in one change.
+                let listed: std::collections::HashSet<&str> =
+                    domains.iter().map(|d| d.name.as_str()).collect();
+                let mut changes: Vec<(String, Option<DomainState>)> = c
+                    .vm_names()
+                    .into_iter()
+                    .filter(|n| !listed.contains(n.as_str()))
+                    .map(|n| (n, None))
+                    .collect();
+                changes.extend(domains.iter().map(|d| (d.name.clone(), Some(d.state))));
+                self.apply_states(conn, changes);
                 if reconnect {
                     for ((c, _), w) in &self.windows {
                         if *c == conn {
@@ -1051,14 +1118,8 @@ impl Component for ManagerWindow {
                 let Some(c) = self.conns.get_mut(conn) else {
                     return;
                 };
-                let mut guard = c.vms.guard();
                 for stats in &domains {
-                    let Some(i) = guard.iter().position(|r| r.name == stats.name) else {
-                        continue;
-                    };
-                    if let Some(row) = guard.get_mut(i)
-                        && let Some(usage) = row.add_stats(stats)
-                    {
+                    if let Some(usage) = c.add_stats(stats) {
                         tracing::debug!("vm {}: cpu {:.0}%", stats.name, usage * 100.0);
                     }
                 }

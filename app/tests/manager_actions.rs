@@ -267,3 +267,97 @@ fn delete_removes_the_vm_and_only_the_ticked_disk_images() {
         second_image.display()
     );
 }
+
+/// The VM names in the order the app listed them (its log).
+fn listed_order(log: &Path, count: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(log).unwrap();
+    let mut names: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.split("connection vireo:///session: vm ").nth(1) else {
+            continue;
+        };
+        if let Some(name) = rest.strip_suffix(": shut off")
+            && !names.iter().any(|n| n == name)
+        {
+            names.push(name.to_owned());
+        }
+    }
+    assert_eq!(names.len(), count, "listed: {names:?}");
+    names
+}
+
+#[test]
+fn keyboard_selection_and_scroll_survive_engine_events_in_a_long_list() {
+    let _one_at_a_time = serial();
+    let session = Session::new();
+    const VMS: usize = 40;
+    for i in 0..VMS {
+        session.define(&domain(&format!("vm-{i:02}"), None));
+    }
+    let x = Xvfb::start();
+    let (_app, window, log) = start_app(&x, &session);
+    wait_until("all VMs listed", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("connection vireo:///session: vm ")
+            .count()
+            >= VMS
+    });
+    let order = listed_order(&log, VMS);
+    // The first VM is selected and has the keyboard.
+    wait_log(&log, &format!("selected {}", order[0]), 1);
+
+    // End goes to the last row (the list scrolls: 40 rows do not fit),
+    // Up moves back over one VM, Down forward again; the header above
+    // the first VM is never selected.
+    x.type_keys(&window, &["End"]);
+    wait_log(&log, &format!("selected {}", order[VMS - 1]), 1);
+    x.type_keys(&window, &["Up", "Up"]);
+    wait_log(&log, &format!("selected {}", order[VMS - 3]), 1);
+    x.type_keys(&window, &["Down"]);
+    wait_log(&log, &format!("selected {}", order[VMS - 2]), 1);
+    x.screenshot(&window, &artifacts_dir().join("manager-long-list-end.png"));
+    let before = artifacts_dir().join("manager-long-list-before-events.png");
+    std::thread::sleep(Duration::from_millis(500));
+    x.screenshot(&window, &before);
+
+    // Live updates: the first VM (scrolled out of view) goes, a new one
+    // comes at the end, and the selection stays where it was.
+    let selections = std::fs::read_to_string(&log)
+        .unwrap()
+        .matches("selected ")
+        .count();
+    session.ok(&["undefine", &order[0]]);
+    wait_log(&log, &format!("vm {}: undefined", order[0]), 1);
+    session.define(&domain("vm-zz", None));
+    wait_log(&log, "vm vm-zz: shut off", 1);
+    std::thread::sleep(Duration::from_millis(500));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.matches("selected ").count(),
+        selections,
+        "the selection moved:\n{text}"
+    );
+    let after = artifacts_dir().join("manager-long-list-after-events.png");
+    x.screenshot(&window, &after);
+    // Nor did the list scroll: the same rows show in the same places
+    // (the overlay scrollbar's strip at the right edge aside).
+    let (a, b) = (
+        image::open(&before).unwrap().to_rgb8(),
+        image::open(&after).unwrap().to_rgb8(),
+    );
+    let moved = a
+        .enumerate_pixels()
+        .filter(|(x, y, p)| *x + 24 < a.width() && b.get_pixel(*x, *y) != *p)
+        .count();
+    assert!(
+        moved < 100,
+        "{moved} pixels changed: the list scrolled ({} and {})",
+        before.display(),
+        after.display()
+    );
+
+    // Enter opens the VM still selected.
+    x.type_keys(&window, &["Return"]);
+    wait_log(&log, &format!("vm {}: window opened", order[VMS - 2]), 1);
+}

@@ -51,10 +51,13 @@ impl TerminalPrompter {
             .write(true)
             .open("/dev/tty")
             .ok()?;
+        // Echo goes off before the prompt shows (as in OpenSSH's
+        // readpassphrase): what is typed once it is visible is never echoed
+        // nor flushed.
+        let _echo_off = (!echo).then(|| EchoOff::new(tty.as_raw_fd())).flatten();
         let mut out = &tty;
         out.write_all(prompt.as_bytes()).ok()?;
         out.flush().ok()?;
-        let _echo_off = (!echo).then(|| EchoOff::new(tty.as_raw_fd())).flatten();
         let mut line = String::new();
         std::io::BufReader::new(&tty).read_line(&mut line).ok()?;
         if !echo {

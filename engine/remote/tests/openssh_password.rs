@@ -546,3 +546,143 @@ fn openssh_three_wrong_answers_per_method_end_at_sshds_max_auth_tries() {
     );
     assert_eq!(sshd.count_when("Accepted ", 0), 0, "{}", sshd.log());
 }
+
+/// Output of a program running on a terminal (`script` gives it a pty, so
+/// `/dev/tty` works), read as it comes.
+struct OnTerminal {
+    child: Child,
+    input: std::process::ChildStdin,
+    output: std::sync::Arc<Mutex<Vec<u8>>>,
+}
+
+impl OnTerminal {
+    fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let input = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let output = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut stdout, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Self {
+            child,
+            input,
+            output,
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    /// Waits (10 s at most) until `what` has appeared `n` times.
+    fn wait_for(&self, what: &str, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.text().matches(what).count() < n {
+            assert!(
+                Instant::now() < deadline,
+                "waited for {n} × {what:?}; the terminal shows:\n{}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        std::io::Write::write_all(&mut self.input, format!("{line}\n").as_bytes()).unwrap();
+        std::io::Write::flush(&mut self.input).unwrap();
+    }
+
+    /// Waits (20 s at most) for the program to end.
+    fn finish(mut self) -> (std::process::ExitStatus, String) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader drain the last output.
+                std::thread::sleep(Duration::from_millis(100));
+                return (status, self.text());
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("still running after 20 s:\n{}", self.text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn vireoctl_on_a_terminal_says_permission_denied_and_asks_again() {
+    if !root_or_skip() {
+        return;
+    }
+    if !Path::new("/usr/bin/script").exists() {
+        eprintln!("skipping: /usr/bin/script is missing (Debian: bsdutils)");
+        return;
+    }
+    let _serial = serial();
+    let s = Session::new();
+    s.ok(&["list"]); // starts the engine
+    let sshd = NsSshd::start(PASSWORD_ONLY);
+    let home = sshd.client_home();
+    let mut cmd = Command::new("script");
+    cmd.args([
+        "-q",
+        "-e",
+        "-c",
+        "exec \"$VIREOCTL\" -c \"$URI\" list",
+        "/dev/null",
+    ])
+    .env("VIREOCTL", vireo_tests::engine::bin("vireoctl"))
+    .env("URI", sshd.uri(&s).to_string())
+    .env("SHELL", "/bin/sh")
+    .env("HOME", home.path())
+    .env_remove("SSH_AUTH_SOCK")
+    .env_remove("VIREO_DEFAULT_URI")
+    .env_remove("XDG_RUNTIME_DIR");
+    let mut term = OnTerminal::spawn(cmd);
+    let prompt = format!("{USER}@127.0.0.1's password: ");
+    term.wait_for(&prompt, 1);
+    term.type_line("wrong");
+    term.wait_for(&prompt, 2);
+    term.type_line(PASSWORD);
+    let (status, text) = term.finish();
+    assert!(status.success(), "vireoctl list failed:\n{text}");
+    // OpenSSH's wording between the two prompts, the secrets never echoed,
+    // then the engine's (empty) list.
+    let first = text.find(&prompt).unwrap();
+    let denied = text
+        .find("Permission denied, please try again.")
+        .unwrap_or_else(|| panic!("no retry message:\n{text}"));
+    let second = text.rfind(&prompt).unwrap();
+    assert!(first < denied && denied < second, "{text}");
+    assert!(
+        !text.contains("wrong") && !text.contains(PASSWORD),
+        "{text}"
+    );
+    assert!(text[second..].contains("Name"), "{text}");
+    assert_eq!(
+        sshd.count_when("Failed password for vireotest ", 1),
+        1,
+        "{}",
+        sshd.log()
+    );
+    assert_eq!(
+        sshd.count_when("Accepted password for vireotest ", 1),
+        1,
+        "{}",
+        sshd.log()
+    );
+}

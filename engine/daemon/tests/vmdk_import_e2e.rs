@@ -4,11 +4,12 @@
 //! so this needs no /dev/kvm.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use vireo_api::proto::{Request, Response};
 use vireo_api::storage::{StorageRequest, VolumeFormat};
-use vireo_tests::engine::{Session, serial};
+use vireo_tests::engine::{Session, bin, serial, signal, wait_gone};
 
 fn qemu_img(args: &[&str]) -> String {
     let out = Command::new("qemu-img")
@@ -260,4 +261,70 @@ fn vmdk_volumes_are_listed_and_imported_with_vol_create_from() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(before, after, "no half volume or temporary file");
+}
+
+#[test]
+fn an_engine_killed_mid_conversion_leaves_no_volume() {
+    let _serial = serial();
+    let session = Session::new();
+    session.ok(&["pool-list"]);
+    let images = session.data.join("vireo/images");
+    // A disk that takes a while to convert but little room: 256 MiB of
+    // compressible data, streamOptimized.
+    let raw = session.dir.path().join("ones.raw");
+    std::fs::write(&raw, vec![1u8; 256 << 20]).unwrap();
+    qemu_img(&[
+        "convert",
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=streamOptimized",
+        s(&raw),
+        s(&images.join("slow.vmdk")),
+    ]);
+    std::fs::remove_file(&raw).unwrap();
+    session.ok(&["pool-refresh", "default"]);
+    let xml = session.dir.path().join("new.xml");
+    std::fs::write(
+        &xml,
+        "<volume><name>slow.qcow2</name><target><format type='qcow2'/></target></volume>",
+    )
+    .unwrap();
+    let tmp = images.join(".slow.qcow2.vireo-tmp");
+    let done = images.join("slow.qcow2");
+    for attempt in 0.. {
+        assert!(
+            attempt < 5,
+            "every conversion finished before the engine was killed"
+        );
+        let mut child = Command::new(bin("vireoctl"))
+            .args(["vol-create-from", "default", s(&xml), "slow.vmdk"])
+            .env_remove("VIREO_DEFAULT_URI")
+            .env("XDG_RUNTIME_DIR", &session.runtime)
+            .env("XDG_DATA_HOME", &session.data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !tmp.exists() && !done.exists() {
+            assert!(Instant::now() < deadline, "the conversion never started");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let pid = session.daemon_pid().unwrap();
+        signal(pid, libc::SIGKILL);
+        wait_gone(pid);
+        let status = child.wait().unwrap();
+        if status.success() || done.exists() {
+            session.ok(&["vol-delete", "slow.qcow2", "--pool", "default"]);
+            continue;
+        }
+        assert!(tmp.exists(), "the dead engine's temporary file");
+        break;
+    }
+    // The restarted engine lists no half volume and removed the leftover.
+    let list = session.ok(&["vol-list", "default"]);
+    assert!(!list.contains("slow.qcow2"), "{list}");
+    assert!(!done.exists());
+    assert!(!tmp.exists());
 }

@@ -37,7 +37,9 @@ fn qemu_img(args: &[&str]) {
 fn source(path: &Path) {
     let mut data = vec![0u8; SIZE];
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let words: &[&[u8]] = &[b"vireo ", b"disk ", b"image ", b"block ", b"sector ", b"grain "];
+    let words: &[&[u8]] = &[
+        b"vireo ", b"disk ", b"image ", b"block ", b"sector ", b"grain ",
+    ];
     for (i, run) in data.chunks_mut(RUN).enumerate() {
         match i % 8 {
             0 | 3 | 5 => {

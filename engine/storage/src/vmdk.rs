@@ -770,6 +770,23 @@ fn read_flat(file: &File, out: &mut [u8], at: u64) -> BadResult<()> {
     Ok(())
 }
 
+/// Whether the `len` bytes at `start` of a flat extent file are a hole
+/// (or past its end): no data between them (`SEEK_DATA`). `false` when
+/// the file system cannot tell.
+fn is_hole(file: &File, start: u64, len: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(from) = libc::off_t::try_from(start) else {
+        return false;
+    };
+    // SAFETY: lseek on a descriptor we own, with plain integers.
+    let data = unsafe { libc::lseek(file.as_raw_fd(), from, libc::SEEK_DATA) };
+    if data < 0 {
+        // ENXIO: no data at or after `start`.
+        return std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO);
+    }
+    u64::try_from(data).is_ok_and(|d| d >= start.saturating_add(len))
+}
+
 /// Where an extent's data comes from.
 enum Source {
     Zero,
@@ -976,7 +993,17 @@ impl VmdkReader {
             if stop > at {
                 match &extent.source {
                     Source::Zero => {}
-                    Source::Flat { .. } => return Ok(false),
+                    Source::Flat { offset } => {
+                        let start = offset + (at - extent.start);
+                        let len = stop - at;
+                        self.ensure_open(index)?;
+                        let Some((_, file)) = &self.open else {
+                            return Ok(false);
+                        };
+                        if !is_hole(file, start, len) {
+                            return Ok(false);
+                        }
+                    }
                     Source::Sparse(_) => {
                         self.ensure_open(index)?;
                         let Some((_, file)) = &self.open else {

@@ -417,12 +417,17 @@ fn extents_outside_the_descriptors_folder_and_delta_disks_are_refused() {
         s(&raw),
         s(&pool.join("part-s.vmdk")),
     ]);
-    std::fs::write(pool.join("part-f.raw"), pattern(MIB as usize, 12)).unwrap();
+    // The flat file: a 1 MiB hole, then 1 MiB of data.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(pool.join("part-f.raw")).unwrap();
+        f.write_all_at(&pattern(MIB as usize, 12), MIB).unwrap();
+    }
     let mixed = pool.join("mixed.vmdk");
     std::fs::write(
         &mixed,
         descriptor(
-            "RW 2048 ZERO\nRW 2048 SPARSE \"part-s.vmdk\"\nRW 1024 FLAT \"part-f.raw\" 1024",
+            "RW 2048 ZERO\nRW 2048 SPARSE \"part-s.vmdk\"\nRW 2048 FLAT \"part-f.raw\" 1024",
         ),
     )
     .unwrap();
@@ -436,15 +441,21 @@ fn extents_outside_the_descriptors_folder_and_delta_disks_are_refused() {
     )
     .unwrap();
     let bytes = std::fs::read(&out).unwrap();
-    assert_eq!(bytes.len() as u64, 5 * MIB / 2);
+    assert_eq!(bytes.len() as u64, 3 * MIB);
     assert!(bytes[..MIB as usize].iter().all(|&b| b == 0));
     assert_eq!(
         bytes[MIB as usize..2 * MIB as usize],
         pattern(MIB as usize, 11)[..]
     );
+    // Half a MiB of the flat file's hole, then half its data.
+    assert!(
+        bytes[2 * MIB as usize..5 * MIB as usize / 2]
+            .iter()
+            .all(|&b| b == 0)
+    );
     assert_eq!(
-        bytes[2 * MIB as usize..],
-        pattern(MIB as usize, 12)[MIB as usize / 2..]
+        bytes[5 * MIB as usize / 2..],
+        pattern(MIB as usize, 12)[..MIB as usize / 2]
     );
 }
 

@@ -888,7 +888,8 @@ pub fn run(conn: &mut Connection, command: StorageCommand) -> Result<(), String>
                     input_pool,
                     input: vol,
                 },
-            )?;
+            )
+            .map_err(|e| format!("Failed to create vol from {file}\nerror: {e}"))?;
             println!("Vol {name} created from input vol {}\n", input.name);
         }
         C::VolUpload { vol, file, pool } => {

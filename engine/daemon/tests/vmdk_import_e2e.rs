@@ -213,7 +213,13 @@ fn vmdk_volumes_are_listed_and_imported_with_vol_create_from() {
             "imports",
         ],
     );
-    assert!(err.contains("'big.raw' exists already"), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "error: Failed to create vol from {}\nerror: ",
+            s(&xml)
+        )) && err.contains("'big.raw' exists already"),
+        "{err}"
+    );
     std::fs::write(
         &xml,
         "<volume><name>small.raw</name><capacity unit='MiB'>1</capacity></volume>",

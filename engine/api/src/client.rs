@@ -212,8 +212,7 @@ impl<R: Read, W: Write> Client<R, W> {
                         "the data to upload ended after {sent} of {length} bytes"
                     )));
                 }
-                let data = buf[..n].to_vec();
-                proto::write_message(&mut self.writer, &ClientMessage::StreamData { id, data })?;
+                proto::write_stream_chunk(&mut self.writer, id, &buf[..n])?;
                 sent += n as u64;
                 continue;
             }
@@ -235,8 +234,22 @@ impl<R: Read, W: Write> Client<R, W> {
         let id = self.send_call(request)?;
         let mut received = 0u64;
         let mut total = 0u64;
+        // Chunks are read into one buffer and written from it as they are.
+        let mut frame = Vec::new();
         loop {
-            match proto::read_message(&mut self.reader)? {
+            let payload = proto::read_frame(&mut self.reader, &mut frame)?;
+            if let Some((got, data)) = proto::stream_chunk(payload)?
+                && got == id
+            {
+                sink.write_all(data).map_err(|e| {
+                    ClientError::Protocol(format!("cannot write the download: {e}"))
+                })?;
+                received += data.len() as u64;
+                proto::write_message(&mut self.writer, &ClientMessage::StreamAck { id, received })?;
+                progress(received, total.max(received));
+                continue;
+            }
+            match proto::decode(payload)? {
                 ServerMessage::Reply { id: got, result } if got == id => {
                     sink.flush().map_err(|e| {
                         ClientError::Protocol(format!("cannot write the download: {e}"))
@@ -253,17 +266,6 @@ impl<R: Read, W: Write> Client<R, W> {
                 } if got == id => {
                     total = t;
                     progress(received, total);
-                }
-                ServerMessage::StreamData { id: got, data } if got == id => {
-                    sink.write_all(&data).map_err(|e| {
-                        ClientError::Protocol(format!("cannot write the download: {e}"))
-                    })?;
-                    received += data.len() as u64;
-                    proto::write_message(
-                        &mut self.writer,
-                        &ClientMessage::StreamAck { id, received },
-                    )?;
-                    progress(received, total.max(received));
                 }
                 other => self.pending.push_back(other),
             }

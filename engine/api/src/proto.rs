@@ -644,46 +644,40 @@ fn check_len(len: usize) -> Result<(), FrameError> {
     }
 }
 
-/// Encodes one message as a frame (length prefix included).
-pub fn encode<T: Serialize + Any>(msg: &T) -> Result<Vec<u8>, FrameError> {
+/// The bytes in front of a stream chunk's data: the frame's length, then
+/// [`STREAM_FRAME`] and the call id.
+pub const STREAM_HEADER: usize = 4 + 1 + 8;
+
+/// The header of a stream frame carrying `len` bytes of call `id`.
+fn stream_header(id: u64, len: usize) -> Result<[u8; STREAM_HEADER], FrameError> {
+    let payload = 1 + 8 + len;
+    check_len(payload)?;
+    let mut header = [0u8; STREAM_HEADER];
+    header[..4].copy_from_slice(&(payload as u32).to_be_bytes());
+    header[4] = STREAM_FRAME;
+    header[5..].copy_from_slice(&id.to_be_bytes());
+    Ok(header)
+}
+
+/// The call id and bytes of a message that is a stream chunk.
+fn as_stream_chunk<T: Any>(msg: &T) -> Option<(u64, &[u8])> {
     let any = msg as &dyn Any;
-    let chunk = match (
+    match (
         any.downcast_ref::<ClientMessage>(),
         any.downcast_ref::<ServerMessage>(),
     ) {
         (Some(ClientMessage::StreamData { id, data }), _)
         | (_, Some(ServerMessage::StreamData { id, data })) => Some((*id, data)),
         _ => None,
-    };
-    if let Some((id, data)) = chunk {
-        let len = 1 + 8 + data.len();
-        check_len(len)?;
-        let mut buf = Vec::with_capacity(4 + len);
-        buf.extend_from_slice(&(len as u32).to_be_bytes());
-        buf.push(STREAM_FRAME);
-        buf.extend_from_slice(&id.to_be_bytes());
-        buf.extend_from_slice(data);
-        return Ok(buf);
     }
-    let mut buf = vec![0u8; 4];
-    serde_json::to_writer(&mut buf, msg)?;
-    let len = buf.len() - 4;
-    check_len(len)?;
-    let len = u32::try_from(len).map_err(|_| FrameError::TooLarge(len))?;
-    buf[..4].copy_from_slice(&len.to_be_bytes());
-    Ok(buf)
 }
 
-/// Decodes a frame's payload.
-pub fn decode<T: DeserializeOwned + Any>(payload: &[u8]) -> Result<T, FrameError> {
-    let Some((&STREAM_FRAME, rest)) = payload.split_first() else {
-        return Ok(serde_json::from_slice(payload)?);
-    };
-    let malformed = |why: &str| FrameError::Malformed(serde::de::Error::custom(why));
-    let Some((id, data)) = rest.split_first_chunk::<8>() else {
-        return Err(malformed("a stream frame shorter than its header"));
-    };
-    let (id, data) = (u64::from_be_bytes(*id), data.to_vec());
+fn malformed(why: &str) -> FrameError {
+    FrameError::Malformed(serde::de::Error::custom(why))
+}
+
+/// A stream chunk as a message of type `T`.
+fn stream_message<T: Any>(id: u64, data: Vec<u8>) -> Result<T, FrameError> {
     let msg: Box<dyn Any> = if TypeId::of::<T>() == TypeId::of::<ClientMessage>() {
         Box::new(ClientMessage::StreamData { id, data })
     } else if TypeId::of::<T>() == TypeId::of::<ServerMessage>() {
@@ -696,8 +690,76 @@ pub fn decode<T: DeserializeOwned + Any>(payload: &[u8]) -> Result<T, FrameError
         .map_err(|_| malformed("a stream frame of the wrong type"))
 }
 
+/// Encodes one message as a frame (length prefix included).
+pub fn encode<T: Serialize + Any>(msg: &T) -> Result<Vec<u8>, FrameError> {
+    if let Some((id, data)) = as_stream_chunk(msg) {
+        let mut buf = Vec::with_capacity(STREAM_HEADER + data.len());
+        buf.extend_from_slice(&stream_header(id, data.len())?);
+        buf.extend_from_slice(data);
+        return Ok(buf);
+    }
+    let mut buf = vec![0u8; 4];
+    serde_json::to_writer(&mut buf, msg)?;
+    let len = buf.len() - 4;
+    check_len(len)?;
+    let len = u32::try_from(len).map_err(|_| FrameError::TooLarge(len))?;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf)
+}
+
+/// The call id and bytes of a stream frame's payload, borrowed; `None` for
+/// a message frame (see [`decode`]).
+pub fn stream_chunk(payload: &[u8]) -> Result<Option<(u64, &[u8])>, FrameError> {
+    let Some((&STREAM_FRAME, rest)) = payload.split_first() else {
+        return Ok(None);
+    };
+    let Some((id, data)) = rest.split_first_chunk::<8>() else {
+        return Err(malformed("a stream frame shorter than its header"));
+    };
+    Ok(Some((u64::from_be_bytes(*id), data)))
+}
+
+/// Decodes a frame's payload.
+pub fn decode<T: DeserializeOwned + Any>(payload: &[u8]) -> Result<T, FrameError> {
+    match stream_chunk(payload)? {
+        Some((id, data)) => stream_message(id, data.to_vec()),
+        None => Ok(serde_json::from_slice(payload)?),
+    }
+}
+
+/// Steps the pair of buffers `a` then `b` past `n` written bytes.
+fn advance<'a>(a: &mut &'a [u8], b: &mut &'a [u8], n: usize) {
+    if n < a.len() {
+        *a = &a[n..];
+    } else {
+        *b = &b[n - a.len()..];
+        *a = &[];
+    }
+}
+
+/// Writes a stream chunk straight from `data` (one vectored write; no
+/// frame is built in memory).
+pub fn write_stream_chunk<W: Write>(w: &mut W, id: u64, data: &[u8]) -> Result<(), FrameError> {
+    let header = stream_header(id, data.len())?;
+    let (mut a, mut b) = (&header[..], data);
+    while !a.is_empty() {
+        match w.write_vectored(&[io::IoSlice::new(a), io::IoSlice::new(b)]) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+            Ok(n) => advance(&mut a, &mut b, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    w.write_all(b)?;
+    w.flush()?;
+    Ok(())
+}
+
 /// Writes one message to a blocking stream.
 pub fn write_message<W: Write, T: Serialize + Any>(w: &mut W, msg: &T) -> Result<(), FrameError> {
+    if let Some((id, data)) = as_stream_chunk(msg) {
+        return write_stream_chunk(w, id, data);
+    }
     w.write_all(&encode(msg)?)?;
     w.flush()?;
     Ok(())
@@ -705,6 +767,16 @@ pub fn write_message<W: Write, T: Serialize + Any>(w: &mut W, msg: &T) -> Result
 
 /// Reads one message from a blocking stream.
 pub fn read_message<R: Read, T: DeserializeOwned + Any>(r: &mut R) -> Result<T, FrameError> {
+    let mut payload = Vec::new();
+    decode(read_frame(r, &mut payload)?)
+}
+
+/// Reads one frame from a blocking stream into `buf`, whose memory is
+/// reused from frame to frame (it only grows, to the largest frame read),
+/// and returns its payload: for [`stream_chunk`] or [`decode`]. Loops that
+/// receive many stream chunks read them this way, without an allocation
+/// per chunk.
+pub fn read_frame<'a, R: Read>(r: &mut R, buf: &'a mut Vec<u8>) -> Result<&'a [u8], FrameError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len) {
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
@@ -712,9 +784,11 @@ pub fn read_message<R: Read, T: DeserializeOwned + Any>(r: &mut R) -> Result<T, 
     }
     let len = u32::from_be_bytes(len) as usize;
     check_len(len)?;
-    let mut payload = vec![0u8; len];
-    r.read_exact(&mut payload)?;
-    decode(&payload)
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    r.read_exact(&mut buf[..len])?;
+    Ok(&buf[..len])
 }
 
 /// Writes one message to an async stream.
@@ -722,7 +796,23 @@ pub async fn write_message_async<W: AsyncWrite + Unpin, T: Serialize + Any>(
     w: &mut W,
     msg: &T,
 ) -> Result<(), FrameError> {
-    w.write_all(&encode(msg)?).await?;
+    if let Some((id, data)) = as_stream_chunk(msg) {
+        // Header and bytes go out as they are, not copied into one frame.
+        let header = stream_header(id, data.len())?;
+        let (mut a, mut b) = (&header[..], data);
+        while !a.is_empty() {
+            let n = w
+                .write_vectored(&[io::IoSlice::new(a), io::IoSlice::new(b)])
+                .await?;
+            if n == 0 {
+                return Err(io::Error::from(io::ErrorKind::WriteZero).into());
+            }
+            advance(&mut a, &mut b, n);
+        }
+        w.write_all(b).await?;
+    } else {
+        w.write_all(&encode(msg)?).await?;
+    }
     w.flush().await?;
     Ok(())
 }
@@ -731,6 +821,19 @@ pub async fn write_message_async<W: AsyncWrite + Unpin, T: Serialize + Any>(
 pub async fn read_message_async<R: AsyncRead + Unpin, T: DeserializeOwned + Any>(
     r: &mut R,
 ) -> Result<T, FrameError> {
+    read_message_async_with(r, Vec::new).await
+}
+
+/// Like [`read_message_async`], with the bytes of a stream chunk read
+/// straight into the buffer `spare` returns (resized to fit; its memory is
+/// reused when it has the capacity), so a receiver that recycles the
+/// buffers of chunks it has consumed allocates nothing per chunk.
+pub async fn read_message_async_with<R, T, F>(r: &mut R, spare: F) -> Result<T, FrameError>
+where
+    R: AsyncRead + Unpin,
+    T: DeserializeOwned + Any,
+    F: FnOnce() -> Vec<u8>,
+{
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
@@ -740,8 +843,21 @@ pub async fn read_message_async<R: AsyncRead + Unpin, T: DeserializeOwned + Any>
     }
     let len = u32::from_be_bytes(len) as usize;
     check_len(len)?;
+    // The stream frame's kind and call id, or the start of a message.
+    let mut head = [0u8; STREAM_HEADER - 4];
+    let head_len = len.min(head.len());
+    r.read_exact(&mut head[..head_len]).await?;
+    if head_len == head.len()
+        && let Some((id, _)) = stream_chunk(&head)?
+    {
+        let mut data = spare();
+        data.resize(len - head_len, 0);
+        r.read_exact(&mut data).await?;
+        return stream_message(id, data);
+    }
     let mut payload = vec![0u8; len];
-    r.read_exact(&mut payload).await?;
+    payload[..head_len].copy_from_slice(&head[..head_len]);
+    r.read_exact(&mut payload[head_len..]).await?;
     decode(&payload)
 }
 
@@ -918,6 +1034,125 @@ mod tests {
         assert!(err.to_string().contains("shorter than its header"), "{err}");
         let err = decode::<serde_json::Value>(&frame[4..]).unwrap_err();
         assert!(matches!(err, FrameError::Malformed(_)), "{err}");
+    }
+
+    /// A writer that takes at most a few bytes per call, as a full socket
+    /// buffer does.
+    struct Trickle(Vec<u8>);
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(5);
+            self.0.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn stream_chunks_are_written_and_read_without_building_frames() {
+        let data: Vec<u8> = (0..100u8).collect();
+        let mut out = Trickle(Vec::new());
+        write_stream_chunk(&mut out, 9, &data).unwrap();
+        let msg = ClientMessage::StreamData {
+            id: 9,
+            data: data.clone(),
+        };
+        assert_eq!(out.0, encode(&msg).unwrap());
+        let mut again = Trickle(Vec::new());
+        write_message(&mut again, &msg).unwrap();
+        assert_eq!(again.0, out.0);
+
+        // One buffer serves a chunk, a message, then a smaller chunk.
+        let mut wire = out.0.clone();
+        wire.extend(
+            encode(&ClientMessage::StreamAck {
+                id: 9,
+                received: 100,
+            })
+            .unwrap(),
+        );
+        wire.extend(
+            encode(&ClientMessage::StreamData {
+                id: 9,
+                data: vec![5; 3],
+            })
+            .unwrap(),
+        );
+        let mut r = &wire[..];
+        let mut buf = Vec::new();
+        let payload = read_frame(&mut r, &mut buf).unwrap();
+        assert_eq!(stream_chunk(payload).unwrap(), Some((9, &data[..])));
+        let payload = read_frame(&mut r, &mut buf).unwrap();
+        assert_eq!(stream_chunk(payload).unwrap(), None);
+        let ack: ClientMessage = decode(payload).unwrap();
+        assert_eq!(
+            ack,
+            ClientMessage::StreamAck {
+                id: 9,
+                received: 100
+            }
+        );
+        let payload = read_frame(&mut r, &mut buf).unwrap();
+        assert_eq!(stream_chunk(payload).unwrap(), Some((9, &[5u8, 5, 5][..])));
+        assert_eq!(buf.len(), 1 + 8 + 100, "the buffer was reused, not regrown");
+        assert!(matches!(
+            read_frame(&mut r, &mut buf),
+            Err(FrameError::Closed)
+        ));
+    }
+
+    #[test]
+    fn async_reads_put_chunks_into_the_spare_buffer() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let chunk = ServerMessage::StreamData {
+                id: 3,
+                data: vec![1, 2, 3, 4],
+            };
+            let (mut a, mut b) = tokio::io::duplex(7);
+            let writer = async {
+                write_message_async(&mut a, &chunk).await.unwrap();
+                let reply = ServerMessage::Progress {
+                    id: 3,
+                    done: 4,
+                    total: 4,
+                };
+                write_message_async(&mut a, &reply).await.unwrap();
+                // A stream frame too short for its header.
+                a.write_all(&[0, 0, 0, 3, STREAM_FRAME, 1, 2])
+                    .await
+                    .unwrap();
+            };
+            let reader = async {
+                // A used buffer, longer than the chunk: cut to size.
+                let spare = vec![9u8; 64];
+                let memory = spare.as_ptr();
+                let got: ServerMessage = read_message_async_with(&mut b, || spare).await.unwrap();
+                assert_eq!(got, chunk);
+                let ServerMessage::StreamData { data, .. } = got else {
+                    unreachable!()
+                };
+                assert_eq!(
+                    data.as_ptr(),
+                    memory,
+                    "the chunk landed in the spare buffer"
+                );
+                let got: ServerMessage = read_message_async_with(&mut b, || panic!("not a chunk"))
+                    .await
+                    .unwrap();
+                assert!(matches!(got, ServerMessage::Progress { done: 4, .. }));
+                let err = read_message_async::<_, ServerMessage>(&mut b)
+                    .await
+                    .unwrap_err();
+                assert!(err.to_string().contains("shorter than its header"), "{err}");
+            };
+            tokio::join!(writer, reader);
+        });
     }
 
     #[test]

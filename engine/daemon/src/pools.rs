@@ -1070,11 +1070,19 @@ enum StreamEnd {
 
 type StreamMap = Arc<Mutex<HashMap<u64, StreamEnd>>>;
 
+/// Buffers of upload chunks already written to disk, for the next chunks
+/// to be read into: a connection allocates no memory per chunk.
+type Spare = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// At most this many spare buffers are kept: a window's worth.
+const SPARE_MAX: usize = (STREAM_WINDOW / STREAM_CHUNK as u64) as usize + 1;
+
 /// The volume streams of one connection. Dropping it (the connection
 /// ended) ends them: an upload then fails and leaves the volume as it was.
 #[derive(Debug, Default)]
 pub struct Streams {
     map: StreamMap,
+    spare: Spare,
 }
 
 fn lock_map(map: &StreamMap) -> MutexGuard<'_, HashMap<u64, StreamEnd>> {
@@ -1082,6 +1090,16 @@ fn lock_map(map: &StreamMap) -> MutexGuard<'_, HashMap<u64, StreamEnd>> {
 }
 
 impl Streams {
+    /// A buffer for the next upload chunk to be read into (see
+    /// [`vireo_api::proto::read_message_async_with`]).
+    pub fn spare(&self) -> Vec<u8> {
+        self.spare
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
     /// A chunk of upload `id`. An error means the client broke the
     /// protocol (too large a chunk, or beyond the window): drop it.
     pub fn data(&self, id: u64, data: Vec<u8>) -> Result<(), String> {
@@ -1143,6 +1161,8 @@ struct UploadReader {
     rx: std::sync::mpsc::Receiver<Vec<u8>>,
     buf: Vec<u8>,
     pos: usize,
+    /// Where consumed chunks go back to.
+    spare: Spare,
 }
 
 impl Read for UploadReader {
@@ -1150,8 +1170,12 @@ impl Read for UploadReader {
         if self.pos == self.buf.len() {
             match self.rx.recv() {
                 Ok(chunk) => {
-                    self.buf = chunk;
+                    let used = std::mem::replace(&mut self.buf, chunk);
                     self.pos = 0;
+                    let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+                    if used.capacity() > 0 && spare.len() < SPARE_MAX {
+                        spare.push(used);
+                    }
                 }
                 Err(_) => return Ok(0),
             }
@@ -1213,6 +1237,7 @@ pub fn spawn_call(
     out: mpsc::Sender<ServerMessage>,
 ) {
     let map = streams.map.clone();
+    let spare = streams.spare.clone();
     if matches!(request, StorageRequest::UploadVolume { .. }) {
         lock_map(&map).insert(id, StreamEnd::Pending);
     }
@@ -1222,7 +1247,13 @@ pub fn spawn_call(
                 pool,
                 volume,
                 length,
-            } => upload(&pools, &map, id, pool, volume, length, out.clone()).await,
+            } => {
+                let result = upload(&pools, &map, &spare, id, pool, volume, length, out.clone());
+                let result = result.await;
+                // The connection keeps no buffers between uploads.
+                spare.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                result
+            }
             StorageRequest::DownloadVolume { pool, volume } => {
                 download(&pools, &map, id, pool, volume, out.clone()).await
             }
@@ -1239,9 +1270,11 @@ pub fn spawn_call(
     });
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn upload(
     pools: &Arc<Pools>,
     map: &StreamMap,
+    spare: &Spare,
     id: u64,
     pool: Option<String>,
     volume: String,
@@ -1270,11 +1303,13 @@ async fn upload(
         })
         .await;
     let path = vol.path.clone();
+    let spare = spare.clone();
     let result = blocking(move || {
         let mut reader = UploadReader {
             rx,
             buf: Vec::new(),
             pos: 0,
+            spare,
         };
         volume::upload(
             &path,
@@ -1346,14 +1381,19 @@ mod tests {
         tx.send(vec![1, 2, 3]).unwrap();
         tx.send(vec![4, 5, 6, 7]).unwrap();
         drop(tx);
+        let streams = Streams::default();
         let mut r = UploadReader {
             rx,
             buf: Vec::new(),
             pos: 0,
+            spare: streams.spare.clone(),
         };
         let mut all = Vec::new();
         r.read_to_end(&mut all).unwrap();
         assert_eq!(all, [1, 2, 3, 4, 5, 6, 7]);
+        // The consumed first chunk went back for the next one to reuse.
+        assert_eq!(streams.spare(), [1, 2, 3]);
+        assert!(streams.spare().is_empty());
     }
 
     #[test]

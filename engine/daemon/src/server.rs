@@ -128,7 +128,10 @@ async fn connection(stream: UnixStream, engine: Arc<Engine>) -> Result<(), Strin
     let mut console: Option<crate::serial::ConsoleInput> = None;
     let mut console_task: Option<tokio::task::JoinHandle<()>> = None;
     let result = loop {
-        let msg = match proto::read_message_async::<_, ClientMessage>(&mut reader).await {
+        // Upload chunks land in buffers the disk writer has finished with.
+        let msg =
+            proto::read_message_async_with::<_, ClientMessage, _>(&mut reader, || streams.spare());
+        let msg = match msg.await {
             Ok(m) => m,
             Err(proto::FrameError::Closed) => break Ok(()),
             Err(e) => break Err(format!("dropping client '{}': {e}", hello.client)),

@@ -30,7 +30,13 @@ fuzz_target!(|data: &[u8]| {
             at += n;
         }
         let out = dir.join("out.raw");
-        let _ = convert(&path, &OpenOptions::new(), &out, TargetFormat::Raw, &mut |_, _| {});
+        let _ = convert(
+            &path,
+            &OpenOptions::new(),
+            &out,
+            TargetFormat::Raw,
+            &mut |_, _| {},
+        );
         let _ = std::fs::remove_file(&out);
     } else {
         for at in [0, size / 2, size - (64 << 10).min(size)] {

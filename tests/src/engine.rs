@@ -285,9 +285,13 @@ pub fn alive(pid: u32) -> bool {
     vireod::vmm::is_alive(pid)
 }
 
+/// Waits (at most 5 s) until `pid` has exited: no longer running, and no
+/// thread left. (A killed process's first thread becomes a zombie while
+/// the others may still be exiting, with its sockets and locks open.)
 pub fn wait_gone(pid: u32) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while alive(pid) && Instant::now() < deadline {
+    let threads = || std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
+    while (alive(pid) || threads() > 1) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
 }

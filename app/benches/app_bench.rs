@@ -21,7 +21,8 @@
 //!
 //! Run with `make bench` (or build the release binaries, then
 //! `cargo bench -p vireo --bench app_bench`; `VIREO_BENCH=list` for the
-//! cold start and the 500 VMs only).
+//! cold start and the 500 VMs only, `VIREO_BENCH_VMS=N` for another count,
+//! `VIREO_BENCH_APP=/path/to/vireo` to measure another build).
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -38,6 +39,22 @@ use vireo_tests::engine::{Session, domain_xml, guest, kvm_or_skip};
 
 const START_RUNS: usize = 5;
 const VMS: usize = 500;
+
+/// How many VMs to list: `VIREO_BENCH_VMS`, else [`VMS`].
+fn vm_count() -> usize {
+    std::env::var("VIREO_BENCH_VMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(VMS)
+}
+
+/// The app binary: `VIREO_BENCH_APP` (e.g. an older build, for a before
+/// and after), else this build's.
+fn app_binary() -> PathBuf {
+    std::env::var_os("VIREO_BENCH_APP")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vireo")))
+}
 const CONSOLE_RUNS: usize = 10;
 const KEYS: usize = 20;
 
@@ -89,7 +106,7 @@ struct App {
 impl App {
     fn start(x: &Xvfb, bus: &str, session: &Session, log: &str) -> Self {
         let spawned = Instant::now();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vireo"))
+        let mut child = Command::new(app_binary())
             .env("DISPLAY", &x.display)
             .env("GDK_BACKEND", "x11")
             .env("GSK_RENDERER", "cairo")
@@ -247,7 +264,8 @@ struct ListFigures {
 fn many_vms(x: &Xvfb, bus: &str, session: &Session) -> ListFigures {
     let kernel = guest("spin");
     let mut client = session.client(false);
-    for i in 0..VMS {
+    let vms = vm_count();
+    for i in 0..vms {
         let xml = domain_xml(&format!("vm-{i:03}"), &kernel, "");
         match client.call(Request::Define { xml }).unwrap() {
             Response::Defined { .. } => {}
@@ -256,7 +274,12 @@ fn many_vms(x: &Xvfb, bus: &str, session: &Session) -> ListFigures {
     }
     let app = App::start(x, bus, session, "vireo_app=info,vireo_app::frames=trace");
     let (_, window) = wait_mapped(x, "^Vireo$", Duration::from_secs(60));
-    app.wait_lines(": shut off", VMS, Duration::from_secs(120));
+    // One such line per VM, once it is in the list.
+    app.wait_lines(
+        "connection vireo:///session: vm ",
+        vms,
+        Duration::from_secs(120),
+    );
     let listed_ms = ms(app.spawned.elapsed());
     std::thread::sleep(Duration::from_secs(2));
     let rss_kib = app.rss_kib();
@@ -492,13 +515,14 @@ fn main() {
         );
     }
 
-    println!("== {VMS} VMs listed");
+    let vms = vm_count();
+    println!("== {vms} VMs listed");
     let list = many_vms(&x, &address, &session);
     println!(
-        "RSS: empty list {} KiB, {VMS} VMs {} KiB ({:.1} KiB per VM); all listed {:.0} ms after spawn",
+        "RSS: empty list {} KiB, {vms} VMs {} KiB ({:.1} KiB per VM); all listed {:.0} ms after spawn",
         start.rss_empty_kib,
         list.rss_kib,
-        list.rss_kib.saturating_sub(start.rss_empty_kib) as f64 / VMS as f64,
+        list.rss_kib.saturating_sub(start.rss_empty_kib) as f64 / vms as f64,
         list.listed_ms
     );
     println!(

@@ -159,6 +159,75 @@ impl Entry {
     }
 }
 
+/// A header row's widgets: name over URI (and error); spinner, kind,
+/// state, ⋮ menu.
+#[derive(Debug)]
+pub struct HeaderParts {
+    root: gtk::Box,
+    title: gtk::Label,
+    description: gtk::Label,
+    spinner: gtk::Spinner,
+    icon: gtk::Image,
+    status: gtk::Label,
+    menu: gtk::MenuButton,
+}
+
+impl HeaderParts {
+    fn new() -> Self {
+        let p = Self {
+            root: gtk::Box::new(gtk::Orientation::Horizontal, 6),
+            title: gtk::Label::new(None),
+            description: gtk::Label::new(None),
+            spinner: gtk::Spinner::new(),
+            icon: gtk::Image::new(),
+            status: gtk::Label::new(None),
+            menu: gtk::MenuButton::new(),
+        };
+        p.root.set_hexpand(true);
+        p.root.add_css_class("vireo-conn-header");
+        let texts = gtk::Box::new(gtk::Orientation::Vertical, 2);
+        texts.set_hexpand(true);
+        texts.set_valign(gtk::Align::Center);
+        p.title.set_xalign(0.0);
+        p.title.set_ellipsize(gtk::pango::EllipsizeMode::End);
+        p.title.add_css_class("heading");
+        p.description.set_xalign(0.0);
+        p.description.set_wrap(true);
+        p.description.set_wrap_mode(gtk::pango::WrapMode::WordChar);
+        p.description.add_css_class("dim-label");
+        p.description.add_css_class("caption");
+        texts.append(&p.title);
+        texts.append(&p.description);
+        p.status.add_css_class("dim-label");
+        p.menu.set_icon_name("view-more-symbolic");
+        p.menu.add_css_class("flat");
+        p.menu
+            .set_tooltip_text(Some(&crate::connection::menu_label()));
+        p.root.append(&texts);
+        for w in [
+            p.spinner.upcast_ref::<gtk::Widget>(),
+            p.icon.upcast_ref(),
+            p.status.upcast_ref(),
+            p.menu.upcast_ref(),
+        ] {
+            w.set_valign(gtk::Align::Center);
+            p.root.append(w);
+        }
+        p
+    }
+
+    fn show(&self, h: &Header) {
+        self.title.set_label(&h.title);
+        self.description.set_label(&h.description);
+        self.status.set_label(&h.status);
+        self.spinner.set_visible(h.busy);
+        self.spinner.set_spinning(h.busy);
+        self.icon.set_icon_name(Some(h.icon));
+        self.menu.set_menu_model(h.menu.as_ref());
+        self.menu.set_visible(h.menu.is_some());
+    }
+}
+
 mod row_imp {
     use super::*;
 
@@ -172,14 +241,9 @@ mod row_imp {
         pub name: gtk::Label,
         pub subtitle: gtk::Label,
         pub spark: gtk::DrawingArea,
-        // A header: name over URI (and error); spinner, kind, state, menu.
-        pub header: gtk::Box,
-        pub title: gtk::Label,
-        pub description: gtk::Label,
-        pub spinner: gtk::Spinner,
-        pub conn_icon: gtk::Image,
-        pub status: gtk::Label,
-        pub menu: gtk::MenuButton,
+        // A header's widgets, made when the row first shows one (most
+        // rows only ever show VMs).
+        pub header: std::cell::OnceCell<HeaderParts>,
         // "No virtual machines".
         pub empty: gtk::Label,
     }
@@ -232,42 +296,6 @@ mod row_imp {
             self.vm.append(&texts);
             self.vm.append(&self.spark);
 
-            self.header.set_spacing(6);
-            self.header.set_hexpand(true);
-            self.header.add_css_class("vireo-conn-header");
-            let texts = gtk::Box::new(gtk::Orientation::Vertical, 2);
-            texts.set_hexpand(true);
-            texts.set_valign(gtk::Align::Center);
-            self.title.set_xalign(0.0);
-            self.title.set_ellipsize(gtk::pango::EllipsizeMode::End);
-            self.title.add_css_class("heading");
-            self.description.set_xalign(0.0);
-            self.description.set_wrap(true);
-            self.description
-                .set_wrap_mode(gtk::pango::WrapMode::WordChar);
-            self.description.add_css_class("dim-label");
-            self.description.add_css_class("caption");
-            texts.append(&self.title);
-            texts.append(&self.description);
-            self.status.add_css_class("dim-label");
-            self.menu.set_icon_name("view-more-symbolic");
-            self.menu.add_css_class("flat");
-            self.menu.set_valign(gtk::Align::Center);
-            self.menu
-                .set_tooltip_text(Some(&crate::connection::menu_label()));
-            for w in [
-                self.spinner.upcast_ref::<gtk::Widget>(),
-                self.conn_icon.upcast_ref(),
-                self.status.upcast_ref(),
-            ] {
-                w.set_valign(gtk::Align::Center);
-            }
-            self.header.append(&texts);
-            self.header.append(&self.spinner);
-            self.header.append(&self.conn_icon);
-            self.header.append(&self.status);
-            self.header.append(&self.menu);
-
             self.empty.set_label(&crate::connection::no_vms_label());
             self.empty.add_css_class("dim-label");
             self.empty.set_hexpand(true);
@@ -275,7 +303,6 @@ mod row_imp {
             self.empty.set_margin_bottom(12);
 
             BoxExt::append(&*obj, &self.vm);
-            BoxExt::append(&*obj, &self.header);
             BoxExt::append(&*obj, &self.empty);
         }
 
@@ -339,7 +366,9 @@ impl Row {
         };
         let kind = entry.kind();
         imp.vm.set_visible(matches!(*kind, Kind::Vm(_)));
-        imp.header.set_visible(matches!(*kind, Kind::Header(_)));
+        if let Some(parts) = imp.header.get() {
+            parts.root.set_visible(matches!(*kind, Kind::Header(_)));
+        }
         imp.empty.set_visible(matches!(*kind, Kind::Empty));
         let label = match &*kind {
             Kind::Vm(vm) => {
@@ -351,14 +380,12 @@ impl Row {
                 format!("{}, {subtitle}", vm.name)
             }
             Kind::Header(h) => {
-                imp.title.set_label(&h.title);
-                imp.description.set_label(&h.description);
-                imp.status.set_label(&h.status);
-                imp.spinner.set_visible(h.busy);
-                imp.spinner.set_spinning(h.busy);
-                imp.conn_icon.set_icon_name(Some(h.icon));
-                imp.menu.set_menu_model(h.menu.as_ref());
-                imp.menu.set_visible(h.menu.is_some());
+                let parts = imp.header.get_or_init(|| {
+                    let parts = HeaderParts::new();
+                    BoxExt::append(self, &parts.root);
+                    parts
+                });
+                parts.show(h);
                 format!("{}, {}", h.title, h.status)
             }
             Kind::Empty => crate::connection::no_vms_label(),

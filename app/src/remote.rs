@@ -264,6 +264,14 @@ fn with_retry(retry: bool, body: String) -> String {
     }
 }
 
+/// `text`'s lines joined by single spaces (for the log).
+fn one_line(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Shows `request` as a dialog over `parent` and answers it when closed.
 pub fn show_prompt(parent: &impl IsA<gtk::Window>, request: PromptRequest) {
     let PromptRequest { kind, reply } = request;
@@ -377,11 +385,18 @@ pub fn show_prompt(parent: &impl IsA<gtk::Window>, request: PromptRequest) {
             )
         }
         PromptKind::Passphrase(_) => tracing::info!("passphrase dialog shown"),
+        // The text as shown (never an answer), on one line.
         PromptKind::Password { retry, .. } => {
-            tracing::info!("password dialog shown (retry: {retry})")
+            tracing::info!(
+                "password dialog shown (retry: {retry}): {}",
+                one_line(&body)
+            )
         }
         PromptKind::Keyboard { retry, .. } => {
-            tracing::info!("keyboard-interactive dialog shown (retry: {retry})")
+            tracing::info!(
+                "keyboard-interactive dialog shown (retry: {retry}): {}",
+                one_line(&body)
+            )
         }
     }
 }

@@ -138,6 +138,16 @@ pub enum RemoteError {
     },
 }
 
+impl RemoteError {
+    /// Whether the user cancelled a password or keyboard-interactive
+    /// prompt and nothing else let them in: asking again on its own (a
+    /// reconnection) would bring the question they declined back.
+    pub fn cancelled_by_user(&self) -> bool {
+        matches!(self, Self::AuthRejected { tried, .. }
+            if tried.iter().any(|t| t.ends_with(" (cancelled)")))
+    }
+}
+
 fn list(items: &[String]) -> String {
     if items.is_empty() {
         "nothing".to_owned()

@@ -298,6 +298,7 @@ fn three_wrong_answers_per_method_are_rejected_naming_the_methods() {
     )
     .unwrap_err();
     assert!(matches!(err, RemoteError::AuthRejected { .. }), "{err}");
+    assert!(!err.cancelled_by_user(), "{err}");
     assert_eq!(
         err.to_string(),
         "tester@127.0.0.1: authentication rejected (the server offered: \
@@ -328,6 +329,7 @@ fn cancelling_the_password_prompt_stops_asking() {
     let a = answers(&["wrong"], &[]);
     let err = connect(&[MethodKind::Password], "", &a).unwrap_err();
     assert_eq!(asked(&a), vec![PW, PW_RETRY]);
+    assert!(err.cancelled_by_user(), "{err}");
     assert_eq!(
         err.to_string(),
         "tester@127.0.0.1: authentication rejected (the server offered: \

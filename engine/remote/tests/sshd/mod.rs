@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod ns;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;

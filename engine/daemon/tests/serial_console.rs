@@ -315,7 +315,7 @@ fn backlog_keeps_the_newest_bytes_and_joins_the_live_stream_without_gap_or_repea
 }
 
 #[test]
-fn backlog_goes_on_across_a_reset_and_starts_afresh_with_the_next_start() {
+fn backlog_goes_on_across_a_reset_and_an_engine_restart_and_starts_afresh_with_the_next_start() {
     if !kvm_or_skip() {
         return;
     }
@@ -341,6 +341,18 @@ fn backlog_goes_on_across_a_reset_and_starts_afresh_with_the_next_start() {
     c.read_until("both boots", |g| {
         String::from_utf8_lossy(g).matches("guest=spin").count() == 2
     });
+    assert!(log_bytes(&s, &uuid).starts_with(&c.got));
+
+    // An engine that died and came back finds the backlog in the VMM's
+    // file: still both boots, from the first byte.
+    drop(c);
+    s.kill_daemon();
+    s.ok(&["list"]);
+    let mut c = Console::open(&s, "again", false, false).unwrap();
+    c.read_until("both boots", |g| {
+        String::from_utf8_lossy(g).matches("guest=spin").count() == 2
+    });
+    assert!(c.text().starts_with("\nguest=spin\n"), "{}", c.text());
     assert!(log_bytes(&s, &uuid).starts_with(&c.got));
 
     // A new start is a new backlog.

@@ -147,9 +147,13 @@ fn feature_minor(crate_name: &str, prefix: &str) -> u32 {
 #[test]
 fn flatpak_builder_reads_the_manifest_with_every_module_and_source() {
     let m = manifest();
+    // flatpak-builder keeps its state in the working directory: a
+    // temporary one, so nothing is left in the tree.
+    let state = tempfile::tempdir().unwrap();
     let out = Command::new("flatpak-builder")
         .arg("--show-manifest")
-        .arg(manifest_path())
+        .arg(manifest_path().canonicalize().unwrap())
+        .current_dir(state.path())
         .output()
         .unwrap_or_else(|e| panic!("cannot run flatpak-builder ({e}); `make test` installs it"));
     let stderr = String::from_utf8_lossy(&out.stderr);

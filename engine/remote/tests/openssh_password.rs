@@ -277,6 +277,14 @@ fn openssh_cancelled_keyboard_interactive_goes_straight_to_password() {
         "{}",
         sshd.log()
     );
+    // russh cannot abandon the exchange, so the cancelled question was
+    // answered empty: one failure on sshd's side (of MaxAuthTries).
+    assert_eq!(
+        sshd.count_when("Failed keyboard-interactive/pam for vireotest ", 1),
+        1,
+        "{}",
+        sshd.log()
+    );
     assert_eq!(
         sshd.count_when("Accepted password for vireotest ", 1),
         1,

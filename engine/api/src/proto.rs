@@ -874,6 +874,28 @@ mod tests {
     }
 
     #[test]
+    fn open_console_from_an_older_client_is_a_watcher() {
+        let old: Request =
+            serde_json::from_str(r#"{"op":"open_console","domain":"demo"}"#).unwrap();
+        assert_eq!(
+            old,
+            Request::OpenConsole {
+                domain: "demo".into(),
+                exclusive: false,
+                force: false,
+            }
+        );
+        round_trip(ClientMessage::Call {
+            id: 3,
+            request: Request::OpenConsole {
+                domain: "demo".into(),
+                exclusive: true,
+                force: true,
+            },
+        });
+    }
+
+    #[test]
     fn every_message_kind_round_trips() {
         let uuid = Uuid::new_v4();
         round_trip(ClientMessage::Hello(Hello {

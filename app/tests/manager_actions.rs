@@ -361,3 +361,87 @@ fn keyboard_selection_and_scroll_survive_engine_events_in_a_long_list() {
     x.type_keys(&window, &["Return"]);
     wait_log(&log, &format!("vm {}: window opened", order[VMS - 2]), 1);
 }
+
+/// The box of the selected row in a screenshot: the light, bluish pixels
+/// of its tint (nothing else in the list is blue while no VM runs).
+fn selected_row_box(shot: &Path) -> Option<(u32, u32, u32, u32)> {
+    let img = image::open(shot).unwrap().to_rgb8();
+    let (mut x0, mut y0, mut x1, mut y1, mut n) = (u32::MAX, u32::MAX, 0, 0, 0u32);
+    for (x, y, p) in img.enumerate_pixels() {
+        let [r, g, b] = p.0.map(u16::from);
+        if y > 60 && r > 180 && b > 235 && b > r + 12 && b > g + 4 {
+            (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+            n += 1;
+        }
+    }
+    (n > 1000).then_some((x0, y0, x1, y1))
+}
+
+fn pointer(x: &Xvfb, window: &str, at: (u32, u32), clicks: &[&str]) {
+    let ok = std::process::Command::new("xdotool")
+        .env("DISPLAY", &x.display)
+        .args(["mousemove", "--sync", "--window", window])
+        .args([at.0.to_string(), at.1.to_string()])
+        .args(clicks)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "xdotool {clicks:?} failed");
+}
+
+#[test]
+fn right_click_selects_the_row_under_the_pointer_and_double_click_opens_it() {
+    let _one_at_a_time = serial();
+    let session = Session::new();
+    session.define(&domain("vm-a", None));
+    session.define(&domain("vm-b", None));
+    let x = Xvfb::start();
+    let (_app, window, log) = start_app(&x, &session);
+    wait_until("both VMs listed", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("connection vireo:///session: vm ")
+            .count()
+            >= 2
+    });
+    let order = listed_order(&log, 2);
+    wait_log(&log, &format!("selected {}", order[0]), 1);
+
+    // Find the selected (first) row once the window has laid out; the
+    // second row is right under it, as tall.
+    let shot = artifacts_dir().join("manager-pointer-before.png");
+    let mut found = None;
+    wait_until("the selected row drawn", || {
+        x.screenshot(&window, &shot);
+        found = selected_row_box(&shot);
+        found.is_some()
+    });
+    let (x0, y0, x1, y1) = found.unwrap();
+    let second = (x0.midpoint(x1), y1 + (y1 - y0) / 2 + 2);
+
+    pointer(&x, &window, second, &["click", "3"]);
+    wait_log(&log, &format!("selected {}", order[1]), 1);
+    wait_log(&log, "context menu shown", 1);
+    std::thread::sleep(Duration::from_secs(1));
+    let menu = artifacts_dir().join("manager-pointer-menu.png");
+    x.screenshot("root", &menu);
+    let before = artifacts_dir().join("manager-pointer-before-root.png");
+    x.type_keys(&window, &["Escape"]);
+    std::thread::sleep(Duration::from_millis(500));
+    x.screenshot("root", &before);
+    let changed = pixels_changed(&before, &menu);
+    assert!(
+        changed > 5000,
+        "the context menu did not show ({changed} pixels changed): {}",
+        menu.display()
+    );
+
+    // A double click on the first row selects and opens it.
+    pointer(
+        &x,
+        &window,
+        (x0.midpoint(x1), y0.midpoint(y1)),
+        &["click", "--repeat", "2", "--delay", "80", "1"],
+    );
+    wait_log(&log, &format!("selected {}", order[0]), 2);
+    wait_log(&log, &format!("vm {}: window opened", order[0]), 1);
+}

@@ -185,8 +185,10 @@ fn daemon_restart_keeps_two_running_vms_running_and_controllable() {
     );
 
     // A graceful restart (SIGTERM) keeps the paused state too.
-    signal(s.daemon_pid().unwrap(), libc::SIGTERM);
-    vireo_tests::engine::wait_gone(s.daemon_pid().unwrap_or(0));
+    // (Its PID is read first: the engine removes the PID file as it ends.)
+    let daemon = s.daemon_pid().unwrap();
+    signal(daemon, libc::SIGTERM);
+    vireo_tests::engine::wait_gone(daemon);
     assert_eq!(s.state("a"), "paused (user)");
     s.ok(&["resume", "a"]);
     s.ok(&["destroy", "a"]);

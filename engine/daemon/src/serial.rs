@@ -35,8 +35,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{Notify, watch};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
 use vireo_api::proto::{ApiError, ErrorCode};
 
 /// How many of the newest bytes of a domain's serial output the engine
@@ -52,6 +52,8 @@ const CHUNK: usize = 16 * 1024;
 const POLL: Duration = Duration::from_millis(50);
 /// How often it is read anyway.
 const BACKSTOP: Duration = Duration::from_secs(1);
+/// The shortest time between two reads of the file while output streams.
+const BATCH: Duration = Duration::from_millis(10);
 
 /// The newest bytes of a stream, with their offsets in it.
 #[derive(Debug)]
@@ -124,8 +126,6 @@ pub struct SerialConsole {
     state: Mutex<State>,
     /// Bumped whenever bytes arrive or the console closes.
     changed: watch::Sender<u64>,
-    /// Wakes the file follower early (at close).
-    wake: Notify,
     /// The VMM's serial socket, for input.
     socket: PathBuf,
     input: tokio::sync::Mutex<Option<tokio::net::UnixStream>>,
@@ -161,7 +161,7 @@ impl State {
             return false;
         };
         let mut grew = false;
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = [0u8; 8192];
         loop {
             let n = match source.read(&mut buf) {
                 Ok(0) => break,
@@ -259,7 +259,6 @@ impl SerialConsole {
                 holder: None,
             }),
             changed,
-            wake: Notify::new(),
             socket: socket.to_owned(),
             input: tokio::sync::Mutex::new(None),
             next_session: AtomicU64::new(1),
@@ -278,45 +277,74 @@ impl SerialConsole {
         }
     }
 
-    /// Follows the VMM's output until [`SerialConsole::close`]. The VMM
-    /// appends to the file before it copies the bytes to its serial
-    /// socket's clients, so a connection to that socket is the doorbell:
-    /// when it has bytes, the file has them too. Only the file is read for
-    /// content (the socket's copy may drop bytes for a slow reader). Until
-    /// the socket answers (the VMM binds it just after its control socket)
-    /// and after it closes, the file is read every [`POLL`].
+    /// Follows the VMM's output until [`SerialConsole::close`], on a thread
+    /// of its own. The VMM appends to the file before it copies the bytes
+    /// to its serial socket's clients, so a connection to that socket is
+    /// the doorbell: when it has bytes, the file has them too. Only the
+    /// file is read for content (the socket's copy may drop bytes for a
+    /// slow reader). Until the socket answers (the VMM binds it just after
+    /// its control socket) and after it closes, the file is read every
+    /// [`POLL`]. A guest printing on and on rings for every byte: the file
+    /// is then read every [`BATCH`], and a blocking read (not the async
+    /// reactor, whose edge-triggered wake-ups would come per byte) waits
+    /// for the bell.
     pub fn spawn_follower(self: &Arc<Self>) {
         let console = self.clone();
-        tokio::spawn(async move {
-            let mut doorbell: Option<tokio::net::UnixStream> = None;
-            // The socket closed: the VMM is ending.
-            let mut ended = false;
-            let mut scratch = vec![0u8; CHUNK];
-            loop {
-                console.pump();
-                if console.lock().closed {
-                    return;
+        let spawned = std::thread::Builder::new()
+            .name("serial-follower".into())
+            .spawn(move || console.follow());
+        if let Err(e) = spawned {
+            tracing::error!("cannot follow the serial output of '{}': {e}", self.name);
+        }
+    }
+
+    fn follow(&self) {
+        use std::os::unix::net::UnixStream;
+        let mut doorbell: Option<UnixStream> = None;
+        // The socket closed: the VMM is ending.
+        let mut ended = false;
+        let mut scratch = vec![0u8; CHUNK];
+        let mut last_pump: Option<std::time::Instant> = None;
+        loop {
+            if let Some(since) = last_pump.map(|t| t.elapsed())
+                && since < BATCH
+            {
+                std::thread::sleep(BATCH - since);
+            }
+            last_pump = Some(std::time::Instant::now());
+            self.pump();
+            if self.lock().closed {
+                return;
+            }
+            if doorbell.is_none() && !ended {
+                doorbell = UnixStream::connect(&self.socket)
+                    .and_then(|s| s.set_read_timeout(Some(BACKSTOP)).map(|()| s))
+                    .ok();
+            }
+            let Some(bell) = doorbell.as_mut() else {
+                std::thread::sleep(POLL);
+                continue;
+            };
+            match bell.read(&mut scratch) {
+                Ok(0) => {
+                    // Poll until the engine closes the console.
+                    doorbell = None;
+                    ended = true;
                 }
-                if doorbell.is_none() && !ended {
-                    doorbell = tokio::net::UnixStream::connect(&console.socket).await.ok();
-                }
-                let Some(bell) = doorbell.as_mut() else {
-                    let _ = tokio::time::timeout(POLL, console.wake.notified()).await;
-                    continue;
-                };
-                tokio::select! {
-                    read = bell.read(&mut scratch) => {
-                        if matches!(read, Ok(0) | Err(_)) {
-                            // Poll until the engine closes the console.
-                            doorbell = None;
-                            ended = true;
-                        }
-                    }
-                    () = console.wake.notified() => {}
-                    () = tokio::time::sleep(BACKSTOP) => {}
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => {
+                    doorbell = None;
+                    ended = true;
                 }
             }
-        });
+        }
     }
 
     /// The VMM has exited: reads its last output, ends the sessions (after
@@ -334,7 +362,6 @@ impl SerialConsole {
         let end = state.ring.end();
         drop(state);
         self.changed.send_replace(end);
-        self.wake.notify_one();
     }
 
     /// Starts a session at the oldest byte held. `exclusive` asks for the

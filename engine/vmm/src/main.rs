@@ -12,7 +12,7 @@ use clap::Parser;
 use vireo_vmm::boot::KernelConfig;
 use vireo_vmm::control;
 use vireo_vmm::devices::cmos::Cmos;
-use vireo_vmm::devices::serial::{SerialSink, feed_input};
+use vireo_vmm::devices::serial::{SERIAL_FILE_CAP, SERIAL_FILE_KEEP, SerialSink, Trim, feed_input};
 use vireo_vmm::devices::virtio::block::DiskConfig;
 use vireo_vmm::machine::{CurrentSerial, Event, Machine};
 use vireo_vmm::memory::ram_ranges;
@@ -57,6 +57,24 @@ struct Args {
     /// Listen here for console clients (COM1 in and out, raw bytes).
     #[arg(long)]
     serial_socket: Option<PathBuf>,
+    /// For tests only: punch out the serial log's old part once more than
+    /// this many bytes are allocated (default SERIAL_FILE_CAP, 2 MiB).
+    #[arg(
+        long,
+        hide = true,
+        value_name = "BYTES",
+        env = "VIREO_VMM_SERIAL_LOG_CAP"
+    )]
+    serial_log_cap: Option<u64>,
+    /// For tests only: the newest bytes of the serial log never punched out
+    /// (default SERIAL_FILE_KEEP, 1 MiB).
+    #[arg(
+        long,
+        hide = true,
+        value_name = "BYTES",
+        env = "VIREO_VMM_SERIAL_LOG_KEEP"
+    )]
+    serial_log_keep: Option<u64>,
     /// Write bytes from the debug port (0x402) to this file.
     #[arg(long)]
     debug_log: Option<PathBuf>,
@@ -220,6 +238,10 @@ fn run(args: Args) -> Result<u8, String> {
         .as_ref()
         .map(|p| open_append(p, "serial log"))
         .transpose()?;
+    let trim = Trim::new(
+        args.serial_log_cap.unwrap_or(SERIAL_FILE_CAP),
+        args.serial_log_keep.unwrap_or(SERIAL_FILE_KEEP),
+    )?;
     let debug_log = args
         .debug_log
         .as_ref()
@@ -231,7 +253,7 @@ fn run(args: Args) -> Result<u8, String> {
     let above: u64 = ranges.get(1).map_or(0, |r| r.1);
     let cmos_irq = Arc::new(ReboundIrq::default());
     let persistent = Persistent {
-        serial_sink: SerialSink::new(serial_log),
+        serial_sink: SerialSink::with_trim(serial_log, trim),
         debug_log,
         debug_written: Arc::new(AtomicU64::new(0)),
         cmos: Arc::new(Mutex::new(Cmos::new(

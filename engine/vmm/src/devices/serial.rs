@@ -1,5 +1,18 @@
 //! COM1: vm-superio's 16550 UART, with output copied to a log file and to
 //! every attached console client, and input from those clients.
+//!
+//! The log file (`--serial-log`, vireod's `serial.log` on the runtime
+//! dir's tmpfs) is appended to for as long as the VM runs, and readers
+//! (vireod) follow it by byte offset, so its offsets never change. A guest
+//! printing forever would still fill the host's memory: once more than
+//! [`SERIAL_FILE_CAP`] bytes lie between what was freed already and the
+//! file's end, the old part is punched out (`FALLOC_FL_PUNCH_HOLE |
+//! FALLOC_FL_KEEP_SIZE`, whole pages), keeping the newest
+//! [`SERIAL_FILE_KEEP`] bytes or more intact. The size goes on growing;
+//! the allocated blocks stay under the cap, and the punched part reads as
+//! zeros (readers find it with `SEEK_HOLE` and skip it). A filesystem that
+//! cannot punch holes (tmpfs, ext4, xfs and btrfs can) gets one warning on
+//! stderr and a file that grows as before.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -25,6 +38,144 @@ impl Trigger for IrqTrigger {
     }
 }
 
+/// The most of the serial log file kept allocated beyond what was punched
+/// out already (2 MiB, virtlogd's `max_size`): reaching past it frees the
+/// old part.
+pub const SERIAL_FILE_CAP: u64 = 2 * 1024 * 1024;
+/// The newest bytes of the serial log file that are never punched out
+/// (1 MiB): far more than vireod's 64 KiB backlog, which it rebuilds from
+/// the file's tail after an engine restart.
+pub const SERIAL_FILE_KEEP: u64 = 1024 * 1024;
+
+/// How much of the serial log file stays allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trim {
+    /// Punch once more than this lies between the freed part and the end.
+    pub cap: u64,
+    /// Keep at least this many of the newest bytes.
+    pub keep: u64,
+}
+
+impl Default for Trim {
+    fn default() -> Self {
+        Self {
+            cap: SERIAL_FILE_CAP,
+            keep: SERIAL_FILE_KEEP,
+        }
+    }
+}
+
+impl Trim {
+    /// Checked limits: `keep` at least one page, `cap` at least a page more
+    /// than `keep`, so every punch frees whole pages.
+    pub fn new(cap: u64, keep: u64) -> Result<Self, String> {
+        let page = page_size();
+        if keep < page {
+            return Err(format!(
+                "the serial log must keep at least one page ({page} bytes), not {keep}"
+            ));
+        }
+        if cap < keep + page {
+            return Err(format!(
+                "the serial log's cap ({cap} bytes) must be at least a page more than \
+                 what it keeps ({keep} bytes)"
+            ));
+        }
+        Ok(Self { cap, keep })
+    }
+}
+
+/// The host's page size, the unit a hole is punched in.
+fn page_size() -> u64 {
+    // SAFETY: sysconf takes and returns plain integers.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
+}
+
+/// The serial log file, appended to, with its old part punched out.
+#[derive(Debug)]
+pub struct LogFile {
+    file: File,
+    /// The offset after the last byte written: the file's size.
+    end: u64,
+    /// Everything before this (page-aligned) offset has been punched out.
+    freed: u64,
+    /// `None` once the filesystem refused a punch.
+    trim: Option<Trim>,
+    page: u64,
+}
+
+impl LogFile {
+    /// Appends to `file` (opened for appending), from its current size on.
+    pub fn new(file: File, trim: Trim) -> io::Result<Self> {
+        let end = file.metadata()?.len();
+        Ok(Self {
+            file,
+            end,
+            freed: 0,
+            trim: Some(trim),
+            page: page_size(),
+        })
+    }
+
+    /// Appends `buf`, then punches out the old part if the cap is passed.
+    pub fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.file.write_all(buf)?;
+        self.end += buf.len() as u64;
+        if let Some(trim) = self.trim
+            && self.end - self.freed > trim.cap
+        {
+            self.punch(trim);
+        }
+        Ok(())
+    }
+
+    /// Frees the whole pages before the newest `trim.keep` bytes.
+    fn punch(&mut self, trim: Trim) {
+        let to = self.end.saturating_sub(trim.keep) / self.page * self.page;
+        if to <= self.freed {
+            return;
+        }
+        match punch_hole(&self.file, self.freed, to - self.freed) {
+            Ok(()) => self.freed = to,
+            Err(e) => {
+                // Once, on stderr (the VMM's log): the file grows as before.
+                tracing::warn!(
+                    "cannot free the old part of the serial log ({e}): it grows without bound"
+                );
+                self.trim = None;
+            }
+        }
+    }
+}
+
+/// Deallocates `len` bytes at `offset` of `file`, keeping its size (the
+/// range reads as zeros).
+fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    };
+    loop {
+        // SAFETY: fallocate on a descriptor `file` owns and keeps open for
+        // the call; the other arguments are plain integers.
+        let rc = unsafe {
+            libc::fallocate(
+                file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                offset,
+                len,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// Where serial output goes. It outlives any one boot of the VM, so a reset
 /// keeps the log and the attached clients.
 #[derive(Debug, Clone, Default)]
@@ -34,13 +185,26 @@ pub struct SerialSink {
 
 #[derive(Debug, Default)]
 struct SinkInner {
-    log: Option<File>,
+    log: Option<LogFile>,
     clients: Vec<UnixStream>,
 }
 
 impl SerialSink {
-    /// A sink that appends to `log` (if any).
+    /// A sink that appends to `log` (if any), trimmed to the default
+    /// [`Trim`].
     pub fn new(log: Option<File>) -> Self {
+        Self::with_trim(log, Trim::default())
+    }
+
+    /// A sink that appends to `log` (if any), trimmed to `trim`.
+    pub fn with_trim(log: Option<File>, trim: Trim) -> Self {
+        let log = log.and_then(|f| match LogFile::new(f, trim) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!("serial log not written: {e}");
+                None
+            }
+        });
         Self {
             inner: Arc::new(Mutex::new(SinkInner {
                 log,
@@ -68,7 +232,7 @@ impl Write for SerialSink {
         let mut inner = self.lock();
         if let Some(log) = inner.log.as_mut() {
             // A full disk must not stop the guest's UART: drop the log.
-            if log.write_all(buf).is_err() {
+            if log.append(buf).is_err() {
                 inner.log = None;
             }
         }
@@ -160,6 +324,7 @@ pub fn feed_input(serial: &Mutex<SerialDevice>, mut bytes: &[u8], stop: impl Fn(
 #[cfg(test)]
 mod tests {
     use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
 
     use super::*;
     use crate::devices::testing::RecordingIrq;
@@ -179,6 +344,145 @@ mod tests {
         let mut got = [0u8; 3];
         b.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"hi\n");
+    }
+
+    /// The byte at offset `i` of the test stream.
+    fn pattern(i: u64) -> u8 {
+        b"0123456789abcdefghijklmnopqrstuvwxyz\n"[(i % 37) as usize]
+    }
+
+    /// Where the first hole at or after `from` starts (the size if none).
+    fn seek_hole(file: &File, from: u64) -> u64 {
+        // SAFETY: lseek on a descriptor `file` owns; plain integers.
+        let at = unsafe { libc::lseek(file.as_raw_fd(), from as libc::off_t, libc::SEEK_HOLE) };
+        assert!(at >= 0, "SEEK_HOLE: {}", io::Error::last_os_error());
+        at as u64
+    }
+
+    /// Appends 1 MiB through a sink in uneven writes (the UART's are one
+    /// byte; a few single bytes are mixed in) and checks after each that
+    /// the size is what was written, the allocation stays under the cap,
+    /// the newest `keep` bytes are intact and the old part is a hole.
+    fn punches_within_the_cap(dir: &std::path::Path) {
+        let page = page_size();
+        let trim = Trim::new(16 * page, 4 * page).unwrap();
+        let path = dir.join("serial.log");
+        let sink = SerialSink::with_trim(Some(open_append(&path)), trim);
+        let mut dev = SerialDevice(com1(Arc::new(RecordingIrq::default()), sink.clone()));
+        let reader = File::open(&path).unwrap();
+        let total = 1u64 << 20;
+        let mut written = 0u64;
+        let mut step = 0u64;
+        let mut punched = false;
+        while written < total {
+            step += 1;
+            let n = if step % 7 == 0 {
+                1
+            } else {
+                (step * 977) % 5000 + 1
+            };
+            let chunk: Vec<u8> = (written..written + n).map(pattern).collect();
+            if n == 1 {
+                dev.write(0, &chunk);
+            } else {
+                sink.clone().write_all(&chunk).unwrap();
+            }
+            written += n;
+            let meta = reader.metadata().unwrap();
+            assert_eq!(meta.len(), written, "offsets moved");
+            let allocated = meta.blocks() * 512;
+            assert!(
+                allocated <= trim.cap + page,
+                "{allocated} bytes allocated for a {written}-byte log (cap {})",
+                trim.cap
+            );
+            let freed = sink.lock().log.as_ref().unwrap().freed;
+            assert_eq!(freed % page, 0);
+            assert!(written - freed <= trim.cap);
+            if freed > 0 {
+                punched = true;
+                assert!(
+                    written - freed >= trim.keep,
+                    "punched into the newest bytes"
+                );
+                assert_eq!(seek_hole(&reader, 0), 0, "no hole at the start");
+                assert!(seek_hole(&reader, freed) >= written, "a hole after {freed}");
+            }
+        }
+        assert!(punched);
+        let bytes = std::fs::read(&path).unwrap();
+        let freed = sink.lock().log.as_ref().unwrap().freed;
+        assert!(bytes[..freed as usize].iter().all(|&b| b == 0));
+        assert!(
+            bytes[freed as usize..]
+                .iter()
+                .zip(freed..)
+                .all(|(&b, i)| b == pattern(i)),
+            "the kept part differs from what was written"
+        );
+    }
+
+    fn open_append(path: &std::path::Path) -> File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap()
+    }
+
+    #[test]
+    fn the_log_is_punched_within_the_cap_on_tmpfs() {
+        let shm = std::path::Path::new("/dev/shm");
+        if !shm.is_dir() {
+            eprintln!("skipping: no /dev/shm (tmpfs) here");
+            return;
+        }
+        let dir = tempfile::tempdir_in(shm).unwrap();
+        punches_within_the_cap(dir.path());
+    }
+
+    #[test]
+    fn the_log_is_punched_within_the_cap_in_the_temp_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        punches_within_the_cap(dir.path());
+    }
+
+    #[test]
+    fn a_log_that_cannot_be_punched_goes_on_growing() {
+        // /dev/null takes writes but not fallocate (ENODEV).
+        let page = page_size();
+        let trim = Trim::new(2 * page, page).unwrap();
+        let sink =
+            SerialSink::with_trim(Some(open_append(std::path::Path::new("/dev/null"))), trim);
+        let mut w = sink.clone();
+        for _ in 0..8 {
+            w.write_all(&vec![b'x'; page as usize]).unwrap();
+        }
+        let inner = sink.lock();
+        let log = inner.log.as_ref().expect("the log is kept");
+        assert_eq!(log.end, 8 * page);
+        assert_eq!(log.freed, 0);
+        assert_eq!(log.trim, None, "punching is not tried again");
+    }
+
+    #[test]
+    fn trim_limits_are_checked() {
+        let page = page_size();
+        assert!(Trim::new(SERIAL_FILE_CAP, SERIAL_FILE_KEEP).is_ok());
+        assert_eq!(
+            Trim::default(),
+            Trim::new(SERIAL_FILE_CAP, SERIAL_FILE_KEEP).unwrap()
+        );
+        assert!(
+            Trim::new(4 * page, 0)
+                .unwrap_err()
+                .contains("at least one page")
+        );
+        assert!(
+            Trim::new(page, page)
+                .unwrap_err()
+                .contains("at least a page more")
+        );
     }
 
     #[test]

@@ -376,7 +376,7 @@ mod tests {
         let mut punched = false;
         while written < total {
             step += 1;
-            let n = if step % 7 == 0 {
+            let n = if step.is_multiple_of(7) {
                 1
             } else {
                 (step * 977) % 5000 + 1
@@ -397,7 +397,7 @@ mod tests {
                 trim.cap
             );
             let freed = sink.lock().log.as_ref().unwrap().freed;
-            assert_eq!(freed % page, 0);
+            assert!(freed.is_multiple_of(page));
             assert!(written - freed <= trim.cap);
             if freed > 0 {
                 punched = true;

@@ -89,6 +89,7 @@ impl Target {
                 let conn = vireo_remote::Connection::connect_uri(&uri, &settings, &*prompter)
                     .await
                     .map_err(|e| ConnectError {
+                        cancelled: e.cancelled_by_user(),
                         host_key_changed: match &e {
                             vireo_remote::RemoteError::HostKeyChanged { host, .. } => {
                                 Some(host.clone())
@@ -115,14 +116,19 @@ pub fn menu_label() -> String {
     gettext("Connection")
 }
 
-/// Why connecting failed: plain English, and the host whose key changed
-/// when that was why (refused, shown as such).
+/// Why connecting failed: plain English, the host whose key changed when
+/// that was why (refused, shown as such), and whether the user cancelled a
+/// login question (neither is retried on its own).
 #[derive(Debug, Clone)]
 pub struct ConnectError {
     /// What failed.
     pub message: String,
     /// The host (as known_hosts names it) whose recorded key differs.
     pub host_key_changed: Option<String>,
+    /// The user cancelled a password or keyboard-interactive question and
+    /// nothing else logged in (`RemoteError::cancelled_by_user`): asking
+    /// again on its own would bring back the question they declined.
+    pub cancelled: bool,
 }
 
 impl From<String> for ConnectError {
@@ -130,6 +136,7 @@ impl From<String> for ConnectError {
         Self {
             message,
             host_key_changed: None,
+            cancelled: false,
         }
     }
 }

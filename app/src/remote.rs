@@ -344,11 +344,19 @@ pub fn show_prompt(parent: &impl IsA<gtk::Window>, request: PromptRequest) {
             p.set_show_peek_icon(true);
             p.upcast()
         };
+        // Enter answers as the default button does. `response()` alone
+        // only emits the signal: the dialog (and what was typed) would stay
+        // on screen, so it is closed too (its close response is then
+        // ignored: only the first response answers).
         let d = dialog.clone();
+        let answer = move || {
+            d.response("accept");
+            d.close();
+        };
         if let Some(e) = entry.downcast_ref::<gtk::Entry>() {
-            e.connect_activate(move |_| d.response("accept"));
+            e.connect_activate(move |_| answer());
         } else if let Some(e) = entry.downcast_ref::<gtk::PasswordEntry>() {
-            e.connect_activate(move |_| d.response("accept"));
+            e.connect_activate(move |_| answer());
         }
         group.append(&entry);
         entries.push(entry);
@@ -366,7 +374,11 @@ pub fn show_prompt(parent: &impl IsA<gtk::Window>, request: PromptRequest) {
         "accept"
     }));
     let first = entries.first().cloned();
+    let reply = std::cell::Cell::new(Some(reply));
     dialog.connect_response(None, move |_, response| {
+        let Some(reply) = reply.take() else {
+            return;
+        };
         let answer =
             (response == "accept").then(|| entries.iter().map(|e| e.text().to_string()).collect());
         let _ = reply.send(answer);
@@ -533,7 +545,9 @@ pub fn add_connection_dialog(
         let (d, fields) = (dialog.clone(), fields.clone());
         entry.connect_entry_activated(move |_| {
             if fields().is_ok() {
+                // `response()` only emits the signal; the button closes.
                 d.response("add");
+                d.close();
             }
         });
     }

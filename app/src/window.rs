@@ -1068,6 +1068,19 @@ impl Component for ManagerWindow {
                     self.toast(&headline, e.message, &sender);
                     return;
                 }
+                if e.cancelled {
+                    // As virt-manager: a declined login stops the retries
+                    // until the user chooses Connect; no error toast for
+                    // the user's own choice.
+                    tracing::info!(
+                        "connection {}: login cancelled, not retried",
+                        c.target.uri()
+                    );
+                    c.wanted = false;
+                    c.set_state(ConnState::Disconnected);
+                    c.set_error(Some(&gettext("Login cancelled")));
+                    return;
+                }
                 c.set_error(Some(&e.message));
                 let retrying = c.was_connected && c.wanted && c.target.is_remote();
                 self.schedule_retry(conn, &sender);

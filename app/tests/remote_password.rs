@@ -222,3 +222,127 @@ fn cancelling_the_password_dialog_stops_asking() {
     assert_eq!(sshd.count("Failed password"), 0, "{}", sshd.log());
     assert_eq!(sshd.count("Accepted"), 0, "{}", sshd.log());
 }
+
+/// Clicks the ⋮ menu button of the `index`th connection section, found
+/// after layout as the right-most dark pixels below the header bar (as in
+/// `remote_connection.rs`).
+fn click_connection_menu(x: &Xvfb, window: &str, index: usize) {
+    let shot = artifacts_dir().join("remote-password-menu-find.png");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        x.screenshot(window, &shot);
+        let img = image::open(&shot).unwrap().to_rgb8();
+        let (w, h) = img.dimensions();
+        let rightmost: Vec<(u32, u32)> = (60..h)
+            .filter_map(|y| {
+                (w / 2..w.saturating_sub(40))
+                    .rev()
+                    .find(|&x| img.get_pixel(x, y).0.iter().all(|&c| c < 0x60))
+                    .map(|x| (y, x))
+            })
+            .collect();
+        let edge = rightmost.iter().map(|&(_, x)| x).max().unwrap_or(0);
+        let mut groups: Vec<(u32, u32, u32)> = Vec::new(); // (y0, y1, x)
+        for &(y, x) in rightmost.iter().filter(|&&(_, x)| x + 4 >= edge) {
+            match groups.last_mut() {
+                Some(g) if y - g.1 <= 6 => g.1 = y,
+                _ => groups.push((y, y, x.saturating_sub(1))),
+            }
+        }
+        if let Some(&(y0, y1, x0)) = groups.get(index) {
+            x.click(window, 20, h - 20);
+            std::thread::sleep(Duration::from_millis(300));
+            x.click(window, x0 + 1, y0.midpoint(y1));
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no menu button {index} (edge {edge}, groups {groups:?}); see {}",
+            shot.display()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// The last state the app logged for the connection logged as `conn`.
+fn last_state(log: &Path, conn: &str) -> String {
+    let prefix = format!("{conn}: ");
+    read(log)
+        .lines()
+        .filter_map(|l| l.split_once(&prefix).map(|(_, s)| s.to_owned()))
+        .rfind(|s| {
+            ["connecting", "connected", "disconnected", "retrying in "]
+                .iter()
+                .any(|k| s.starts_with(k))
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn cancelling_the_password_when_reconnecting_stops_the_retries_until_connect() {
+    if !root_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let session = Session::new();
+    session.ok(&["list"]); // starts the engine
+    let sshd = NsSshd::start(PASSWORD_ONLY);
+    let (home, uri) = home_with_connection(&sshd, &session);
+    let conn = format!("connection {uri}");
+    let x = Xvfb::start();
+    let (mut app, log) = start_app(&x, &home, &session);
+    wait_log(&log, "password dialog shown (retry: false)", 1);
+    x.wait_for_window("Password Needed", &mut app, WAIT);
+    let first = new_visible_window(&x, "Password Needed", &[]);
+    press(&x, &first, &refs(&typed(PASSWORD)));
+    wait_log(&log, &format!("{conn}: connected"), 1);
+    let manager = x.wait_for_window("Vireo", &mut app, WAIT);
+
+    // The connection dropped on the server: the retry asks again, and
+    // that question is cancelled.
+    let children = sshd.session_processes();
+    assert!(!children.is_empty(), "no sshd connection process");
+    for pid in children {
+        vireo_tests::engine::signal(pid, libc::SIGKILL);
+    }
+    wait_log(&log, &format!("{conn}: retrying in 1 s"), 1);
+    wait_log(&log, "password dialog shown (retry: false)", 2);
+    let second = new_visible_window(&x, "Password Needed", std::slice::from_ref(&first));
+    press(&x, &second, &["Escape"]);
+    wait_log(&log, &format!("{conn}: login cancelled, not retried"), 1);
+
+    // No retry and no question for longer than three back-off periods
+    // (1 + 2 + 4 s); the row says Disconnected, and why.
+    std::thread::sleep(Duration::from_secs(8));
+    let text = read(&log);
+    assert_eq!(text.matches("password dialog shown").count(), 2, "{text}");
+    assert_eq!(
+        text.matches(&format!("{conn}: retrying")).count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(last_state(&log, &conn), "disconnected", "{text}");
+    let left = visible_windows(&x, "Password Needed");
+    assert!(left.is_empty(), "{left:?} {first} {second} {text}");
+    x.screenshot(
+        &manager,
+        &artifacts_dir().join("remote-password-cancelled.png"),
+    );
+    assert_eq!(sshd.count("Failed password"), 0, "{}", sshd.log());
+
+    // Connect from the section's ⋮ menu (its first item) asks again and
+    // connects.
+    click_connection_menu(&x, &manager, 1);
+    press(&x, &manager, &["Return"]);
+    wait_log(&log, "password dialog shown (retry: false)", 3);
+    let third = new_visible_window(&x, "Password Needed", &[first, second]);
+    press(&x, &third, &refs(&typed(PASSWORD)));
+    wait_log(&log, &format!("{conn}: connected"), 2);
+    assert_eq!(
+        sshd.count_when("Accepted password for vireotest ", 2),
+        2,
+        "{}",
+        sshd.log()
+    );
+    assert_eq!(sshd.count("Failed password"), 0, "{}", sshd.log());
+}

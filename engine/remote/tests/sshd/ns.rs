@@ -190,6 +190,20 @@ impl NsSshd {
         }
     }
 
+    /// sshd's per-connection processes (the listener's children): killing
+    /// them drops the connections as a host going away would.
+    pub fn session_processes(&self) -> Vec<u32> {
+        // `unshare` and `sh` exec, so the child is sshd itself.
+        let out = Command::new("pgrep")
+            .args(["-P", &self.child.id().to_string()])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
     /// A client home trusting this sshd's host key.
     pub fn client_home(&self) -> Home {
         let home = Home::new();

@@ -1,3 +1,4 @@
+use super::scancodes::{KEY_PAUSE, KEY_PAUSE_ALT, KEY_PRINT_SCREEN, KEYS, set2, translate};
 use super::*;
 use crate::devices::testing::{RecordingIrq, RecordingRequests};
 

@@ -2,6 +2,7 @@
 
 use flate2::{Decompress, FlushDecompress};
 
+use super::tight::put_compact_len;
 use super::*;
 
 /// Reads bytes from the front of a buffer, panicking on short data.

@@ -2,11 +2,64 @@
 //! their own D-Bus session, window lookup with xwininfo, screenshots with
 //! ImageMagick's `import`, and key presses with xdotool.
 
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// How many of a program's last stderr lines a failure report shows.
+const TAIL_LINES: usize = 40;
+
+/// Where the stderr of a program started by [`Xvfb::spawn_with`] can be
+/// read back, by its process id: the file it was given, or the last lines
+/// of the pipe a relay thread copies to the test's output.
+enum StderrLog {
+    File(PathBuf),
+    Tail(Arc<Mutex<VecDeque<String>>>),
+}
+
+fn stderr_logs() -> &'static Mutex<HashMap<u32, StderrLog>> {
+    static LOGS: std::sync::OnceLock<Mutex<HashMap<u32, StderrLog>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(Default::default)
+}
+
+/// The last lines `pid` (started by [`Xvfb::spawn_with`]) wrote to stderr.
+fn stderr_tail(pid: u32) -> String {
+    let logs = stderr_logs().lock().unwrap_or_else(|e| e.into_inner());
+    match logs.get(&pid) {
+        Some(StderrLog::File(path)) => {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
+        }
+        Some(StderrLog::Tail(tail)) => {
+            let tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+            tail.iter().cloned().collect::<Vec<_>>().join("\n")
+        }
+        None => "(not recorded)".to_owned(),
+    }
+}
+
+/// Keeps the last [`TAIL_LINES`] lines of `pipe` in `tail` and copies
+/// each to this test's stderr (a thread inherits the test's output
+/// capture, so they show with a failing test's output).
+fn relay(pipe: impl std::io::Read + Send + 'static, tail: Arc<Mutex<VecDeque<String>>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            eprintln!("{line}");
+            let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+            if tail.len() == TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+    });
+}
 
 /// A child process killed, with its whole process group, when dropped
 /// (dbus-run-session would otherwise leave its bus daemon behind).
@@ -31,11 +84,25 @@ impl Drop for Reaper {
 pub struct Xvfb {
     /// The display name, e.g. `:99`.
     pub display: String,
-    _server: Reaper,
+    /// Xvfb itself (in a mutex: a failure report checks whether it ended).
+    server: Mutex<Reaper>,
+    /// Xvfb's last stderr lines.
+    log: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl Xvfb {
-    /// Starts Xvfb on a free display (it picks one and reports it).
+    /// Starts Xvfb on a free display (it picks one and reports it once it
+    /// listens; two starting at once cannot take the same number: each
+    /// binds its abstract socket first).
+    ///
+    /// `-noreset`: by default an X server resets when its last client
+    /// disconnects, and a client connecting during the reset is refused.
+    /// The tests' own short-lived clients (xwininfo, xdotool, import)
+    /// connect and go while the app starts, so the app sometimes met a
+    /// reset and exited with "Failed to initialize GTK" — more often on
+    /// a loaded machine, where a reset takes longer (reproduced: two
+    /// `xdpyinfo` loops on one Xvfb, 26 of 300 refused; none with
+    /// `-noreset`).
     pub fn start() -> Self {
         let mut server = Command::new("Xvfb")
             .args([
@@ -46,24 +113,70 @@ impl Xvfb {
                 "1280x800x24",
                 "-nolisten",
                 "tcp",
+                "-noreset",
             ])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .process_group(0)
             .spawn()
             .expect("Xvfb is required (`make test` installs xvfb)");
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        relay(server.stderr.take().unwrap(), log.clone());
         let mut line = String::new();
         BufReader::new(server.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let number: u32 = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("Xvfb gave no display: {line:?}"));
+        let mut server = Reaper(server);
+        let number: u32 = line.trim().parse().unwrap_or_else(|_| {
+            let status = server.0.wait();
+            std::thread::sleep(Duration::from_millis(100));
+            panic!(
+                "Xvfb gave no display ({status:?}): {line:?}; its stderr:\n{}",
+                log.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        });
         Self {
             display: format!(":{number}"),
-            _server: Reaper(server),
+            server: Mutex::new(server),
+            log,
         }
+    }
+
+    /// What a program that died early leaves to explain it: its exit
+    /// status, its last stderr lines, and Xvfb's state and stderr.
+    fn death_report(&self, app: &Reaper, status: std::process::ExitStatus) -> String {
+        // The relay thread may still be reading the last lines.
+        std::thread::sleep(Duration::from_millis(200));
+        let server = match self
+            .server
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .try_wait()
+        {
+            Ok(None) => "running".to_owned(),
+            Ok(Some(s)) => format!("exited with {s}"),
+            Err(e) => format!("unknown: {e}"),
+        };
+        let xlog = self
+            .log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n");
+        format!(
+            "the program exited early with {status}; its last stderr lines:\n{}\n\
+             Xvfb {} is {server}; its stderr:\n{xlog}",
+            stderr_tail(app.0.id()),
+            self.display,
+        )
     }
 
     /// Runs `program` on this display in its own D-Bus session, with GTK on
@@ -95,18 +208,36 @@ impl Xvfb {
             .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .process_group(0);
-        match stderr {
-            Some(f) => cmd.stderr(f),
-            None => cmd.stderr(Stdio::inherit()),
+        // Its stderr is kept where a failure report can read it back.
+        let log = match stderr {
+            Some(f) => {
+                let path = std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd()));
+                cmd.stderr(f);
+                path.ok().map(StderrLog::File)
+            }
+            None => {
+                cmd.stderr(Stdio::piped());
+                Some(StderrLog::Tail(Arc::new(Mutex::new(VecDeque::new()))))
+            }
         };
-        let child = cmd
+        let mut child = cmd
             .spawn()
             .expect("dbus-run-session is required (`make test` installs dbus)");
+        if let (Some(pipe), Some(StderrLog::Tail(tail))) = (child.stderr.take(), &log) {
+            relay(pipe, tail.clone());
+        }
+        if let Some(log) = log {
+            stderr_logs()
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(child.id(), log);
+        }
         Reaper(child)
     }
 
     /// Waits until a window titled `title` is mapped and returns its X id.
-    /// Panics if `app` exits first or nothing appears within `timeout`.
+    /// Panics if `app` exits first (with its exit status and last stderr
+    /// lines, and Xvfb's) or nothing appears within `timeout`.
     pub fn wait_for_window(&self, title: &str, app: &mut Reaper, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         let quoted = format!("\"{title}\"");
@@ -124,7 +255,7 @@ impl Xvfb {
                     .to_owned();
             }
             if let Some(status) = app.0.try_wait().unwrap() {
-                panic!("the program exited early with {status}");
+                panic!("{}", self.death_report(app, status));
             }
             assert!(
                 Instant::now() < deadline,

@@ -117,6 +117,9 @@ impl Endpoint {
                 domain: domain.to_owned(),
                 exclusive: false,
                 force: false,
+                // Told when such a session holds the console (and this
+                // window's typing is dropped) and when it ends.
+                notify: true,
             })
             .await
             .map_err(|e| e.to_string())?;

@@ -2,6 +2,11 @@
 //! VTE) fed with the domain's COM1 output through the engine's
 //! `OpenConsole` stream; what is typed into it goes back as console input.
 //!
+//! The page watches the console (it never holds it). While an exclusive
+//! session holds it (`vireoctl console`), the engine drops the page's
+//! input and says so; the page then shows a warning bar naming the other
+//! client and turns the terminal's input off until the session ends.
+//!
 //! VTE is reached through `vte4-sys`: the safe `vte4` 0.10 crate needs
 //! gtk4's `v4_10` feature, which Debian 12's GTK 4.8 cannot satisfy. Only
 //! two functions are called directly (`vte_terminal_new`,
@@ -68,6 +73,9 @@ pub struct SerialView {
     terminal: Terminal,
     /// Shown while disconnected (adw::Banner needs libadwaita 1.3).
     banner: gtk::Revealer,
+    /// Shown while another client holds the console.
+    held: gtk::Revealer,
+    held_label: gtk::Label,
 }
 
 impl SerialView {
@@ -93,8 +101,33 @@ impl SerialView {
         label.add_css_class("dim-label");
         let banner = gtk::Revealer::new();
         banner.set_child(Some(&label));
+        // (gtk::InfoBar is deprecated from GTK 4.10 on: a revealed bar
+        // of our own instead.)
+        let held_label = gtk::Label::new(None);
+        held_label.set_wrap(true);
+        held_label.set_xalign(0.0);
+        held_label.set_hexpand(true);
+        let icon = gtk::Image::from_icon_name("dialog-warning-symbolic");
+        let bar = gtk::Box::new(gtk::Orientation::Horizontal, 12);
+        bar.set_margin_top(6);
+        bar.set_margin_bottom(6);
+        bar.set_margin_start(12);
+        bar.set_margin_end(12);
+        bar.append(&icon);
+        bar.append(&held_label);
+        bar.add_css_class("serial-held");
+        let provider = gtk::CssProvider::new();
+        provider.load_from_data(
+            "box.serial-held { background-color: #f6d32d; color: #000000; \
+             border-radius: 6px; padding: 6px; }",
+        );
+        bar.style_context()
+            .add_provider(&provider, gtk::STYLE_PROVIDER_PRIORITY_APPLICATION);
+        let held = gtk::Revealer::new();
+        held.set_child(Some(&bar));
         let root = gtk::Box::new(gtk::Orientation::Vertical, 0);
         root.append(&banner);
+        root.append(&held);
         let scroller = gtk::ScrolledWindow::new();
         scroller.set_child(Some(terminal.widget()));
         scroller.set_vexpand(true);
@@ -103,6 +136,8 @@ impl SerialView {
             root,
             terminal,
             banner,
+            held,
+            held_label,
         };
         view.set_connected(false);
         view
@@ -131,6 +166,40 @@ impl SerialView {
             self.banner.set_reveal_child(false);
         } else {
             self.banner.set_reveal_child(true);
+            self.set_held(None);
         }
+    }
+
+    /// Says whether another client (`by`, e.g. `vireoctl 0.1.0`) holds the
+    /// console: its bar shows and the terminal takes no input while it
+    /// does.
+    pub fn set_held(&self, by: Option<&str>) {
+        match by {
+            Some(by) => {
+                let client = if by.starts_with("vireoctl ") {
+                    format!("“vireoctl console” ({by})")
+                } else {
+                    by.to_owned()
+                };
+                self.held_label.set_text(
+                    &gettext(
+                        "Another client, {client}, has the serial console. Typing here is \
+                         disabled until it disconnects.",
+                    )
+                    .replace("{client}", &client),
+                );
+                self.held.set_reveal_child(true);
+            }
+            None => self.held.set_reveal_child(false),
+        }
+        self.terminal
+            .widget()
+            .set_property("input-enabled", by.is_none());
+    }
+
+    /// Whether the terminal takes input now (off while another client
+    /// holds the console).
+    pub fn input_enabled(&self) -> bool {
+        self.terminal.widget().property::<bool>("input-enabled")
     }
 }

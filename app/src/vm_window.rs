@@ -401,6 +401,9 @@ pub enum VmCmd {
     SerialOutput(Vec<u8>),
     /// The serial console ended or could not open.
     SerialClosed(String),
+    /// Another client (named) holds the serial console, or (`None`) no
+    /// longer does.
+    SerialHeld(Option<String>),
     /// A call failed: headline (translated) and details.
     Error(String, String),
     /// A screenshot was saved here.
@@ -559,6 +562,8 @@ impl VmWindow {
                                 VmCmd::SerialClosed("the serial console ended".into())
                             }
                             Incoming::Disconnected(why) => VmCmd::SerialClosed(why),
+                            Incoming::ConsoleHeld(by) => VmCmd::SerialHeld(Some(by)),
+                            Incoming::ConsoleReleased => VmCmd::SerialHeld(None),
                             Incoming::Event(_) => continue,
                         };
                         let end = matches!(cmd, VmCmd::SerialClosed(_));
@@ -1007,7 +1012,11 @@ impl Component for VmWindow {
                 });
             }
             VmMsg::SerialInput(data) => {
-                if let Some(c) = self.serial_client.clone() {
+                // (The engine would drop it while another client holds
+                // the console.)
+                if !self.serial.input_enabled() {
+                    tracing::debug!("serial {}: input while held, not sent", self.name);
+                } else if let Some(c) = self.serial_client.clone() {
                     sender.oneshot_command(async move {
                         match c.console_input(&data).await {
                             Ok(()) => VmCmd::Done,
@@ -1109,6 +1118,21 @@ impl Component for VmWindow {
             VmCmd::SerialOutput(data) => {
                 tracing::debug!("serial {}: output \"{}\"", self.name, data.escape_ascii());
                 self.serial.feed(&data);
+            }
+            VmCmd::SerialHeld(by) => {
+                self.serial.set_held(by.as_deref());
+                match by {
+                    Some(by) => tracing::info!(
+                        "serial {}: held by {by}: banner shown, input enabled {}",
+                        self.name,
+                        self.serial.input_enabled()
+                    ),
+                    None => tracing::info!(
+                        "serial {}: released: banner hidden, input enabled {}",
+                        self.name,
+                        self.serial.input_enabled()
+                    ),
+                }
             }
             VmCmd::SerialClosed(why) => {
                 tracing::info!("serial {}: closed: {why}", self.name);

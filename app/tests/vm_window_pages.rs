@@ -480,3 +480,177 @@ fn fullscreen_hides_the_header_and_reveals_a_toolbar_at_the_top_edge() {
     );
     session.ok(&["destroy", "demo"]);
 }
+
+/// The serial page's "another client has the console" bar colour.
+const HELD_BAR: [u8; 3] = [0xf6, 0xd3, 0x2d];
+
+/// How many pixels of `rgb` a screenshot of `window` shows.
+fn colour_pixels(x: &Xvfb, window: &str, rgb: [u8; 3], name: &str) -> usize {
+    let shot = artifacts_dir().join(name);
+    x.screenshot(window, &shot);
+    let img = image::open(&shot).unwrap().to_rgb8();
+    img.pixels()
+        .filter(|p| p.0.iter().zip(rgb).all(|(&a, b)| a.abs_diff(b) <= 12))
+        .count()
+}
+
+/// Waits (30 s at most) until `want` is in the guest's serial log.
+fn wait_for_guest(guest_log: impl Fn() -> String, want: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !guest_log().contains(want) {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {want:?} never reached the guest; its log: {:?}",
+            guest_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn serial_page_says_when_vireoctl_console_holds_the_console_and_takes_no_keys_meanwhile() {
+    if !kvm_or_skip() {
+        return;
+    }
+    if !Path::new("/usr/bin/script").exists() {
+        eprintln!("skipping: /usr/bin/script is missing (Debian: bsdutils)");
+        return;
+    }
+    let _one_at_a_time = serial();
+    let session = Session::new();
+    session.define(&domain_xml("echo", &guest("echo"), ""));
+    session.ok(&["start", "echo"]);
+    let uuid = session.info("echo").summary.uuid;
+    session.wait_serial(&uuid, "echo=ready", Duration::from_secs(60));
+
+    let x = Xvfb::start();
+    let home = session.dir.path().join("home");
+    let (mut app, log) = start_app(&x, &session, "echo", &home);
+    let window = x.wait_for_window("echo – Vireo", &mut app, Duration::from_secs(60));
+    log.wait(0, "serial echo: attached", Duration::from_secs(30));
+    // The serial page (Ctrl+Alt first, in case the console holds the
+    // keyboard); its terminal takes the focus, and typing reaches the
+    // guest (the echo guest answers in upper case).
+    log.keys_then(
+        &x,
+        &window,
+        &["ctrl+alt", "alt+2"],
+        "vm window: page serial",
+    );
+    let mark = log.mark();
+    x.type_keys(&window, &["a"]);
+    wait_for_guest(
+        || session.serial_log(&uuid),
+        "echo=ready\nA",
+        "the window's key",
+    );
+    log.wait(mark, "serial echo: output \"A\"", Duration::from_secs(10));
+    assert_eq!(
+        colour_pixels(&x, &window, HELD_BAR, "vm-serial-free.png"),
+        0,
+        "the held bar shows before anyone holds the console"
+    );
+
+    // `vireoctl console` on a terminal holds the console.
+    let mark = log.mark();
+    let mut ctl = std::process::Command::new("script");
+    ctl.args([
+        "-q",
+        "-e",
+        "-c",
+        "exec \"$VIREOCTL\" console echo",
+        "/dev/null",
+    ])
+    .env("VIREOCTL", vireo_tests::engine::bin("vireoctl"))
+    .env("SHELL", "/bin/sh")
+    .env_remove("VIREO_DEFAULT_URI")
+    .env("XDG_RUNTIME_DIR", &session.runtime)
+    .env("XDG_DATA_HOME", &session.data)
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null());
+    let mut ctl = Reaper(ctl.spawn().unwrap());
+    let mut ctl_in = ctl.0.stdin.take().unwrap();
+    let mut ctl_out = ctl.0.stdout.take().unwrap();
+    let shown = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = shown.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = std::io::Read::read(&mut ctl_out, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let ctl_shows = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !shown.lock().unwrap().contains(want) {
+            assert!(
+                Instant::now() < deadline,
+                "vireoctl console never showed {want:?}: {:?}",
+                shown.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    ctl_shows("Connected to domain 'echo'\r\nEscape character is ^] (Ctrl + ])\r\n");
+    ctl_shows("echo=ready\nA");
+    let held = log.wait(
+        mark,
+        "serial echo: held by vireoctl ",
+        Duration::from_secs(20),
+    );
+    assert!(
+        held.ends_with("banner shown, input enabled false"),
+        "{held}"
+    );
+    x.wait_for_colour(&window, HELD_BAR, 2000, Duration::from_secs(10));
+    x.screenshot(&window, &artifacts_dir().join("vm-serial-held.png"));
+
+    // Keys typed in the window do not reach the guest; vireoctl's do.
+    x.type_keys(&window, &["b"]);
+    std::thread::sleep(Duration::from_millis(500));
+    std::io::Write::write_all(&mut ctl_in, b"c").unwrap();
+    wait_for_guest(
+        || session.serial_log(&uuid),
+        "echo=ready\nAC",
+        "vireoctl's key",
+    );
+    ctl_shows("AC");
+
+    // Ctrl+] ends vireoctl's session: the bar goes, typing works again.
+    let mark = log.mark();
+    std::io::Write::write_all(&mut ctl_in, b"\x1d").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ctl.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "vireoctl console did not detach");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let released = log.wait(mark, "serial echo: released", Duration::from_secs(20));
+    assert!(
+        released.ends_with("banner hidden, input enabled true"),
+        "{released}"
+    );
+    // (The revealer's slide-up animation takes a moment.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while colour_pixels(&x, &window, HELD_BAR, "vm-serial-released.png") > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the held bar stayed after the session ended"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mark = log.mark();
+    x.type_keys(&window, &["d"]);
+    wait_for_guest(
+        || session.serial_log(&uuid),
+        "echo=ready\nACD",
+        "the window's key after",
+    );
+    log.wait(mark, "serial echo: output \"D\"", Duration::from_secs(10));
+    assert!(!session.serial_log(&uuid).contains('B'));
+    session.ok(&["destroy", "echo"]);
+}

@@ -316,6 +316,11 @@ pub enum Incoming {
     ConsoleOutput(Vec<u8>),
     /// The serial console ended.
     ConsoleClosed,
+    /// An exclusive session (named by its client) holds the serial console
+    /// this watcher opened with `notify`: its input is dropped.
+    ConsoleHeld(String),
+    /// The exclusive session ended: the watcher's input reaches the guest.
+    ConsoleReleased,
     /// The connection ended; no more messages follow.
     Disconnected(String),
 }
@@ -454,6 +459,8 @@ impl AsyncClient {
                     ServerMessage::Event(e) => Incoming::Event(e),
                     ServerMessage::ConsoleOutput { data } => Incoming::ConsoleOutput(data),
                     ServerMessage::ConsoleClosed => Incoming::ConsoleClosed,
+                    ServerMessage::ConsoleHeld { by } => Incoming::ConsoleHeld(by),
+                    ServerMessage::ConsoleReleased => Incoming::ConsoleReleased,
                     other => break format!("unexpected message {other:?}"),
                 };
                 let _ = tx.send(incoming);

@@ -50,14 +50,18 @@ impl Drop for RawMode {
 /// exclusive: refused while another holds the console, unless `force`.
 pub fn attach(conn: Connection, domain: &str, name: &str, force: bool) -> Result<(), String> {
     let mut client = conn.into_client();
+    // virsh prints its banner before it opens the console, so a refused
+    // session shows it too, then the error.
+    println!("Connected to domain '{name}'\nEscape character is ^] (Ctrl + ])");
+    let _ = std::io::stdout().flush();
     client
         .call(Request::OpenConsole {
             domain: domain.to_owned(),
             exclusive: true,
             force,
+            notify: false,
         })
         .map_err(|e| e.to_string())?;
-    println!("Connected to domain '{name}'\nEscape character is ^] (Ctrl + ])");
     let stdin = std::io::stdin();
     let _raw = stdin
         .is_terminal()

@@ -475,8 +475,13 @@ fn run(uri: &ConnectUri, command: Command) -> Result<(), String> {
             }
         }
         Command::Console { domain, force } => {
-            let name = conn.name_of(&domain)?;
-            return console::attach(conn, &domain, &name, force);
+            let summary = conn.info(&domain)?.summary;
+            // virsh checks this before its banner; other refusals (a busy
+            // console) come after it.
+            if summary.state == vireo_api::proto::DomainState::Shutoff {
+                return Err("The domain is not running".into());
+            }
+            return console::attach(conn, &domain, &summary.name, force);
         }
         Command::Screenshot {
             domain,

@@ -28,6 +28,13 @@
 //! Input goes to the VMM's serial socket, on one connection per domain
 //! whose receive side is shut (its output is the file's).
 //!
+//! While an exclusive session (`vireoctl console`, as libvirt's) holds the
+//! console, the watchers' input is dropped. A watcher that asks (`notify`,
+//! the app's Serial page) is told so in its stream: [`Next::Held`] with the
+//! holder's client name when a session takes the console (again on a
+//! `force` takeover; at once when it attaches to a held console), and
+//! `Next::Held(None)` when the session ends.
+//!
 //! The VMM keeps the file's allocation bounded by punching out its old
 //! part (all but the newest 1 MiB or more; vireo-vmm's `SERIAL_FILE_KEEP`)
 //! without moving any offset. The engine never needs older bytes: it
@@ -169,6 +176,9 @@ pub struct SerialConsole {
     socket: PathBuf,
     input: tokio::sync::Mutex<Option<tokio::net::UnixStream>>,
     next_session: AtomicU64,
+    /// The exclusive session's client name, or `None`; set under the
+    /// state's lock, so notices follow the holder changes in order.
+    held: watch::Sender<Option<String>>,
 }
 
 impl std::fmt::Debug for SerialConsole {
@@ -490,6 +500,7 @@ impl SerialConsole {
             socket: socket.to_owned(),
             input: tokio::sync::Mutex::new(None),
             next_session: AtomicU64::new(1),
+            held: watch::Sender::new(None),
         })
     }
 
@@ -600,6 +611,18 @@ impl SerialConsole {
         exclusive: bool,
         force: bool,
     ) -> Result<ConsoleSession, ApiError> {
+        self.attach_as(exclusive, force, false, "")
+    }
+
+    /// [`SerialConsole::attach`] for the client named `client`; a watcher
+    /// (not `exclusive`) with `notify` also reads [`Next::Held`] notices.
+    pub fn attach_as(
+        self: &Arc<Self>,
+        exclusive: bool,
+        force: bool,
+        notify: bool,
+        client: &str,
+    ) -> Result<ConsoleSession, ApiError> {
         let mut state = self.lock();
         if state.pump() {
             self.changed.send_replace(state.ring.end());
@@ -626,10 +649,19 @@ impl SerialConsole {
             }
             let (kick, displaced) = watch::channel(false);
             state.holder = Some((id, kick));
+            self.held.send_replace(Some(client.to_owned()));
             Some(displaced)
         } else {
             None
         };
+        let held = (notify && !exclusive).then(|| {
+            let mut held = self.held.subscribe();
+            if held.borrow().is_some() {
+                // Already held: the watcher hears it first.
+                held.mark_changed();
+            }
+            held
+        });
         Ok(ConsoleSession {
             console: self.clone(),
             id,
@@ -637,6 +669,7 @@ impl SerialConsole {
             pos: state.ring.start(),
             changed: self.changed.subscribe(),
             displaced,
+            held,
         })
     }
 
@@ -682,6 +715,9 @@ pub enum Next {
     Ended,
     /// Another session took the console (`force`).
     Displaced,
+    /// (Watchers with `notify`.) An exclusive session, of the client
+    /// named, now holds the console; `None`: it ended.
+    Held(Option<String>),
 }
 
 /// One client's view of a console, from the oldest byte held on.
@@ -693,6 +729,8 @@ pub struct ConsoleSession {
     pos: u64,
     changed: watch::Receiver<u64>,
     displaced: Option<watch::Receiver<bool>>,
+    /// A notified watcher's view of the holder.
+    held: Option<watch::Receiver<Option<String>>>,
 }
 
 impl ConsoleSession {
@@ -704,6 +742,11 @@ impl ConsoleSession {
                 && *d.borrow_and_update()
             {
                 return Next::Displaced;
+            }
+            if let Some(h) = self.held.as_mut()
+                && h.has_changed().unwrap_or(false)
+            {
+                return Next::Held(h.borrow_and_update().clone());
             }
             {
                 let state = self.console.lock();
@@ -731,9 +774,20 @@ impl ConsoleSession {
                     None => std::future::pending().await,
                 }
             };
+            // (`changed()` marks what it saw as seen: the notice is made
+            // here, not at the loop's top.)
+            let held = async {
+                if let Some(h) = self.held.as_mut()
+                    && h.changed().await.is_ok()
+                {
+                    return h.borrow_and_update().clone();
+                }
+                std::future::pending().await
+            };
             tokio::select! {
                 r = self.changed.changed() => if r.is_err() { return Next::Ended },
                 () = displaced => {}
+                by = held => return Next::Held(by),
             }
         }
     }
@@ -753,6 +807,7 @@ impl Drop for ConsoleSession {
         let mut state = self.console.lock();
         if state.holder.as_ref().is_some_and(|(id, _)| *id == self.id) {
             state.holder = None;
+            self.console.held.send_replace(None);
         }
     }
 }
@@ -1029,5 +1084,34 @@ mod tests {
         assert_eq!(s.pos, CHUNK as u64);
         drop(s);
         console.attach(true, false).unwrap();
+    }
+
+    #[tokio::test]
+    async fn notified_watchers_hear_of_each_holder_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("serial.log");
+        std::fs::write(&source, b"").unwrap();
+        let console =
+            SerialConsole::new("d", &source, &dir.path().join("s.sock"), None, false).unwrap();
+        let mut notified = console.attach_as(false, false, true, "app").unwrap();
+        let mut plain = console.attach_as(false, false, false, "old").unwrap();
+        let first = console.attach_as(true, false, false, "vireoctl 1").unwrap();
+        assert_eq!(notified.next().await, Next::Held(Some("vireoctl 1".into())));
+        // A watcher attaching to a held console hears it first.
+        let mut late = console.attach_as(false, false, true, "late").unwrap();
+        assert_eq!(late.next().await, Next::Held(Some("vireoctl 1".into())));
+        // A takeover is a new holder; its end frees the console.
+        let second = console.attach_as(true, true, false, "vireoctl 2").unwrap();
+        assert_eq!(notified.next().await, Next::Held(Some("vireoctl 2".into())));
+        // The displaced session's drop does not free it.
+        drop(first);
+        drop(second);
+        assert_eq!(notified.next().await, Next::Held(None));
+        // Changes a watcher has not read yet coalesce into the newest.
+        assert_eq!(late.next().await, Next::Held(None));
+        console.close();
+        assert_eq!(notified.next().await, Next::Ended);
+        // A watcher that did not ask hears nothing of it.
+        assert_eq!(plain.next().await, Next::Ended);
     }
 }

@@ -165,6 +165,7 @@ async fn connection(stream: UnixStream, engine: Arc<Engine>) -> Result<(), Strin
                         domain,
                         exclusive,
                         force,
+                        notify,
                     },
             } => {
                 // A connection has one console: a new open replaces it.
@@ -177,7 +178,7 @@ async fn connection(stream: UnixStream, engine: Arc<Engine>) -> Result<(), Strin
                 console = None;
                 let session = engine
                     .serial_console(&domain)
-                    .and_then(|c| c.attach(exclusive, force));
+                    .and_then(|c| c.attach_as(exclusive, force, notify, &hello.client));
                 let (result, session) = match session {
                     Ok(s) => (Ok(Response::Done), Some(s)),
                     Err(e) => (Err(e), None),
@@ -188,8 +189,13 @@ async fn connection(stream: UnixStream, engine: Arc<Engine>) -> Result<(), Strin
                     console = Some(session.input());
                     let out = out_tx.clone();
                     console_task = Some(tokio::spawn(async move {
-                        while let Next::Output(data) = session.next().await {
-                            let msg = ServerMessage::ConsoleOutput { data };
+                        loop {
+                            let msg = match session.next().await {
+                                Next::Output(data) => ServerMessage::ConsoleOutput { data },
+                                Next::Held(Some(by)) => ServerMessage::ConsoleHeld { by },
+                                Next::Held(None) => ServerMessage::ConsoleReleased,
+                                Next::Ended | Next::Displaced => break,
+                            };
                             if out.send(msg).await.is_err() {
                                 return;
                             }

@@ -456,6 +456,7 @@ fn console_carries_serial_output_over_the_api_connection() {
         domain: "talk".into(),
         exclusive: true,
         force: false,
+        notify: false,
     })
     .unwrap();
     let mut seen = Vec::new();
@@ -778,6 +779,7 @@ fn console_input_reaches_the_guest_over_the_api_connection() {
         domain: "echo".into(),
         exclusive: true,
         force: false,
+        notify: false,
     })
     .unwrap();
 

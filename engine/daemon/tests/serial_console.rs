@@ -22,10 +22,23 @@ struct Console {
     client: Client<UnixStream, UnixStream>,
     got: Vec<u8>,
     closed: bool,
+    /// The held/released notices (`notify`), each with how many output
+    /// bytes had arrived before it.
+    notices: Vec<(Option<String>, usize)>,
 }
 
 impl Console {
     fn open(s: &Session, domain: &str, exclusive: bool, force: bool) -> Result<Self, ClientError> {
+        Self::open_with(s, domain, exclusive, force, false)
+    }
+
+    fn open_with(
+        s: &Session,
+        domain: &str,
+        exclusive: bool,
+        force: bool,
+        notify: bool,
+    ) -> Result<Self, ClientError> {
         let stream = UnixStream::connect(s.socket()).unwrap();
         // A guard against a hung test, not a timing assertion.
         stream
@@ -37,12 +50,24 @@ impl Console {
             domain: domain.into(),
             exclusive,
             force,
+            notify,
         })?;
         Ok(Self {
             client,
             got: Vec::new(),
             closed: false,
+            notices: Vec::new(),
         })
+    }
+
+    fn read_one(&mut self) {
+        match self.client.next_message().unwrap() {
+            ServerMessage::ConsoleOutput { data } => self.got.extend(data),
+            ServerMessage::ConsoleClosed => self.closed = true,
+            ServerMessage::ConsoleHeld { by } => self.notices.push((Some(by), self.got.len())),
+            ServerMessage::ConsoleReleased => self.notices.push((None, self.got.len())),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// Reads until `done(received)` or the console closes.
@@ -51,11 +76,21 @@ impl Console {
         while !done(&self.got) {
             assert!(!self.closed, "the console closed before {what}");
             assert!(Instant::now() < deadline, "no {what} in time");
-            match self.client.next_message().unwrap() {
-                ServerMessage::ConsoleOutput { data } => self.got.extend(data),
-                ServerMessage::ConsoleClosed => self.closed = true,
-                other => panic!("{other:?}"),
-            }
+            self.read_one();
+        }
+    }
+
+    /// Reads until `n` notices have arrived.
+    fn read_notices(&mut self, n: usize) {
+        let deadline = Instant::now() + BOOT;
+        while self.notices.len() < n {
+            assert!(!self.closed, "the console closed before notice {n}");
+            assert!(
+                Instant::now() < deadline,
+                "no notice {n} in time; got {:?}",
+                self.notices
+            );
+            self.read_one();
         }
     }
 
@@ -64,11 +99,7 @@ impl Console {
         let deadline = Instant::now() + BOOT;
         while !self.closed {
             assert!(Instant::now() < deadline, "the console did not close");
-            match self.client.next_message().unwrap() {
-                ServerMessage::ConsoleOutput { data } => self.got.extend(data),
-                ServerMessage::ConsoleClosed => self.closed = true,
-                other => panic!("{other:?}"),
-            }
+            self.read_one();
         }
     }
 
@@ -379,14 +410,32 @@ fn one_console_session_as_virsh_force_takes_it_over_and_watchers_see_everything(
     let uuid = s.info("echo").summary.uuid;
     s.wait_serial(&uuid, "echo=ready", BOOT);
 
-    // A watcher (what the app's VM window opens) and virsh-style sessions.
-    let mut watcher = Console::open(&s, "echo", false, false).unwrap();
+    // A watcher (what the app's VM window opens, asking for the held and
+    // released notices), an older-style watcher that does not ask, and
+    // virsh-style sessions.
+    let mut watcher = Console::open_with(&s, "echo", false, false, true).unwrap();
+    let mut plain = Console::open(&s, "echo", false, false).unwrap();
     let mut first = CtlConsole::spawn(&s, &["console", "echo"]);
     first.wait_for("echo=ready\n");
+    assert!(
+        first
+            .text()
+            .starts_with("Connected to domain 'echo'\nEscape character is ^] (Ctrl + ])\n"),
+        "{:?}",
+        first.text()
+    );
+    watcher.read_notices(1);
+    let holder = watcher.notices[0].0.clone().unwrap();
+    assert!(holder.starts_with("vireoctl "), "{holder:?}");
 
-    // A second session is refused as libvirt refuses it.
+    // A second session is refused as libvirt refuses it: virsh prints its
+    // banner before it asks for the console, then the error.
     let second = s.ctl(&["console", "echo"]);
     assert!(!second.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&second.stdout),
+        "Connected to domain 'echo'\nEscape character is ^] (Ctrl + ])\n"
+    );
     assert_eq!(
         String::from_utf8_lossy(&second.stderr),
         "error: operation failed: Active console session exists for this domain\n"
@@ -408,9 +457,13 @@ fn one_console_session_as_virsh_force_takes_it_over_and_watchers_see_everything(
     forced.wait_for("echo=ready\nA");
     let (status, _) = first.wait_exit();
     assert!(status.success());
+    // The takeover is a new holder, told before the new session's echo.
+    watcher.read_notices(2);
+    assert_eq!(watcher.notices[1].0.as_deref(), Some(holder.as_str()));
     forced.type_text("b");
     forced.wait_for("AB");
     watcher.read_until("the new session's echo", |g| contains(g, "AB"));
+    assert!(!contains(&watcher.got[..watcher.notices[1].1], "B"));
 
     // Once the session is gone, watchers type again.
     let (status, _) = {
@@ -418,6 +471,9 @@ fn one_console_session_as_virsh_force_takes_it_over_and_watchers_see_everything(
         forced.wait_exit()
     };
     assert!(status.success());
+    // The end of the session is told, then watchers type again.
+    watcher.read_notices(3);
+    assert_eq!(watcher.notices[2].0, None);
     // (The engine notices the session's end a moment after vireoctl exits:
     // keys sent before that are dropped.)
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -430,8 +486,34 @@ fn one_console_session_as_virsh_force_takes_it_over_and_watchers_see_everything(
     watcher.client.console_input(b"q").unwrap();
     watcher.read_until("the end", |g| contains(g, "done\n"));
     watcher.read_to_close();
-    // The watcher saw the whole run, from the backlog on.
+    // The watcher saw the whole run, from the backlog on, and exactly the
+    // three notices, in order: held (before the first session's echo),
+    // held again by the takeover, released.
     assert_eq!(watcher.got, log_bytes(&s, &uuid));
+    let notices: Vec<Option<&str>> = watcher.notices.iter().map(|n| n.0.as_deref()).collect();
+    assert_eq!(
+        notices,
+        [Some(holder.as_str()), Some(holder.as_str()), None]
+    );
+    assert!(!contains(&watcher.got[..watcher.notices[0].1], "A"));
+    // The watcher that did not ask got no notice (read_one panics on any
+    // other message) and the same bytes.
+    plain.read_to_close();
+    assert_eq!(plain.got, watcher.got);
+
+    // A shut-off domain is refused before virsh's banner.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.info("echo").summary.state != vireo_api::proto::DomainState::Shutoff {
+        assert!(Instant::now() < deadline, "the echo guest did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let off = s.ctl(&["console", "echo"]);
+    assert!(!off.status.success());
+    assert_eq!(String::from_utf8_lossy(&off.stdout), "");
+    assert_eq!(
+        String::from_utf8_lossy(&off.stderr),
+        "error: The domain is not running\n"
+    );
 }
 
 #[test]

@@ -93,6 +93,7 @@ fn open_console(s: &Session, domain: &str, exclusive: bool) -> Client<UnixStream
             domain: domain.into(),
             exclusive,
             force: false,
+            notify: false,
         })
         .unwrap();
     client

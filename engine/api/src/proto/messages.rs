@@ -93,6 +93,19 @@ pub enum ServerMessage {
     /// The serial console opened on this connection ended: the VM stopped,
     /// or another session took it over (`force`).
     ConsoleClosed,
+    /// Sent to a watcher that opened the console with `notify`: an
+    /// exclusive session (`vireoctl console`) now holds the console, so this
+    /// connection's input is dropped until [`ServerMessage::ConsoleReleased`].
+    /// Sent again when another session takes it over with `force`, and
+    /// first thing after the reply when the console is already held.
+    ConsoleHeld {
+        /// The holding client's name from its hello, e.g. `vireoctl 0.1.0`.
+        by: String,
+    },
+    /// Sent to a watcher that opened the console with `notify`: the
+    /// exclusive session ended; this connection's input reaches the guest
+    /// again.
+    ConsoleReleased,
     /// A chunk of the download started by call `id`.
     StreamData {
         /// The download's call id.
@@ -244,6 +257,12 @@ pub enum Request {
     /// open, only its input reaches the guest; the other watchers see the
     /// output and their input is dropped. Without one, every watcher's
     /// input reaches the guest.
+    ///
+    /// A watcher that says `notify` is told when an exclusive session
+    /// starts and ends ([`ServerMessage::ConsoleHeld`],
+    /// [`ServerMessage::ConsoleReleased`]). It is asked for because older
+    /// clients treat a message type they do not know as a malformed frame
+    /// and drop the connection; older engines ignore the field.
     OpenConsole {
         /// The domain.
         domain: String,
@@ -253,6 +272,9 @@ pub enum Request {
         /// With `exclusive`: take the console from the session holding it.
         #[serde(default)]
         force: bool,
+        /// Without `exclusive`: send the held/released notices.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        notify: bool,
     },
     /// Storage pools and volumes.
     Storage(StorageRequest),

@@ -30,6 +30,7 @@ fn open_console_from_an_older_client_is_a_watcher() {
             domain: "demo".into(),
             exclusive: false,
             force: false,
+            notify: false,
         }
     );
     round_trip(ClientMessage::Call {
@@ -38,8 +39,44 @@ fn open_console_from_an_older_client_is_a_watcher() {
             domain: "demo".into(),
             exclusive: true,
             force: true,
+            notify: false,
         },
     });
+    // A client that does not ask for notices sends what older engines
+    // know; one that does still reads as a call to them.
+    let plain = serde_json::to_string(&Request::OpenConsole {
+        domain: "demo".into(),
+        exclusive: false,
+        force: false,
+        notify: false,
+    })
+    .unwrap();
+    assert!(!plain.contains("notify"), "{plain}");
+    round_trip(Request::OpenConsole {
+        domain: "demo".into(),
+        exclusive: false,
+        force: false,
+        notify: true,
+    });
+}
+
+#[test]
+fn console_notices_round_trip_and_are_unknown_to_older_clients() {
+    round_trip(ServerMessage::ConsoleHeld {
+        by: "vireoctl 0.1.0".into(),
+    });
+    round_trip(ServerMessage::ConsoleReleased);
+    // An older client's enum has no such variant: its decoder fails,
+    // which is why the engine only sends them to a watcher that asks.
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    #[allow(dead_code)]
+    enum Older {
+        ConsoleOutput { data: String },
+        ConsoleClosed,
+    }
+    let frame = encode(&ServerMessage::ConsoleReleased).unwrap();
+    assert!(serde_json::from_slice::<Older>(&frame[4..]).is_err());
 }
 
 #[test]

@@ -117,3 +117,79 @@ fn console_window_shows_the_guest_and_types_into_it() {
     }
     session.ok(&["destroy", "demo"]);
 }
+
+/// Waits until `log` has `count` lines containing `text`.
+fn wait_log(log: &std::path::Path, text: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = std::fs::read_to_string(log).unwrap_or_default();
+        if seen.lines().filter(|l| l.contains(text)).count() >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the app never logged {text:?} ({count}×):\n{seen}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn run_from_the_vm_window_and_from_the_manager_shows_the_guest_each_time() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let _one_at_a_time = serial();
+    let session = Session::new();
+    session.define(&domain_xml("demo", &guest("demo"), ""));
+    let x = Xvfb::start();
+    let log = session.dir.path().join("app.log");
+    // At debug level: the manager logs its selection.
+    let mut app = x.spawn_with(
+        std::path::Path::new(env!("CARGO_BIN_EXE_vireo")),
+        &[],
+        &[
+            ("XDG_RUNTIME_DIR", session.runtime.as_os_str()),
+            ("XDG_DATA_HOME", session.data.as_os_str()),
+            ("VIREO_LOG", std::ffi::OsStr::new("vireo_app=debug")),
+        ],
+        Some(std::fs::File::create(&log).unwrap()),
+    );
+    x.wait_for_window("Vireo", &mut app, Duration::from_secs(60));
+    wait_log(&log, "first frame drawn", 1);
+    wait_log(&log, "selected demo", 1);
+    // Not GTK's 1x1 client leader, which has the same title.
+    let out = std::process::Command::new("xdotool")
+        .env("DISPLAY", &x.display)
+        .args(["search", "--onlyvisible", "--name", "^Vireo$"])
+        .output()
+        .unwrap();
+    let manager = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .expect("the manager window is visible")
+        .to_owned();
+    // Enter opens the selected VM, which is off.
+    x.type_keys(&manager, &["Return"]);
+    let window = x.wait_for_window("demo – Vireo", &mut app, Duration::from_secs(60));
+    wait_log(&log, "console demo: the VM is off", 1);
+
+    // The window's Run button.
+    let (bx, by) = x.wait_for_colour(&window, [0x35, 0x84, 0xe4], 200, Duration::from_secs(30));
+    x.click(&window, bx, by);
+    session.wait_state("demo", "running", Duration::from_secs(30));
+    wait_for_test_card(&x, &window, "run-from-window.png", &log);
+
+    // Stopped from outside, then Run in the manager (Ctrl+R on the
+    // selected VM), twice: the open window's console shows the guest.
+    for round in 1..=2 {
+        session.ok(&["destroy", "demo"]);
+        wait_log(&log, "console demo: closed", round);
+        wait_log(&log, "console demo: the VM is off", round + 1);
+        x.type_keys(&manager, &["ctrl+r"]);
+        session.wait_state("demo", "running", Duration::from_secs(30));
+        wait_log(&log, "console demo: attached", round + 1);
+        wait_for_test_card(&x, &window, &format!("run-from-manager-{round}.png"), &log);
+    }
+    session.ok(&["destroy", "demo"]);
+}

@@ -179,15 +179,25 @@ impl Rfb {
         self.s.read_exact(&mut b).unwrap();
     }
 
-    /// Reads one FramebufferUpdate; returns the bytes it took.
+    /// Reads one FramebufferUpdate; returns the bytes it took. A size
+    /// rectangle must come last in an update without pixels (clients
+    /// apply ExtendedDesktopSize after the whole update: vnc-rs refuses
+    /// pixels beside one; old clients need DesktopSize last).
     fn read_update(&mut self) -> usize {
         let mut head = [0u8; 4];
         self.s.read_exact(&mut head).unwrap();
         assert_eq!(head[0], 0, "a FramebufferUpdate");
         let count = u16::from_be_bytes([head[2], head[3]]);
         let mut bytes = 4;
+        let rects_before = self.rects.len();
+        let mut sized = false;
         for _ in 0..count {
             let (x, y, w, h) = (self.u16(), self.u16(), self.u16(), self.u16());
+            assert!(
+                !sized,
+                "a rectangle after the size rectangle in one update: {:?}",
+                (x, y, w, h)
+            );
             let mut e = [0u8; 4];
             self.s.read_exact(&mut e).unwrap();
             let enc = i32::from_be_bytes(e);
@@ -209,6 +219,12 @@ impl Rfb {
                     self.rects.push((x, y, w, h));
                 }
                 -223 | -308 => {
+                    assert_eq!(
+                        self.rects.len(),
+                        rects_before,
+                        "pixels in the update of a size rectangle"
+                    );
+                    sized = true;
                     if enc == -308 {
                         let mut n = [0u8; 4];
                         self.s.read_exact(&mut n).unwrap();
@@ -326,9 +342,13 @@ fn vncdo_types_keys_the_kbd_guest_echoes_and_captures_the_screen() {
     assert_eq!(rgb(&img, 400, 300), [0, 0, 0]);
 }
 
+/// An Xvfb of our own. `-noreset`: an X server resets when its last
+/// client leaves and refuses clients meanwhile, which a viewer or
+/// xwininfo starting at that moment would meet.
 fn start_xvfb() -> (Reaper, String) {
     let mut xvfb = Command::new("Xvfb")
         .args([
+            "-noreset",
             "-displayfd",
             "1",
             "-screen",

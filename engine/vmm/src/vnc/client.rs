@@ -592,7 +592,21 @@ impl Writer {
                 self.leds_sent = Some(v);
             }
         }
+        if cursor && !self.cursor_sent {
+            server::arrow_cursor(&pf, &mut self.out);
+            count += 1;
+            self.cursor_sent = true;
+        }
+        // A size rectangle (a new size, or the answer to the client's
+        // SetDesktopSize) goes last in an update of its own, without
+        // pixel data: clients apply an ExtendedDesktopSize only once the
+        // whole update is read (vnc-rs refuses pixels beside one as
+        // undecodable), and some need DesktopSize last (rfbproto's
+        // DesktopSize server semantics). The pixels follow in the answer
+        // to the next request, the whole screen.
+        let mut size_sent = false;
         if resize_reply && ext_size {
+            size_sent = true;
             // bochs-display cannot be resized from outside the guest.
             server::extended_desktop_size(
                 SizeReason::ThisClient,
@@ -621,13 +635,9 @@ impl Writer {
                         server::desktop_size(frame.width, frame.height, &mut self.out);
                     }
                     count += 1;
+                    size_sent = true;
                 }
                 dirty.0 = true;
-            }
-            if cursor && !self.cursor_sent {
-                server::arrow_cursor(&pf, &mut self.out);
-                count += 1;
-                self.cursor_sent = true;
             }
             // Rectangles to send, in the client's size: dirty tiles merged,
             // each cut down to the pixels that changed in it.
@@ -636,7 +646,7 @@ impl Writer {
             let map_fits = dirty.2 == usize::from(frame.width).div_ceil(TILE)
                 && dirty.1.len() == dirty.2 * tiles_h;
             let full = dirty.0 || !incremental || !map_fits;
-            let rects = if cw == 0 || ch == 0 {
+            let rects = if cw == 0 || ch == 0 || size_sent {
                 Vec::new()
             } else if full {
                 vec![Rect::new(0, 0, cw, ch)]
@@ -651,6 +661,9 @@ impl Writer {
                     count = count.saturating_add(n);
                 }
             }
+        }
+        if size_sent {
+            lock(&self.handle.dirty).full = true;
         }
         if count == 0 {
             // Nothing after all (e.g. the display is off): keep the request.

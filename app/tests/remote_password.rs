@@ -173,18 +173,8 @@ fn wrong_password_brings_the_dialog_back_saying_permission_denied() {
     x.screenshot(&dialog, &artifacts_dir().join("remote-password-retry.png"));
     press(&x, &dialog, &refs(&typed(PASSWORD)));
     wait_log(&log, &format!("connection {uri}: connected"), 1);
-    assert_eq!(
-        sshd.count_when("Failed password for vireotest ", 1),
-        1,
-        "{}",
-        sshd.log()
-    );
-    assert_eq!(
-        sshd.count_when("Accepted password for vireotest ", 1),
-        1,
-        "{}",
-        sshd.log()
-    );
+    sshd.assert_logged("Failed password for vireotest ", 1);
+    sshd.assert_logged("Accepted password for vireotest ", 1);
     assert_eq!(
         read(&log).matches("password dialog shown").count(),
         2,
@@ -338,11 +328,6 @@ fn cancelling_the_password_when_reconnecting_stops_the_retries_until_connect() {
     let third = new_visible_window(&x, "Password Needed", &[first, second]);
     press(&x, &third, &refs(&typed(PASSWORD)));
     wait_log(&log, &format!("{conn}: connected"), 2);
-    assert_eq!(
-        sshd.count_when("Accepted password for vireotest ", 2),
-        2,
-        "{}",
-        sshd.log()
-    );
+    sshd.assert_logged("Accepted password for vireotest ", 2);
     assert_eq!(sshd.count("Failed password"), 0, "{}", sshd.log());
 }

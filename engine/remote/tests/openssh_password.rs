@@ -134,18 +134,8 @@ fn openssh_password_is_retried_then_accepted_and_the_engine_answers() {
     let answers = Answers::new(&["wrong", "wrong again", PASSWORD], &[]);
     connect(&sshd, &s, &answers).unwrap();
     assert_eq!(answers.asked(), vec![pw(false), pw(true), pw(true)]);
-    assert_eq!(
-        sshd.count_when("Failed password for vireotest ", 3),
-        3,
-        "{}",
-        sshd.log()
-    );
-    assert_eq!(
-        sshd.count_when("Accepted password for vireotest ", 2),
-        2,
-        "{}",
-        sshd.log()
-    );
+    sshd.assert_logged("Failed password for vireotest ", 3);
+    sshd.assert_logged("Accepted password for vireotest ", 2);
     // The host's real account files were never touched.
     assert!(
         !std::fs::read_to_string("/etc/passwd")
@@ -176,13 +166,8 @@ fn openssh_rejects_wrong_passwords_and_the_error_names_its_methods() {
         vec![pw(false), pw(true), pw(true)],
         "three passwords, never a fourth"
     );
-    assert_eq!(
-        sshd.count_when("Failed password for vireotest ", 3),
-        3,
-        "{}",
-        sshd.log()
-    );
-    assert_eq!(sshd.count_when("Accepted ", 0), 0, "{}", sshd.log());
+    sshd.assert_logged("Failed password for vireotest ", 3);
+    sshd.assert_logged("Accepted ", 0);
 }
 
 #[test]
@@ -212,18 +197,8 @@ fn openssh_keyboard_interactive_through_pam_and_the_engine_answers() {
         "{}",
         sshd.log()
     );
-    assert_eq!(
-        sshd.count_when("Failed keyboard-interactive/pam for vireotest ", 2),
-        2,
-        "{}",
-        sshd.log()
-    );
-    assert_eq!(
-        sshd.count_when("Accepted keyboard-interactive/pam for vireotest ", 2),
-        2,
-        "{}",
-        sshd.log()
-    );
+    sshd.assert_logged("Failed keyboard-interactive/pam for vireotest ", 2);
+    sshd.assert_logged("Accepted keyboard-interactive/pam for vireotest ", 2);
 }
 
 #[test]
@@ -245,18 +220,8 @@ fn openssh_three_wrong_keyboard_interactive_answers_then_password() {
         "{}",
         sshd.log()
     );
-    assert_eq!(
-        sshd.count_when("Failed keyboard-interactive/pam for vireotest ", 3),
-        3,
-        "{}",
-        sshd.log()
-    );
-    assert_eq!(
-        sshd.count_when("Accepted password for vireotest ", 1),
-        1,
-        "{}",
-        sshd.log()
-    );
+    sshd.assert_logged("Failed keyboard-interactive/pam for vireotest ", 3);
+    sshd.assert_logged("Accepted password for vireotest ", 1);
 }
 
 #[test]
@@ -279,18 +244,8 @@ fn openssh_cancelled_keyboard_interactive_goes_straight_to_password() {
     );
     // russh cannot abandon the exchange, so the cancelled question was
     // answered empty: one failure on sshd's side (of MaxAuthTries).
-    assert_eq!(
-        sshd.count_when("Failed keyboard-interactive/pam for vireotest ", 1),
-        1,
-        "{}",
-        sshd.log()
-    );
-    assert_eq!(
-        sshd.count_when("Accepted password for vireotest ", 1),
-        1,
-        "{}",
-        sshd.log()
-    );
+    sshd.assert_logged("Failed keyboard-interactive/pam for vireotest ", 1);
+    sshd.assert_logged("Accepted password for vireotest ", 1);
 }
 
 #[test]
@@ -311,12 +266,7 @@ fn openssh_cancelled_password_prompt_stops_at_once() {
              password; tried: password (cancelled))"
         )
     );
-    assert_eq!(
-        sshd.count_when("Failed password for vireotest ", 1),
-        1,
-        "{}",
-        sshd.log()
-    );
+    sshd.assert_logged("Failed password for vireotest ", 1);
 }
 
 #[test]
@@ -347,7 +297,7 @@ fn openssh_three_wrong_answers_per_method_end_at_sshds_max_auth_tries() {
         "{err}\n{}",
         sshd.log()
     );
-    assert_eq!(sshd.count_when("Accepted ", 0), 0, "{}", sshd.log());
+    sshd.assert_logged("Accepted ", 0);
 }
 
 /// Output of a program running on a terminal (`script` gives it a pty, so
@@ -476,16 +426,6 @@ fn vireoctl_on_a_terminal_says_permission_denied_and_asks_again() {
         "{text}"
     );
     assert!(text[second..].contains("Name"), "{text}");
-    assert_eq!(
-        sshd.count_when("Failed password for vireotest ", 1),
-        1,
-        "{}",
-        sshd.log()
-    );
-    assert_eq!(
-        sshd.count_when("Accepted password for vireotest ", 1),
-        1,
-        "{}",
-        sshd.log()
-    );
+    sshd.assert_logged("Failed password for vireotest ", 1);
+    sshd.assert_logged("Accepted password for vireotest ", 1);
 }

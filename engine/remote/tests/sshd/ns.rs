@@ -190,6 +190,13 @@ impl NsSshd {
         }
     }
 
+    /// Asserts that sshd logged exactly `n` lines starting with `start`
+    /// (waiting up to 5 s for them, as [`NsSshd::count_when`]); the
+    /// failure shows sshd's log.
+    pub fn assert_logged(&self, start: &str, n: usize) {
+        assert_eq!(self.count_when(start, n), n, "{start:?}:\n{}", self.log());
+    }
+
     /// sshd's per-connection processes (the listener's children): killing
     /// them drops the connections as a host going away would.
     pub fn session_processes(&self) -> Vec<u32> {

@@ -10,30 +10,12 @@
 //! read, never panic (a panic hook counts the ones `Image` turns into
 //! errors) and never hang (the loop runs on a thread with a time limit).
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
+mod mutation;
 
+use std::path::Path;
+
+use mutation::{Case, Rng, VMDK_FIELDS, corpus, get, put, run_all};
 use vireo_storage::{Image, ImageFormat, OpenOptions, probe};
-
-static PANICS: AtomicUsize = AtomicUsize::new(0);
-
-fn corpus() -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/probe_open");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read(p).unwrap())
-        })
-        .collect()
-}
 
 /// The qcow2 header fields (offset, width) up to `compression_type`.
 const QCOW2_FIELDS: &[(&str, usize, usize)] = &[
@@ -58,107 +40,29 @@ const QCOW2_FIELDS: &[(&str, usize, usize)] = &[
     ("compression_type", 104, 1),
 ];
 
-/// The sparse VMDK header fields (little-endian).
-const VMDK_FIELDS: &[(&str, usize, usize)] = &[
-    ("magic", 0, 4),
-    ("version", 4, 4),
-    ("flags", 8, 4),
-    ("capacity", 12, 8),
-    ("grain_size", 20, 8),
-    ("descriptor_offset", 28, 8),
-    ("descriptor_size", 36, 8),
-    ("num_gtes_per_gt", 44, 4),
-    ("rgd_offset", 48, 8),
-    ("gd_offset", 56, 8),
-    ("overhead", 64, 8),
-    ("compress_algorithm", 77, 2),
-];
-
 /// Values for a field of `width` bytes in a file of `len` bytes whose
 /// current value is `old`.
-fn field_values(width: usize, len: u64, old: u64) -> Vec<u64> {
-    let max = if width == 8 {
-        u64::MAX
-    } else {
-        (1u64 << (width * 8)) - 1
-    };
-    let mut values = vec![
-        0,
-        1,
-        max,
-        max >> 1,
-        (max >> 1) + 1,
-        old.wrapping_add(1),
-        old.wrapping_sub(1),
-        old.wrapping_mul(2),
-        old >> 1,
-        len,
-        len - 1,
-        len + 512,
-        len + (64 << 10),
-        9,
-        21,
-        22,
-        1 << 20,
-        1 << 40,
-        1 << 56,
-        1 << 62,
-    ];
-    for v in &mut values {
-        *v &= max;
-    }
-    values.sort_unstable();
-    values.dedup();
-    values.retain(|&v| v != old);
-    values
+fn field_values(len: u64, width: usize, old: u64) -> Vec<u64> {
+    mutation::field_values(
+        width,
+        old,
+        &[
+            len,
+            len - 1,
+            len + 512,
+            len + (64 << 10),
+            9,
+            21,
+            22,
+            1 << 20,
+            1 << 40,
+            1 << 56,
+            1 << 62,
+        ],
+    )
 }
 
-fn put(bytes: &mut [u8], at: usize, width: usize, value: u64, big_endian: bool) {
-    let all = if big_endian {
-        value.to_be_bytes()
-    } else {
-        value.to_le_bytes()
-    };
-    let field = if big_endian {
-        &all[8 - width..]
-    } else {
-        &all[..width]
-    };
-    bytes[at..at + width].copy_from_slice(field);
-}
-
-fn get(bytes: &[u8], at: usize, width: usize, big_endian: bool) -> u64 {
-    let mut all = [0u8; 8];
-    if big_endian {
-        all[8 - width..].copy_from_slice(&bytes[at..at + width]);
-        u64::from_be_bytes(all)
-    } else {
-        all[..width].copy_from_slice(&bytes[at..at + width]);
-        u64::from_le_bytes(all)
-    }
-}
-
-/// One mutated image: its description and bytes.
-struct Case {
-    what: String,
-    bytes: Vec<u8>,
-}
-
-/// xorshift64*: reproducible noise without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
+/// The mutations of every seed.
 fn cases(seeds: &[(String, Vec<u8>)]) -> Vec<Case> {
     let mut cases = Vec::new();
     let mut rng = Rng(0x5eed_1ae5_0000_0004);
@@ -173,7 +77,7 @@ fn cases(seeds: &[(String, Vec<u8>)]) -> Vec<Case> {
         // Field by field.
         for &(field, at, width) in fields {
             let old = get(seed, at, width, big_endian);
-            for value in field_values(width, seed.len() as u64, old) {
+            for value in field_values(seed.len() as u64, width, old) {
                 let mut bytes = seed.clone();
                 put(&mut bytes, at, width, value, big_endian);
                 cases.push(Case {
@@ -223,7 +127,7 @@ fn cases(seeds: &[(String, Vec<u8>)]) -> Vec<Case> {
 }
 
 /// What happened to one image: every error message, and whether it opened.
-fn exercise(path: &Path) -> (bool, Vec<String>) {
+fn exercise(path: &Path, _case: usize) -> (bool, Vec<String>) {
     let mut errors = Vec::new();
     if let Err(e) = probe(path) {
         errors.push(e.to_string());
@@ -252,46 +156,9 @@ fn exercise(path: &Path) -> (bool, Vec<String>) {
     (true, errors)
 }
 
-/// Writes every seed under its own name (so an overlay finds its backing
-/// file) and each case as `fuzz.img` beside them; returns the failures.
-fn run_cases(dir: PathBuf, cases: Vec<Case>, progress: Arc<Mutex<String>>) -> Vec<String> {
-    let path = dir.join("fuzz.img");
-    let mut failures = Vec::new();
-    let mut opened = 0;
-    for case in &cases {
-        *progress.lock().unwrap() = case.what.clone();
-        std::fs::write(&path, &case.bytes).unwrap();
-        let panics = PANICS.load(Ordering::SeqCst);
-        let (open, errors) = match std::panic::catch_unwind(|| exercise(&path)) {
-            Ok(outcome) => outcome,
-            Err(_) => {
-                failures.push(format!("{}: a panic escaped the storage API", case.what));
-                continue;
-            }
-        };
-        opened += usize::from(open);
-        if PANICS.load(Ordering::SeqCst) != panics {
-            failures.push(format!(
-                "{}: the format driver panicked: {errors:?}",
-                case.what
-            ));
-        }
-        for e in errors {
-            if !e.contains("fuzz.img") {
-                failures.push(format!("{}: error does not name the image: {e}", case.what));
-            }
-        }
-    }
-    // Many mutations leave a usable image: the read paths ran too.
-    if opened < cases.len() / 5 {
-        failures.push(format!("only {opened} of {} images opened", cases.len()));
-    }
-    failures
-}
-
 #[test]
 fn the_seed_images_probe_and_open() {
-    let seeds = corpus();
+    let seeds = corpus("probe_open");
     assert!(seeds.len() >= 7, "the corpus is missing");
     let dir = tempfile::tempdir().unwrap();
     for (name, bytes) in &seeds {
@@ -332,37 +199,13 @@ fn the_seed_images_probe_and_open() {
 
 #[test]
 fn every_header_field_mutated_gives_an_error_or_a_working_image() {
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        PANICS.fetch_add(1, Ordering::SeqCst);
-        default_hook(info);
-    }));
-    let seeds = corpus();
+    let seeds = corpus("probe_open");
+    // Every seed under its own name, so an overlay finds its backing file.
     let dir = tempfile::tempdir().unwrap();
     for (name, bytes) in &seeds {
         std::fs::write(dir.path().join(name), bytes).unwrap();
     }
     let cases = cases(&seeds);
-    let count = cases.len();
-    assert!(count > 500, "{count} cases");
-    let progress = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = mpsc::channel();
-    let thread_progress = progress.clone();
-    let thread_dir = dir.path().to_owned();
-    std::thread::spawn(move || {
-        let _ = tx.send(run_cases(thread_dir, cases, thread_progress));
-    });
-    let failures = match rx.recv_timeout(Duration::from_secs(120)) {
-        Ok(failures) => failures,
-        Err(_) => panic!(
-            "{count} images did not finish in 120 s; at: {}",
-            progress.lock().unwrap()
-        ),
-    };
-    assert!(
-        failures.is_empty(),
-        "{} of {count} cases failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(cases.len() > 500, "{} cases", cases.len());
+    run_all(dir.path(), "fuzz.img", &["fuzz.img"], cases, exercise);
 }

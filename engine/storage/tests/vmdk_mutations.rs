@@ -23,118 +23,47 @@
 //! naming the file, or read; never panic (a hook counts panics), never
 //! hang (a time limit).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
+mod mutation;
 
+use std::path::Path;
+use std::process::Command;
+
+use mutation::{Case, Rng, VMDK_FIELDS, run_all};
 use vireo_storage::vmdk::VmdkReader;
 use vireo_storage::{OpenOptions, TargetFormat, convert, probe};
 
-static PANICS: AtomicUsize = AtomicUsize::new(0);
-
 fn corpus() -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/vmdk_read");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read(p).unwrap())
-        })
-        .collect()
+    mutation::corpus("vmdk_read")
 }
 
 fn le(bytes: &[u8], at: usize, width: usize) -> u64 {
-    let mut all = [0u8; 8];
-    all[..width].copy_from_slice(&bytes[at..at + width]);
-    u64::from_le_bytes(all)
+    mutation::get(bytes, at, width, false)
 }
 
 fn put(bytes: &mut [u8], at: usize, width: usize, value: u64) {
-    bytes[at..at + width].copy_from_slice(&value.to_le_bytes()[..width]);
+    mutation::put(bytes, at, width, value, false);
 }
-
-/// The sparse extent header fields (offset, width).
-const FIELDS: &[(&str, usize, usize)] = &[
-    ("magic", 0, 4),
-    ("version", 4, 4),
-    ("flags", 8, 4),
-    ("capacity", 12, 8),
-    ("grain_size", 20, 8),
-    ("descriptor_offset", 28, 8),
-    ("descriptor_size", 36, 8),
-    ("num_gtes_per_gt", 44, 4),
-    ("rgd_offset", 48, 8),
-    ("gd_offset", 56, 8),
-    ("overhead", 64, 8),
-    ("newline_chars", 73, 4),
-    ("compress_algorithm", 77, 2),
-];
 
 fn values(width: usize, len: u64, old: u64) -> Vec<u64> {
-    let max = if width == 8 {
-        u64::MAX
-    } else {
-        (1u64 << (width * 8)) - 1
-    };
     let sectors = len / 512;
-    let mut v = vec![
-        0,
-        1,
-        2,
-        max,
-        max >> 1,
-        (max >> 1) + 1,
-        old.wrapping_add(1),
-        old.wrapping_sub(1),
-        old.wrapping_mul(2),
-        old >> 1,
-        sectors,
-        sectors - 1,
-        sectors + 1,
-        len,
-        8,
-        512,
-        513,
-        1 << 15,
-        1 << 16,
-        1 << 32,
-        1 << 47,
-        1 << 56,
-    ];
-    for x in &mut v {
-        *x &= max;
-    }
-    v.sort_unstable();
-    v.dedup();
-    v.retain(|&x| x != old);
-    v
-}
-
-struct Case {
-    what: String,
-    bytes: Vec<u8>,
-}
-
-/// xorshift64*: reproducible noise without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
+    mutation::field_values(
+        width,
+        old,
+        &[
+            sectors,
+            sectors - 1,
+            sectors + 1,
+            len,
+            8,
+            512,
+            513,
+            1 << 15,
+            1 << 16,
+            1 << 32,
+            1 << 47,
+            1 << 56,
+        ],
+    )
 }
 
 /// The header that describes the tables: the footer's when the grain
@@ -154,7 +83,7 @@ fn sparse_cases(name: &str, seed: &[u8], rng: &mut Rng, cases: &mut Vec<Case>) {
         headers.push(("footer", seed.len() - 1024));
     }
     for (which, base) in headers {
-        for &(field, at, width) in FIELDS {
+        for &(field, at, width) in VMDK_FIELDS {
             let old = le(seed, base + at, width);
             for value in values(width, len, old) {
                 let mut bytes = seed.to_vec();
@@ -316,6 +245,13 @@ fn cases(seeds: &[(String, Vec<u8>)]) -> Vec<Case> {
 /// Reads the disk as the fuzz target does; returns every error message
 /// and whether it opened.
 /// With `out`, a small disk is converted to raw there too.
+/// Reads the case (and, for one case in eight, converts it: conversion
+/// syncs its output, and the reads above are the ones it makes).
+fn exercise_case(path: &Path, case: usize) -> (bool, Vec<String>) {
+    let out = path.with_file_name("out.raw");
+    exercise(path, case.is_multiple_of(8).then_some(out.as_path()))
+}
+
 fn exercise(path: &Path, out: Option<&Path>) -> (bool, Vec<String>) {
     let mut errors = Vec::new();
     if let Err(e) = probe(path) {
@@ -360,41 +296,6 @@ fn exercise(path: &Path, out: Option<&Path>) -> (bool, Vec<String>) {
     (true, errors)
 }
 
-fn run_cases(dir: PathBuf, cases: Vec<Case>, progress: Arc<Mutex<String>>) -> Vec<String> {
-    let path = dir.join("fuzz.vmdk");
-    let out = dir.join("out.raw");
-    let mut failures = Vec::new();
-    let mut opened = 0;
-    for (i, case) in cases.iter().enumerate() {
-        *progress.lock().unwrap() = case.what.clone();
-        // Conversion (which syncs its output) for one case in eight: the
-        // reads above are the ones it makes.
-        let out = (i % 8 == 0).then_some(out.as_path());
-        std::fs::write(&path, &case.bytes).unwrap();
-        let panics = PANICS.load(Ordering::SeqCst);
-        let (open, errors) = match std::panic::catch_unwind(|| exercise(&path, out)) {
-            Ok(outcome) => outcome,
-            Err(_) => {
-                failures.push(format!("{}: a panic escaped", case.what));
-                continue;
-            }
-        };
-        opened += usize::from(open);
-        if PANICS.load(Ordering::SeqCst) != panics {
-            failures.push(format!("{}: panicked: {errors:?}", case.what));
-        }
-        for e in errors {
-            if !e.contains("fuzz.vmdk") && !e.contains("out.raw") {
-                failures.push(format!("{}: error does not name the file: {e}", case.what));
-            }
-        }
-    }
-    if opened < cases.len() / 5 {
-        failures.push(format!("only {opened} of {} disks opened", cases.len()));
-    }
-    failures
-}
-
 fn seed_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for (name, bytes) in corpus() {
@@ -436,33 +337,14 @@ fn the_seeds_read_as_qemu_reads_them() {
 
 #[test]
 fn mutated_vmdk_files_give_errors_naming_them_or_read() {
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        PANICS.fetch_add(1, Ordering::SeqCst);
-        default_hook(info);
-    }));
     let dir = seed_dir();
     let cases = cases(&corpus());
-    let count = cases.len();
-    assert!(count > 500, "{count} cases");
-    let progress = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = mpsc::channel();
-    let thread_progress = progress.clone();
-    let thread_dir = dir.path().to_owned();
-    std::thread::spawn(move || {
-        let _ = tx.send(run_cases(thread_dir, cases, thread_progress));
-    });
-    let failures = match rx.recv_timeout(Duration::from_secs(120)) {
-        Ok(failures) => failures,
-        Err(_) => panic!(
-            "{count} cases did not finish in 120 s; at: {}",
-            progress.lock().unwrap()
-        ),
-    };
-    assert!(
-        failures.is_empty(),
-        "{} of {count} cases failed:\n{}",
-        failures.len(),
-        failures.join("\n")
+    assert!(cases.len() > 500, "{} cases", cases.len());
+    run_all(
+        dir.path(),
+        "fuzz.vmdk",
+        &["fuzz.vmdk", "out.raw"],
+        cases,
+        exercise_case,
     );
 }

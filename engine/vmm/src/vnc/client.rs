@@ -116,8 +116,18 @@ fn random_challenge() -> [u8; 16] {
     c
 }
 
-/// Runs the handshake; `Ok(false)` when the client failed authentication.
-fn handshake(conn: &mut dyn Conn, auth: &Auth, display: &Display) -> io::Result<bool> {
+/// The size ServerInit gives while the guest has set no mode yet (as
+/// QEMU's placeholder screen): clients refuse a 0×0 desktop (vnc-rs as
+/// undecodable image data), and the guest's first mode follows as a size
+/// change.
+pub const NO_MODE_SIZE: (u16, u16) = (640, 480);
+
+/// What ServerInit told the client: the size, and the frame's size serial
+/// it came from.
+type Announced = ((u16, u16), u64);
+
+/// Runs the handshake; `Ok(None)` when the client failed authentication.
+fn handshake(conn: &mut dyn Conn, auth: &Auth, display: &Display) -> io::Result<Option<Announced>> {
     conn.write_all(VERSION_3_8)?;
     let mut line = [0u8; 12];
     read_exact(conn, &mut line)?;
@@ -139,7 +149,7 @@ fn handshake(conn: &mut dyn Conn, auth: &Auth, display: &Display) -> io::Result<
                     "unsupported security type",
                 ))?;
             }
-            return Ok(false);
+            return Ok(None);
         }
     }
     match auth {
@@ -156,24 +166,29 @@ fn handshake(conn: &mut dyn Conn, auth: &Auth, display: &Display) -> io::Result<
             let ok = server::vnc_auth_check(pw, &challenge, &response);
             conn.write_all(&server::security_result(minor, ok, "authentication failed"))?;
             if !ok {
-                return Ok(false);
+                return Ok(None);
             }
         }
     }
     let mut shared_flag = [0u8; 1];
     read_exact(conn, &mut shared_flag)?;
     // Every connection shares the display, whatever the flag says.
-    let (w, h) = {
+    let (size, serial) = {
         let f = display.frame();
-        (f.width, f.height)
+        let size = if f.width == 0 || f.height == 0 {
+            NO_MODE_SIZE
+        } else {
+            (f.width, f.height)
+        };
+        (size, f.size_serial)
     };
     conn.write_all(&server::server_init(
-        w,
-        h,
+        size.0,
+        size.1,
         &PixelFormat::XRGB8888,
         DESKTOP_NAME,
     ))?;
-    Ok(true)
+    Ok(Some((size, serial)))
 }
 
 /// Serves one connection until it ends; logs why it ended.
@@ -184,9 +199,9 @@ pub fn serve(mut conn: Box<dyn Conn>, peer: String, auth: Auth, display: Arc<Dis
     }
     // Make sure the first frame is there before ServerInit gives a size.
     display.poll();
-    match handshake(conn.as_mut(), &auth, &display) {
-        Ok(true) => {}
-        Ok(false) => {
+    let announced = match handshake(conn.as_mut(), &auth, &display) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
             tracing::warn!("vnc {peer}: authentication failed");
             conn.shutdown_conn();
             return;
@@ -196,7 +211,7 @@ pub fn serve(mut conn: Box<dyn Conn>, peer: String, auth: Auth, display: Arc<Dis
             conn.shutdown_conn();
             return;
         }
-    }
+    };
     tracing::info!("vnc {peer}: connected");
     if conn.set_timeouts(None, Some(WRITE_TIMEOUT)).is_err() {
         return;
@@ -233,7 +248,14 @@ pub fn serve(mut conn: Box<dyn Conn>, peer: String, auth: Auth, display: Arc<Dis
         std::thread::Builder::new()
             .name("vnc-writer".into())
             .spawn(move || {
-                let mut w = Writer::new(writer_conn, shared, handle, display, peer.clone());
+                let mut w = Writer::new(
+                    writer_conn,
+                    shared,
+                    handle,
+                    display,
+                    peer.clone(),
+                    announced,
+                );
                 if let Err(e) = w.run() {
                     tracing::info!("vnc {peer}: writer ended: {e}");
                 }
@@ -459,11 +481,9 @@ impl Writer {
         handle: Arc<ClientHandle>,
         display: Arc<Display>,
         peer: String,
+        // What ServerInit said: later size changes are told against it.
+        (size, size_serial): Announced,
     ) -> Self {
-        let (size, size_serial) = {
-            let f = display.frame();
-            ((f.width, f.height), f.size_serial)
-        };
         Self {
             peer,
             encoding: None,
@@ -786,6 +806,42 @@ mod tests {
         done_rx
             .recv_timeout(Duration::from_secs(10))
             .expect("the server loop did not end");
+    }
+
+    #[test]
+    fn a_display_without_a_mode_is_announced_at_the_placeholder_size() {
+        // No devices yet (as before the machine is up, or with the
+        // display off): the frame is 0x0, which vnc-rs refuses in
+        // ServerInit; the client is told 640x480 and gets the guest's
+        // mode later as a size change.
+        let display = Display::new();
+        assert_eq!((display.frame().width, display.frame().height), (0, 0));
+        let (server_end, mut client) = UnixStream::pair().unwrap();
+        let d = display.clone();
+        let server = std::thread::spawn(move || {
+            serve(Box::new(server_end), "test".into(), Auth::None, d);
+        });
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut version = [0u8; 12];
+        client.read_exact(&mut version).unwrap();
+        client.write_all(b"RFB 003.008\n").unwrap();
+        let mut types = [0u8; 2];
+        client.read_exact(&mut types).unwrap();
+        client.write_all(&[security::NONE]).unwrap();
+        let mut result = [0u8; 4];
+        client.read_exact(&mut result).unwrap();
+        client.write_all(&[1]).unwrap();
+        let mut init = [0u8; 24];
+        client.read_exact(&mut init).unwrap();
+        let size = (
+            u16::from_be_bytes([init[0], init[1]]),
+            u16::from_be_bytes([init[2], init[3]]),
+        );
+        assert_eq!(size, NO_MODE_SIZE);
+        client.shutdown(std::net::Shutdown::Both).unwrap();
+        server.join().unwrap();
     }
 
     #[test]

@@ -158,5 +158,98 @@ async fn a_mode_switch_while_attached_reaches_the_session_intact() {
         )
         .await;
         assert_eq!(sizes, [(640, 480), (800, 600)], "round {round}");
+        // Small changes after the switch arrive as incremental updates.
+        for (step, rgb) in [(2, [0xff, 0, 0xff]), (3, [0xff, 0xff, 0xff])] {
+            for down in [true, false] {
+                session.send(Input::Key { keysym: 0x78, down });
+            }
+            let line = format!("change{step}");
+            tokio::task::block_in_place(|| vmm.wait_line(&line, Duration::from_secs(30)));
+            wait_for(
+                &session,
+                &mut events,
+                &format!("round {round}: {line}"),
+                (800, 600),
+                &mut sizes,
+                |fb| is_rgb(fb, 410, 310, rgb) && is_rgb(fb, 30, 30, [0xff, 0xff, 0]),
+            )
+            .await;
+        }
     }
+}
+
+/// The same switch with vnc-rs itself asking for ZRLE only (the app asks
+/// for Tight first): every rectangle decodes and fits the screen vnc-rs
+/// knows, and the new size arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vnc_rs_decodes_zrle_across_the_mode_switch() {
+    use vnc::{ClientKeyEvent, PixelFormat, VncConnector, VncEncoding, VncEvent, X11Event};
+    if !kvm_or_skip() {
+        return;
+    }
+    let guest = build("fbmodes", Flavor::Pvh);
+    let mut vmm = tokio::task::block_in_place(|| {
+        let mut vmm = Vmm::start(&guest, "mode=640x480 mode2=800x600");
+        vmm.wait_line("ready", Duration::from_secs(60));
+        vmm
+    });
+    let stream = tokio::net::UnixStream::connect(vmm.dir.path().join("vnc.sock"))
+        .await
+        .unwrap();
+    let client = VncConnector::new(stream)
+        .set_auth_method(async { Ok(String::new()) })
+        .add_encoding(VncEncoding::Zrle)
+        .add_encoding(VncEncoding::ExtendedDesktopSizePseudo)
+        .add_encoding(VncEncoding::DesktopSizePseudo)
+        .allow_shared(true)
+        .set_pixel_format(PixelFormat::bgra())
+        .build()
+        .unwrap()
+        .try_start()
+        .await
+        .unwrap()
+        .finish()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut rects, mut rects_after, mut pressed, mut resized) = (0, 0, false, None);
+    while rects_after == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no pixels after the switch (pixels before: {rects}, new size: {resized:?})"
+        );
+        if let Err(e) = client.input(X11Event::Refresh).await {
+            // Closed after a decoding error: its event says which.
+            let why = tokio::time::timeout(Duration::from_secs(1), client.recv_event()).await;
+            panic!("vnc-rs stopped: {e} ({why:?})");
+        }
+        let ev = tokio::time::timeout(Duration::from_millis(200), client.recv_event()).await;
+        match ev {
+            Err(_) => continue,
+            Ok(Err(e)) => panic!("vnc-rs failed: {e}"),
+            Ok(Ok(VncEvent::Error(e))) => panic!("vnc-rs failed: {e}"),
+            Ok(Ok(VncEvent::DesktopUpdate(u))) => {
+                if let Some(l) = u.layout {
+                    resized = Some((l.width, l.height));
+                }
+            }
+            Ok(Ok(VncEvent::SetResolution(s))) => resized = Some((s.width, s.height)),
+            Ok(Ok(VncEvent::RawImage(..))) if resized == Some((800, 600)) => rects_after += 1,
+            Ok(Ok(VncEvent::RawImage(..))) => rects += 1,
+            Ok(Ok(_)) => {}
+        }
+        if rects > 0 && !pressed {
+            pressed = true;
+            for down in [true, false] {
+                client
+                    .input(X11Event::KeyEvent(ClientKeyEvent {
+                        keycode: 0x78,
+                        down,
+                    }))
+                    .await
+                    .unwrap();
+            }
+            tokio::task::block_in_place(|| vmm.wait_line("mode2", Duration::from_secs(30)));
+        }
+    }
+    let _ = client.close().await;
 }

@@ -922,12 +922,19 @@ impl VmdkReader {
                     let p = file(line).map_err(fail)?;
                     // Past the end of a flat file the disk reads as
                     // zeroes, as in QEMU and imago.
-                    let offset = line.offset.checked_mul(SECTOR).ok_or_else(|| {
-                        fail(Bad::Corrupt(format!(
-                            "offset of {} sectors is too large",
-                            line.offset
-                        )))
-                    })?;
+                    // Offset and extent together stay below
+                    // MAX_CAPACITY, so no position in the file can
+                    // overflow later.
+                    let offset = line
+                        .offset
+                        .checked_mul(SECTOR)
+                        .filter(|&o| o.checked_add(len).is_some_and(|end| end <= MAX_CAPACITY))
+                        .ok_or_else(|| {
+                            fail(Bad::Corrupt(format!(
+                                "offset of {} sectors is too large",
+                                line.offset
+                            )))
+                        })?;
                     (Some(p), Source::Flat { offset })
                 }
                 "SPARSE" => {

@@ -382,6 +382,23 @@ fn extents_outside_the_descriptors_folder_and_delta_disks_are_refused() {
         descriptor("RW 8 FLAT \"short.raw\" 0\nRW 8 SPARSE \"empty-s.vmdk\""),
     )
     .unwrap();
+    // A flat extent's offset that would overflow positions in its file is
+    // refused, through our reader and through imago.
+    for (name, extents) in [
+        (
+            "huge.vmdk",
+            "RW 8 FLAT \"short.raw\" 36028797018963967\nRW 8 SPARSE \"empty-s.vmdk\"",
+        ),
+        (
+            "huge-flat.vmdk",
+            "RW 8 FLAT \"short.raw\" 36028797018963967",
+        ),
+    ] {
+        let err = refused(&pool, name, &descriptor(extents));
+        assert!(err.contains(name), "{err}");
+        // Ours says why; imago says "Read wrap-around" on the first read.
+        assert!(name != "huge.vmdk" || err.contains("too large"), "{err}");
+    }
     let mixed_ref = dir.path().join("mixed-short-ref.raw");
     qemu_img(&["convert", "-O", "raw", s(&mixed_short), s(&mixed_ref)]);
     let mixed_out = dir.path().join("mixed-short.raw");

@@ -47,7 +47,26 @@ enum StreamEnd {
     Download(Arc<Credit>),
 }
 
-type StreamMap = Arc<Mutex<HashMap<u64, StreamEnd>>>;
+/// A connection's streams by call id, and whether the connection ended
+/// (then no stream may start: nothing would ever feed or drain it).
+#[derive(Debug, Default)]
+struct Table {
+    ends: HashMap<u64, StreamEnd>,
+    closed: bool,
+}
+
+impl Table {
+    /// Registers stream `id`; false if the connection has ended.
+    fn open(&mut self, id: u64, end: StreamEnd) -> bool {
+        if self.closed {
+            return false;
+        }
+        self.ends.insert(id, end);
+        true
+    }
+}
+
+type StreamMap = Arc<Mutex<Table>>;
 
 /// Buffers of upload chunks already written to disk, for the next chunks
 /// to be read into: a connection allocates no memory per chunk.
@@ -64,7 +83,7 @@ pub struct Streams {
     spare: Spare,
 }
 
-fn lock_map(map: &StreamMap) -> MutexGuard<'_, HashMap<u64, StreamEnd>> {
+fn lock_map(map: &StreamMap) -> MutexGuard<'_, Table> {
     map.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -91,7 +110,7 @@ impl Streams {
         let mut map = lock_map(&self.map);
         // Data for a stream that already ended (say, with an error the
         // client has not read yet) is dropped.
-        let (tx, received, credit) = match map.get_mut(&id) {
+        let (tx, received, credit) = match map.ends.get_mut(&id) {
             Some(StreamEnd::Upload {
                 tx,
                 received,
@@ -112,14 +131,14 @@ impl Streams {
             ));
         }
         if tx.send(data).is_err() {
-            map.remove(&id);
+            map.ends.remove(&id);
         }
         Ok(())
     }
 
     /// The client has consumed `received` bytes of download `id`.
     pub fn ack(&self, id: u64, received: u64) {
-        if let Some(StreamEnd::Download(credit)) = lock_map(&self.map).get(&id) {
+        if let Some(StreamEnd::Download(credit)) = lock_map(&self.map).ends.get(&id) {
             credit.set(Some(received), false);
         }
     }
@@ -127,7 +146,11 @@ impl Streams {
 
 impl Drop for Streams {
     fn drop(&mut self) {
-        for (_, end) in lock_map(&self.map).drain() {
+        let mut map = lock_map(&self.map);
+        // Calls still starting find the table closed and fail rather than
+        // wait for a client that is gone.
+        map.closed = true;
+        for (_, end) in map.ends.drain() {
             if let StreamEnd::Download(credit) = end {
                 credit.set(None, true);
             }
@@ -218,7 +241,7 @@ pub fn spawn_call(
     let map = streams.map.clone();
     let spare = streams.spare.clone();
     if matches!(request, StorageRequest::UploadVolume { .. }) {
-        lock_map(&map).insert(id, StreamEnd::Pending);
+        lock_map(&map).open(id, StreamEnd::Pending);
     }
     tokio::spawn(async move {
         let result = match request {
@@ -244,7 +267,7 @@ pub fn spawn_call(
                 pools.handle(request, progress).await
             }
         };
-        lock_map(&map).remove(&id);
+        lock_map(&map).ends.remove(&id);
         let _ = out.send(ServerMessage::Reply { id, result }).await;
     });
 }
@@ -265,14 +288,14 @@ async fn upload(
     let busy = pools.claim(std::slice::from_ref(&vol.path))?;
     let (tx, rx) = std::sync::mpsc::channel();
     let credit = Arc::new(AtomicU64::new(0));
-    lock_map(map).insert(
-        id,
-        StreamEnd::Upload {
-            tx,
-            received: 0,
-            credit: credit.clone(),
-        },
-    );
+    let upload = StreamEnd::Upload {
+        tx,
+        received: 0,
+        credit: credit.clone(),
+    };
+    if !lock_map(map).open(id, upload) {
+        return Err(internal("the connection ended before the upload started"));
+    }
     // The first progress message tells the client to start sending.
     let _ = out
         .send(ServerMessage::Progress {
@@ -304,7 +327,7 @@ async fn upload(
         .map_err(storage_error)
     })
     .await;
-    lock_map(map).remove(&id);
+    lock_map(map).ends.remove(&id);
     drop(busy);
     let volume = summary(&vol.name, result?);
     pools.update(&vol, Some(volume.clone()));
@@ -323,7 +346,9 @@ async fn download(
     let vol = pools.resolve(pool.as_deref(), &volume, true)?;
     let busy = pools.claim(std::slice::from_ref(&vol.path))?;
     let credit = Arc::new(Credit::default());
-    lock_map(map).insert(id, StreamEnd::Download(credit.clone()));
+    if !lock_map(map).open(id, StreamEnd::Download(credit.clone())) {
+        return Err(internal("the connection ended before the download started"));
+    }
     let path = vol.path.clone();
     let result = blocking(move || {
         let total = std::fs::metadata(&path)
@@ -345,7 +370,7 @@ async fn download(
         .map_err(storage_error)
     })
     .await;
-    lock_map(map).remove(&id);
+    lock_map(map).ends.remove(&id);
     drop(busy);
     Ok(Response::Transferred { bytes: result? })
 }
@@ -376,11 +401,32 @@ mod tests {
     }
 
     #[test]
+    fn no_stream_starts_once_the_connection_ended() {
+        let streams = Streams::default();
+        let map = streams.map.clone();
+        assert!(lock_map(&map).open(1, StreamEnd::Pending));
+        // The connection ends while an upload call is still starting.
+        drop(streams);
+        assert!(lock_map(&map).ends.is_empty());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let upload = StreamEnd::Upload {
+            tx,
+            received: 0,
+            credit: Arc::default(),
+        };
+        assert!(!lock_map(&map).open(2, upload));
+        // Nothing holds the refused upload's sender: its reader would end
+        // at once instead of waiting forever.
+        assert!(rx.recv().is_err());
+        assert!(!lock_map(&map).open(3, StreamEnd::Download(Arc::default())));
+    }
+
+    #[test]
     fn streams_refuse_data_beyond_the_window_or_too_large_chunks() {
         let streams = Streams::default();
         let (tx, _rx) = std::sync::mpsc::channel();
         let credit = Arc::new(AtomicU64::new(0));
-        lock_map(&streams.map).insert(
+        lock_map(&streams.map).ends.insert(
             1,
             StreamEnd::Upload {
                 tx,

@@ -400,6 +400,9 @@ impl Row {
 /// 4.8 cannot have, so it is declared here.
 pub fn set_accessible_label(widget: &impl IsA<gtk::Widget>, label: &str) {
     use glib::translate::ToGlibPtr;
+    // SAFETY: the signature is GTK's own (gtk/gtkaccessible.h, since 4.0):
+    // the accessible, the number of properties, and arrays of that many
+    // properties and GValues; Debian 12's libgtk-4 exports it.
     unsafe extern "C" {
         fn gtk_accessible_update_property_value(
             accessible: *mut gtk::ffi::GtkAccessible,

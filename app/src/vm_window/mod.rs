@@ -11,285 +11,31 @@
 //! (press Ctrl+Alt to release it): F11 fullscreen, Ctrl+S screenshot,
 //! Alt+1…4 the pages, Ctrl+1…3 the view modes, F10 the Send Key menu.
 
+mod attach;
+mod console_page;
+mod details;
+mod menus;
+mod screenshot;
+mod serial;
+
 use std::path::PathBuf;
 
 use adw::prelude::*;
 use gettextrs::gettext;
 use gtk::{gio, glib};
 use relm4::prelude::*;
-use tokio::sync::mpsc::UnboundedReceiver;
 use vireo_api::Domain;
 use vireo_api::client::{AsyncClient, Incoming};
-use vireo_api::proto::{DomainInfo, DomainState, Event, Lifecycle, Request, Response};
-use vireo_console::{ConsoleEvent, ConsoleView, Input, ResizeRefused, Session, ViewMode};
+use vireo_api::proto::{DomainInfo, DomainState, Event, Lifecycle, Request};
+use vireo_console::{ConsoleView, Input, ResizeRefused, Session, ViewMode};
 
+use self::attach::{Attach, AttachResult};
+use self::console_page::ConsolePage;
+use self::menus::{actions, mode_name, send_key_combo, send_key_menu, shortcuts, view_menu};
+use self::serial::SerialCmd;
 use crate::engine::Endpoint;
 use crate::serial_view::SerialView;
-use crate::vm_details;
 use crate::vm_perf::PerfPage;
-
-/// X keysyms used by the Send Key menu.
-mod keysym {
-    pub const CONTROL_L: u32 = 0xffe3;
-    pub const ALT_L: u32 = 0xffe9;
-    pub const DELETE: u32 = 0xffff;
-    pub const BACKSPACE: u32 = 0xff08;
-    pub const PRINT: u32 = 0xff61;
-    pub const F1: u32 = 0xffbe;
-}
-
-/// The keys a Send Key item names (`ctrl-alt-del`, `ctrl-alt-backspace`,
-/// `ctrl-alt-f1` … `ctrl-alt-f12`, `print`), as keysyms pressed in order.
-pub fn send_key_combo(name: &str) -> Option<Vec<u32>> {
-    use keysym::*;
-    let ctrl_alt = |k: u32| vec![CONTROL_L, ALT_L, k];
-    match name {
-        "ctrl-alt-del" => Some(ctrl_alt(DELETE)),
-        "ctrl-alt-backspace" => Some(ctrl_alt(BACKSPACE)),
-        "print" => Some(vec![PRINT]),
-        _ => {
-            let n: u32 = name.strip_prefix("ctrl-alt-f")?.parse().ok()?;
-            (1..=12).contains(&n).then(|| ctrl_alt(F1 + n - 1))
-        }
-    }
-}
-
-/// The Send Key menu (shared by the header bar and the fullscreen toolbar).
-fn send_key_menu() -> gio::Menu {
-    let menu = gio::Menu::new();
-    let top = gio::Menu::new();
-    top.append(
-        Some(&gettext("Ctrl+Alt+Del")),
-        Some("vm.send-key::ctrl-alt-del"),
-    );
-    top.append(
-        Some(&gettext("Ctrl+Alt+Backspace")),
-        Some("vm.send-key::ctrl-alt-backspace"),
-    );
-    menu.append_section(None, &top);
-    let f = gio::Menu::new();
-    for n in 1..=12 {
-        // Translators: a key combination, e.g. "Ctrl+Alt+F1".
-        let label = gettext("Ctrl+Alt+F{n}").replace("{n}", &n.to_string());
-        f.append(Some(&label), Some(&format!("vm.send-key::ctrl-alt-f{n}")));
-    }
-    menu.append_section(None, &f);
-    let p = gio::Menu::new();
-    p.append(Some(&gettext("Print Screen")), Some("vm.send-key::print"));
-    menu.append_section(None, &p);
-    menu
-}
-
-/// The View menu: view modes, fullscreen, screenshot. `resize_refused`
-/// says why the guest cannot follow the window's size, once known: the
-/// item is then greyed out and says so.
-fn view_menu(resize_refused: Option<&str>) -> gio::Menu {
-    let menu = gio::Menu::new();
-    let modes = gio::Menu::new();
-    modes.append(
-        Some(&gettext("Scale to Window")),
-        Some("vm.view-mode::scale"),
-    );
-    modes.append(
-        Some(&gettext("Original Size (1:1)")),
-        Some("vm.view-mode::1:1"),
-    );
-    match resize_refused {
-        None => modes.append(
-            Some(&gettext("Resize Guest to Window")),
-            Some("vm.view-mode::resize"),
-        ),
-        Some(why) => {
-            let item = gio::MenuItem::new(
-                Some(&gettext(
-                    "Resize Guest to Window (not possible for this guest)",
-                )),
-                Some("vm.resize-unavailable"),
-            );
-            item.set_attribute_value("tooltip", Some(&why.to_variant()));
-            modes.append_item(&item);
-        }
-    }
-    menu.append_section(None, &modes);
-    let other = gio::Menu::new();
-    other.append(Some(&gettext("Fullscreen")), Some("vm.fullscreen"));
-    other.append(Some(&gettext("Save Screenshot…")), Some("vm.screenshot"));
-    menu.append_section(None, &other);
-    menu
-}
-
-fn mode_name(mode: ViewMode) -> &'static str {
-    match mode {
-        ViewMode::Scale => "scale",
-        ViewMode::OneToOne => "1:1",
-        ViewMode::ResizeGuest => "resize",
-    }
-}
-
-/// The window's actions, in the "vm" group.
-fn actions(sender: &ComponentSender<VmWindow>) -> gio::SimpleActionGroup {
-    let actions = gio::SimpleActionGroup::new();
-    let add = |name: &str,
-               param: Option<&glib::VariantTy>,
-               msg: fn(Option<&glib::Variant>) -> Option<VmMsg>| {
-        let a = gio::SimpleAction::new(name, param);
-        let s = sender.clone();
-        a.connect_activate(move |_, p| {
-            if let Some(m) = msg(p) {
-                s.input(m);
-            }
-        });
-        actions.add_action(&a);
-    };
-    add("send-key", Some(glib::VariantTy::STRING), |p| {
-        p.and_then(|p| p.str())
-            .map(|s| VmMsg::SendKey(s.to_owned()))
-    });
-    add("fullscreen", None, |_| Some(VmMsg::ToggleFullscreen));
-    add("screenshot", None, |_| Some(VmMsg::Screenshot));
-    add("run", None, |_| Some(VmMsg::Run));
-    add("page", Some(glib::VariantTy::STRING), |p| {
-        p.and_then(|p| p.str()).map(|s| VmMsg::Page(s.to_owned()))
-    });
-    let mode = gio::SimpleAction::new_stateful(
-        "view-mode",
-        Some(glib::VariantTy::STRING),
-        &"scale".to_variant(),
-    );
-    let s = sender.clone();
-    mode.connect_activate(move |_, p| {
-        let m = match p.and_then(|p| p.str()) {
-            Some("1:1") => ViewMode::OneToOne,
-            Some("resize") => ViewMode::ResizeGuest,
-            _ => ViewMode::Scale,
-        };
-        s.input(VmMsg::SetViewMode(m));
-    });
-    actions.add_action(&mode);
-    // Stands for the resize mode once the guest turned it down: never
-    // enabled, so its menu item is greyed out.
-    let unavailable = gio::SimpleAction::new("resize-unavailable", None);
-    unavailable.set_enabled(false);
-    actions.add_action(&unavailable);
-    actions
-}
-
-/// The window's shortcuts: the first on the window, in the bubble phase
-/// (while the console holds the keyboard it stops every key before they
-/// get there); the second, in the capture phase, for the serial page.
-fn shortcuts() -> (gtk::ShortcutController, gtk::ShortcutController) {
-    let shortcuts = gtk::ShortcutController::new();
-    shortcuts.set_scope(gtk::ShortcutScope::Local);
-    // The serial terminal takes every key too; switching pages from it
-    // works as in GNOME Terminal's tabs: Alt+number, caught before the
-    // terminal sees it.
-    let page_keys = gtk::ShortcutController::new();
-    page_keys.set_propagation_phase(gtk::PropagationPhase::Capture);
-    let shortcut =
-        |c: &gtk::ShortcutController, trigger: &str, action: &str, arg: Option<glib::Variant>| {
-            let s = gtk::Shortcut::new(
-                gtk::ShortcutTrigger::parse_string(trigger),
-                Some(gtk::NamedAction::new(action)),
-            );
-            s.set_arguments(arg.as_ref());
-            c.add_shortcut(s);
-        };
-    shortcut(&shortcuts, "F11", "vm.fullscreen", None);
-    shortcut(&shortcuts, "<Control>s", "vm.screenshot", None);
-    for (i, page) in ["console", "serial", "details", "performance"]
-        .into_iter()
-        .enumerate()
-    {
-        let trigger = format!("<Alt>{}", i + 1);
-        shortcut(&shortcuts, &trigger, "vm.page", Some(page.to_variant()));
-        shortcut(&page_keys, &trigger, "vm.page", Some(page.to_variant()));
-    }
-    for (i, m) in ["scale", "1:1", "resize"].into_iter().enumerate() {
-        let trigger = format!("<Control>{}", i + 1);
-        shortcut(&shortcuts, &trigger, "vm.view-mode", Some(m.to_variant()));
-    }
-    (shortcuts, page_keys)
-}
-
-/// The console page: the screen or the "off" page, the grab hint and the
-/// fullscreen toolbar over it.
-#[derive(Debug)]
-struct ConsolePage {
-    overlay: gtk::Overlay,
-    console_stack: gtk::Stack,
-    off_page: adw::StatusPage,
-    run_button: gtk::Button,
-    grab_hint: gtk::Revealer,
-    grab_label: gtk::Label,
-    top_bar: gtk::Revealer,
-}
-
-impl ConsolePage {
-    fn new(console: &ConsoleView) -> Self {
-        let off_page = adw::StatusPage::new();
-        off_page.set_icon_name(Some("computer-symbolic"));
-        let run_button = gtk::Button::with_label(&gettext("Run"));
-        run_button.set_halign(gtk::Align::Center);
-        run_button.add_css_class("pill");
-        run_button.add_css_class("suggested-action");
-        run_button.set_action_name(Some("vm.run"));
-        off_page.set_child(Some(&run_button));
-        let console_stack = gtk::Stack::new();
-        console_stack.add_named(console.widget(), Some("console"));
-        console_stack.add_named(&off_page, Some("message"));
-
-        let grab_label = gtk::Label::new(None);
-        grab_label.add_css_class("osd");
-        grab_label.add_css_class("vireo-grab-hint");
-        grab_label.set_margin_top(6);
-        grab_label.set_margin_bottom(6);
-        grab_label.set_margin_start(12);
-        grab_label.set_margin_end(12);
-        let grab_hint = gtk::Revealer::new();
-        grab_hint.set_transition_type(gtk::RevealerTransitionType::Crossfade);
-        grab_hint.set_child(Some(&grab_label));
-        grab_hint.set_halign(gtk::Align::Center);
-        grab_hint.set_valign(gtk::Align::End);
-        grab_hint.set_margin_bottom(12);
-        grab_hint.set_can_target(false);
-
-        let top_box = gtk::Box::new(gtk::Orientation::Horizontal, 6);
-        top_box.add_css_class("toolbar");
-        top_box.add_css_class("osd");
-        let send_key = gtk::MenuButton::new();
-        send_key.set_icon_name("input-keyboard-symbolic");
-        send_key.set_tooltip_text(Some(&gettext("Send Key")));
-        send_key.set_menu_model(Some(&send_key_menu()));
-        top_box.append(&send_key);
-        let shot = gtk::Button::from_icon_name("camera-photo-symbolic");
-        shot.set_tooltip_text(Some(&gettext("Save Screenshot")));
-        shot.set_action_name(Some("vm.screenshot"));
-        top_box.append(&shot);
-        let leave = gtk::Button::from_icon_name("view-restore-symbolic");
-        leave.set_tooltip_text(Some(&gettext("Leave Fullscreen")));
-        leave.set_action_name(Some("vm.fullscreen"));
-        top_box.append(&leave);
-        let top_bar = gtk::Revealer::new();
-        top_bar.set_transition_type(gtk::RevealerTransitionType::SlideDown);
-        top_bar.set_child(Some(&top_box));
-        top_bar.set_halign(gtk::Align::Center);
-        top_bar.set_valign(gtk::Align::Start);
-
-        let console_overlay = gtk::Overlay::new();
-        console_overlay.set_child(Some(&console_stack));
-        console_overlay.add_overlay(&grab_hint);
-        console_overlay.add_overlay(&top_bar);
-        Self {
-            overlay: console_overlay,
-            console_stack,
-            off_page,
-            run_button,
-            grab_hint,
-            grab_label,
-            top_bar,
-        }
-    }
-}
 
 /// The widgets the window updates.
 #[derive(Debug)]
@@ -300,6 +46,7 @@ struct Ui {
     console_stack: gtk::Stack,
     off_page: adw::StatusPage,
     run_button: gtk::Button,
+    reconnect_button: gtk::Button,
     grab_hint: gtk::Revealer,
     grab_label: gtk::Label,
     top_bar: gtk::Revealer,
@@ -320,7 +67,11 @@ pub struct VmWindow {
     endpoint: Endpoint,
     console: ConsoleView,
     session: Option<Session>,
-    connecting: bool,
+    /// Attach attempts and automatic retries (`attach.rs`).
+    attach: Attach,
+    /// The message page says the console is not available while the VM
+    /// runs (Reconnect is shown).
+    console_failed: bool,
     state: Option<DomainState>,
     /// Why the console is not shown (translated), and the details.
     message: Option<(String, String)>,
@@ -349,6 +100,11 @@ pub enum VmMsg {
     Run,
     /// The VM (re)started, or may have: connect the console.
     Reconnect,
+    /// Reconnect was pressed: connect the console now, with a fresh budget
+    /// of automatic retries.
+    ReconnectNow,
+    /// The window was closed: no more automatic retries.
+    WindowClosed,
     /// The VM's connection is back (a remote host reconnected): follow its
     /// events again and reconnect the console and serial streams.
     Endpoint(Endpoint),
@@ -383,27 +139,18 @@ pub enum VmMsg {
 /// Results of work off the GTK thread.
 #[derive(Debug)]
 pub enum VmCmd {
-    /// The console is connected.
-    Attached(Session, UnboundedReceiver<ConsoleEvent>),
-    /// It could not be.
-    Failed(String),
-    /// The VM is not running.
-    Off(DomainInfo),
+    /// Attach attempt number `.0` ended.
+    Attach(u64, AttachResult),
+    /// The automatic retry with this token is due.
+    RetryDue(u64),
     /// The window's own engine connection is up.
     Connected(AsyncClient),
     /// Something for this window arrived on it.
     Incoming(Incoming),
     /// The domain's details.
     Details(Box<DomainInfo>, Option<Box<Domain>>),
-    /// The serial console is open.
-    SerialAttached(AsyncClient),
-    /// Bytes from the serial console.
-    SerialOutput(Vec<u8>),
-    /// The serial console ended or could not open.
-    SerialClosed(String),
-    /// Another client (named) holds the serial console, or (`None`) no
-    /// longer does.
-    SerialHeld(Option<String>),
+    /// The serial console's stream.
+    Serial(SerialCmd),
     /// A call failed: headline (translated) and details.
     Error(String, String),
     /// A screenshot was saved here.
@@ -438,6 +185,8 @@ impl VmWindow {
                 && self.session.is_none()
                 && !self.state.is_some_and(DomainState::is_active),
         );
+        ui.reconnect_button
+            .set_visible(self.session.is_none() && self.console_failed);
         ui.console_stack
             .set_visible_child_name(if self.message.is_some() {
                 "message"
@@ -452,61 +201,6 @@ impl VmWindow {
                     .set_enabled(has_screen);
             }
         }
-    }
-
-    fn show_details(&mut self, info: &DomainInfo, domain: Option<&Domain>) {
-        let mut sections = vec![vm_details::overview(info, domain)];
-        if let Some(d) = domain {
-            sections.extend(vm_details::hardware(d));
-        }
-        let old = std::mem::take(&mut self.ui.details_groups);
-        self.ui.details_groups = vm_details::show(&self.ui.details, old, &sections);
-        tracing::info!(
-            "details {}: uuid {} state {}",
-            self.name,
-            info.summary.uuid,
-            info.summary.state.as_virsh()
-        );
-    }
-
-    fn fetch_details(&self, sender: &ComponentSender<Self>) {
-        let Some(client) = self.client.clone() else {
-            return;
-        };
-        let name = self.name.clone();
-        sender.oneshot_command(async move {
-            let info = match client
-                .call(Request::DomInfo {
-                    domain: name.clone(),
-                })
-                .await
-            {
-                Ok(Response::Info { info }) => info,
-                Ok(other) => {
-                    return VmCmd::Error(
-                        gettext("Could not read the virtual machine’s details"),
-                        format!("unexpected answer {other:?}"),
-                    );
-                }
-                Err(e) => {
-                    return VmCmd::Error(
-                        gettext("Could not read the virtual machine’s details"),
-                        e.to_string(),
-                    );
-                }
-            };
-            let domain = match client
-                .call(Request::DumpXml {
-                    domain: name,
-                    inactive: false,
-                })
-                .await
-            {
-                Ok(Response::Xml { xml }) => Domain::from_xml(&xml).ok().map(Box::new),
-                _ => None,
-            };
-            VmCmd::Details(Box::new(info), domain)
-        });
     }
 
     /// The window's own connection, for this domain's events.
@@ -537,73 +231,148 @@ impl VmWindow {
         });
     }
 
-    fn open_serial(&mut self, sender: &ComponentSender<Self>) {
-        if self.serial_client.is_some() || self.serial_connecting {
-            return;
-        }
-        self.serial_connecting = true;
-        let name = self.name.clone();
-        let endpoint = self.endpoint.clone();
-        sender.command(move |out, shutdown| {
-            shutdown
-                .register(async move {
-                    let (client, mut incoming) = match endpoint.open_serial(&name).await {
-                        Ok(c) => c,
-                        Err(e) => {
-                            let _ = out.send(VmCmd::SerialClosed(e));
-                            return;
-                        }
-                    };
-                    let _ = out.send(VmCmd::SerialAttached(client));
-                    while let Some(msg) = incoming.recv().await {
-                        let cmd = match msg {
-                            Incoming::ConsoleOutput(data) => VmCmd::SerialOutput(data),
-                            Incoming::ConsoleClosed => {
-                                VmCmd::SerialClosed("the serial console ended".into())
-                            }
-                            Incoming::Disconnected(why) => VmCmd::SerialClosed(why),
-                            Incoming::ConsoleHeld(by) => VmCmd::SerialHeld(Some(by)),
-                            Incoming::ConsoleReleased => VmCmd::SerialHeld(None),
-                            Incoming::Event(_) => continue,
-                        };
-                        let end = matches!(cmd, VmCmd::SerialClosed(_));
-                        if out.send(cmd).is_err() || end {
-                            return;
-                        }
+    /// The guest answered a resize request.
+    fn resized(&mut self, result: Result<(), ResizeRefused>, sender: &ComponentSender<Self>) {
+        match result {
+            Ok(()) => tracing::info!("console {}: guest resized", self.name),
+            Err(ResizeRefused::Unsupported(why)) => {
+                tracing::info!("console {}: resize unsupported: {why}", self.name);
+                self.ui
+                    .view_button
+                    .set_menu_model(Some(&view_menu(Some(&why))));
+                self.resize_unsupported = Some(why.clone());
+                if self.console.mode() == ViewMode::ResizeGuest {
+                    self.console.set_mode(ViewMode::Scale);
+                    if let Some(a) = self.ui.actions.lookup_action("view-mode") {
+                        a.change_state(&"scale".to_variant());
                     }
-                })
-                .drop_on_shutdown()
-        });
-    }
-
-    fn set_state(&mut self, state: DomainState, reason: &str, sender: &ComponentSender<Self>) {
-        self.state = Some(state);
-        if state.is_active() {
-            sender.input(VmMsg::Reconnect);
-        } else {
-            self.perf.clear();
-            if self.session.is_none() {
-                self.show_off(state, reason);
+                    self.toast(
+                        &gettext("This virtual machine’s screen cannot be resized from here"),
+                        why,
+                        sender,
+                    );
+                }
+            }
+            Err(ResizeRefused::Failed(why)) => {
+                tracing::info!("console {}: resize failed: {why}", self.name);
             }
         }
     }
 
-    /// Says on the console page that the VM is off (or crashed, and why).
-    fn show_off(&mut self, state: DomainState, reason: &str) {
-        tracing::info!("console {}: the VM is off", self.name);
-        self.message = Some(if state == DomainState::Crashed {
-            (
-                gettext("The virtual machine crashed"),
-                // Translators: {reason} is the engine's text.
-                gettext("{reason}. Run it again to see its screen here.")
-                    .replace("{reason}", reason),
-            )
+    fn set_view_mode(&mut self, mode: ViewMode, sender: &ComponentSender<Self>) {
+        if mode == ViewMode::ResizeGuest
+            && let Some(why) = &self.resize_unsupported
+        {
+            self.toast(
+                &gettext("This virtual machine’s screen cannot be resized from here"),
+                why.clone(),
+                sender,
+            );
+            return;
+        }
+        tracing::info!("console {}: view mode {}", self.name, mode_name(mode));
+        self.console.set_mode(mode);
+        if let Some(a) = self.ui.actions.lookup_action("view-mode") {
+            a.change_state(&mode_name(mode).to_variant());
+        }
+    }
+
+    /// The console took or released the keyboard: the hint says how to
+    /// get it back or out, for a few seconds.
+    fn grab(&mut self, grabbed: bool, sender: &ComponentSender<Self>) {
+        tracing::info!(
+            "console {}: keyboard {}",
+            self.name,
+            if grabbed { "grabbed" } else { "released" }
+        );
+        self.ui.grab_label.set_text(&if grabbed {
+            gettext("Press Ctrl+Alt to release the keyboard")
         } else {
-            (
-                gettext("The virtual machine is off"),
-                gettext("Run it to see its screen here."),
-            )
+            gettext("Click the screen to send the keyboard to the virtual machine")
         });
+        self.ui.grab_hint.set_reveal_child(true);
+        self.hint_serial += 1;
+        let serial = self.hint_serial;
+        let s = sender.clone();
+        glib::timeout_add_local_once(std::time::Duration::from_secs(4), move || {
+            s.input(VmMsg::HideHint(serial));
+        });
+    }
+
+    /// The pointer moved: in fullscreen, the toolbar shows near the top.
+    fn pointer_y(&self, y: f64, root: &adw::Window) {
+        if root.is_fullscreen() {
+            let shown = self.ui.top_bar.reveals_child();
+            let limit = if shown {
+                f64::from(self.ui.top_bar.height()) + 32.0
+            } else {
+                8.0
+            };
+            let show = y <= limit;
+            if show != shown {
+                tracing::info!("console {}: fullscreen toolbar shown: {show}", self.name);
+            }
+            self.ui.top_bar.set_reveal_child(show);
+        }
+    }
+
+    fn toggle_fullscreen(&self, root: &adw::Window) {
+        tracing::info!(
+            "console {}: fullscreen requested: {}",
+            self.name,
+            !root.is_fullscreen()
+        );
+        if root.is_fullscreen() {
+            root.unfullscreen();
+        } else {
+            self.ui.stack.set_visible_child_name("console");
+            root.fullscreen();
+        }
+    }
+
+    fn send_key(&self, name: &str) {
+        if let (Some(s), Some(keys)) = (&self.session, send_key_combo(name)) {
+            tracing::info!("console {}: send key {name}", self.name);
+            for &keysym in &keys {
+                s.send(Input::Key { keysym, down: true });
+            }
+            for &keysym in keys.iter().rev() {
+                s.send(Input::Key {
+                    keysym,
+                    down: false,
+                });
+            }
+        }
+    }
+
+    fn run(&self, sender: &ComponentSender<Self>) {
+        if let Some(client) = self.client.clone() {
+            let name = self.name.clone();
+            sender.oneshot_command(async move {
+                match client.call(Request::Start { domain: name }).await {
+                    // The Started event reconnects the console.
+                    Ok(_) => VmCmd::Done,
+                    Err(e) => VmCmd::Error(
+                        gettext("Could not start the virtual machine"),
+                        e.to_string(),
+                    ),
+                }
+            });
+        }
+    }
+
+    fn lifecycle(&mut self, change: Lifecycle, sender: &ComponentSender<Self>) {
+        tracing::info!("vm window {}: {change:?}", self.name);
+        match change {
+            Lifecycle::Started | Lifecycle::Resumed => {
+                self.set_state(DomainState::Running, "", sender)
+            }
+            Lifecycle::Paused => self.set_state(DomainState::Paused, "", sender),
+            Lifecycle::Stopped { reason } => self.set_state(DomainState::Shutoff, &reason, sender),
+            Lifecycle::Crashed { reason } => self.set_state(DomainState::Crashed, &reason, sender),
+            Lifecycle::Defined | Lifecycle::Undefined => {}
+        }
+        self.fetch_details(sender);
     }
 }
 
@@ -643,6 +412,7 @@ impl Component for VmWindow {
             console_stack,
             off_page,
             run_button,
+            reconnect_button,
             grab_hint,
             grab_label,
             top_bar,
@@ -732,6 +502,11 @@ impl Component for VmWindow {
         root.set_content(Some(&content));
         let s = sender.clone();
         root.connect_fullscreened_notify(move |w| s.input(VmMsg::Fullscreened(w.is_fullscreen())));
+        let s = sender.clone();
+        root.connect_close_request(move |_| {
+            s.input(VmMsg::WindowClosed);
+            glib::Propagation::Proceed
+        });
 
         let s = sender.clone();
         console.connect_grab_changed(move |g| s.input(VmMsg::Grab(g)));
@@ -742,7 +517,8 @@ impl Component for VmWindow {
             endpoint,
             console,
             session: None,
-            connecting: false,
+            attach: Attach::default(),
+            console_failed: false,
             state: None,
             message: None,
             resize_unsupported: None,
@@ -757,6 +533,7 @@ impl Component for VmWindow {
                 console_stack,
                 off_page,
                 run_button,
+                reconnect_button,
                 grab_hint,
                 grab_label,
                 top_bar,
@@ -778,253 +555,53 @@ impl Component for VmWindow {
 
     fn update(&mut self, msg: VmMsg, sender: ComponentSender<Self>, root: &Self::Root) {
         match msg {
-            VmMsg::SendKey(name) => {
-                if let (Some(s), Some(keys)) = (&self.session, send_key_combo(&name)) {
-                    tracing::info!("console {}: send key {name}", self.name);
-                    for &keysym in &keys {
-                        s.send(Input::Key { keysym, down: true });
-                    }
-                    for &keysym in keys.iter().rev() {
-                        s.send(Input::Key {
-                            keysym,
-                            down: false,
-                        });
-                    }
-                }
-            }
+            VmMsg::SendKey(name) => self.send_key(&name),
             VmMsg::Closed(why) => {
                 tracing::info!("console {}: closed: {why}", self.name);
                 self.session = None;
+                self.console_failed = false;
                 self.message = Some((gettext("The virtual machine is off"), String::new()));
                 // Ask why (off or crashed), and refresh the details.
                 sender.input(VmMsg::Reconnect);
             }
-            VmMsg::Run => {
-                if let Some(client) = self.client.clone() {
-                    let name = self.name.clone();
-                    sender.oneshot_command(async move {
-                        match client.call(Request::Start { domain: name }).await {
-                            // The Started event reconnects the console.
-                            Ok(_) => VmCmd::Done,
-                            Err(e) => VmCmd::Error(
-                                gettext("Could not start the virtual machine"),
-                                e.to_string(),
-                            ),
-                        }
-                    });
-                }
-            }
+            VmMsg::Run => self.run(&sender),
             VmMsg::Endpoint(endpoint) => {
                 tracing::info!("vm window {}: connection back", self.name);
                 self.endpoint = endpoint;
                 self.client = None;
                 self.watch(&sender);
-                sender.input(VmMsg::Reconnect);
+                // An attempt through the old connection may never answer.
+                self.attach.reset();
+                self.reconnect(true, &sender);
             }
-            VmMsg::Reconnect => {
-                if self.session.is_some() || self.connecting {
-                    return;
-                }
-                self.connecting = true;
-                let name = self.name.clone();
-                let client = self.client.clone();
-                let endpoint = self.endpoint.clone();
-                sender.oneshot_command(async move {
-                    // Ask first, so a VM that is off gets a plain sentence
-                    // rather than the engine's refusal to attach.
-                    if let Some(c) = &client
-                        && let Ok(Response::Info { info }) = c
-                            .call(Request::DomInfo {
-                                domain: name.clone(),
-                            })
-                            .await
-                        && !info.summary.state.is_active()
-                    {
-                        return VmCmd::Off(info);
-                    }
-                    match endpoint.open_console(&name).await {
-                        Ok((session, events)) => VmCmd::Attached(session, events),
-                        Err(e) => VmCmd::Failed(e),
-                    }
-                });
-                self.open_serial(&sender);
+            VmMsg::Reconnect => self.reconnect(false, &sender),
+            VmMsg::ReconnectNow => {
+                tracing::info!("console {}: Reconnect pressed", self.name);
+                self.attach.reset();
+                self.reconnect(true, &sender);
             }
-            VmMsg::SetViewMode(mode) => {
-                if mode == ViewMode::ResizeGuest
-                    && let Some(why) = &self.resize_unsupported
-                {
-                    self.toast(
-                        &gettext("This virtual machine’s screen cannot be resized from here"),
-                        why.clone(),
-                        &sender,
-                    );
-                    return;
-                }
-                tracing::info!("console {}: view mode {}", self.name, mode_name(mode));
-                self.console.set_mode(mode);
-                if let Some(a) = self.ui.actions.lookup_action("view-mode") {
-                    a.change_state(&mode_name(mode).to_variant());
-                }
+            VmMsg::WindowClosed => {
+                tracing::info!("vm window {}: closed", self.name);
+                self.attach.stop_retrying();
             }
-            VmMsg::Resized(result) => match result {
-                Ok(()) => tracing::info!("console {}: guest resized", self.name),
-                Err(ResizeRefused::Unsupported(why)) => {
-                    tracing::info!("console {}: resize unsupported: {why}", self.name);
-                    self.ui
-                        .view_button
-                        .set_menu_model(Some(&view_menu(Some(&why))));
-                    self.resize_unsupported = Some(why.clone());
-                    if self.console.mode() == ViewMode::ResizeGuest {
-                        self.console.set_mode(ViewMode::Scale);
-                        if let Some(a) = self.ui.actions.lookup_action("view-mode") {
-                            a.change_state(&"scale".to_variant());
-                        }
-                        self.toast(
-                            &gettext("This virtual machine’s screen cannot be resized from here"),
-                            why,
-                            &sender,
-                        );
-                    }
-                }
-                Err(ResizeRefused::Failed(why)) => {
-                    tracing::info!("console {}: resize failed: {why}", self.name);
-                }
-            },
-            VmMsg::Grab(grabbed) => {
-                tracing::info!(
-                    "console {}: keyboard {}",
-                    self.name,
-                    if grabbed { "grabbed" } else { "released" }
-                );
-                self.ui.grab_label.set_text(&if grabbed {
-                    gettext("Press Ctrl+Alt to release the keyboard")
-                } else {
-                    gettext("Click the screen to send the keyboard to the virtual machine")
-                });
-                self.ui.grab_hint.set_reveal_child(true);
-                self.hint_serial += 1;
-                let serial = self.hint_serial;
-                let s = sender.clone();
-                glib::timeout_add_local_once(std::time::Duration::from_secs(4), move || {
-                    s.input(VmMsg::HideHint(serial));
-                });
-            }
+            VmMsg::SetViewMode(mode) => self.set_view_mode(mode, &sender),
+            VmMsg::Resized(result) => self.resized(result, &sender),
+            VmMsg::Grab(grabbed) => self.grab(grabbed, &sender),
             VmMsg::HideHint(serial) => {
                 if serial == self.hint_serial {
                     self.ui.grab_hint.set_reveal_child(false);
                 }
             }
-            VmMsg::ToggleFullscreen => {
-                tracing::info!(
-                    "console {}: fullscreen requested: {}",
-                    self.name,
-                    !root.is_fullscreen()
-                );
-                if root.is_fullscreen() {
-                    root.unfullscreen();
-                } else {
-                    self.ui.stack.set_visible_child_name("console");
-                    root.fullscreen();
-                }
-            }
+            VmMsg::ToggleFullscreen => self.toggle_fullscreen(root),
             VmMsg::Fullscreened(full) => {
                 tracing::info!("console {}: fullscreen {full}", self.name);
                 self.ui.header.set_visible(!full);
                 self.ui.top_bar.set_reveal_child(false);
             }
-            VmMsg::PointerY(y) => {
-                if root.is_fullscreen() {
-                    let shown = self.ui.top_bar.reveals_child();
-                    let limit = if shown {
-                        f64::from(self.ui.top_bar.height()) + 32.0
-                    } else {
-                        8.0
-                    };
-                    let show = y <= limit;
-                    if show != shown {
-                        tracing::info!("console {}: fullscreen toolbar shown: {show}", self.name);
-                    }
-                    self.ui.top_bar.set_reveal_child(show);
-                }
-            }
-            VmMsg::Screenshot => {
-                if self.console.screenshot_png().is_none() {
-                    tracing::info!("console {}: no screen to save", self.name);
-                    return;
-                }
-                tracing::info!("console {}: save screenshot", self.name);
-                let dialog = gtk::FileChooserNative::new(
-                    Some(&gettext("Save Screenshot")),
-                    Some(root),
-                    gtk::FileChooserAction::Save,
-                    Some(&gettext("_Save")),
-                    Some(&gettext("_Cancel")),
-                );
-                let filter = gtk::FileFilter::new();
-                filter.set_name(Some(&gettext("PNG images")));
-                filter.add_mime_type("image/png");
-                dialog.add_filter(&filter);
-                let folder = glib::user_special_dir(glib::UserDirectory::Pictures)
-                    .filter(|p| p.is_dir())
-                    .unwrap_or_else(glib::home_dir);
-                let _ = dialog.set_current_folder(Some(&gio::File::for_path(folder)));
-                let stamp = glib::DateTime::now_local()
-                    .and_then(|t| t.format("%Y-%m-%d %H-%M-%S"))
-                    .map(|s| s.to_string())
-                    .unwrap_or_default();
-                // Translators: the suggested file name of a screenshot,
-                // e.g. "demo 2024-05-01 12-00-00.png".
-                dialog.set_current_name(
-                    &gettext("{name} {date}.png")
-                        .replace("{name}", &self.name)
-                        .replace("{date}", &stamp),
-                );
-                let s = sender.clone();
-                dialog.connect_response(move |d, response| {
-                    let path = (response == gtk::ResponseType::Accept)
-                        .then(|| d.file().and_then(|f| f.path()))
-                        .flatten();
-                    s.input(VmMsg::SaveScreenshot(path));
-                    d.destroy();
-                });
-                dialog.show();
-                self.save_dialog = Some(dialog);
-            }
-            VmMsg::SaveScreenshot(path) => {
-                self.save_dialog = None;
-                let (Some(path), Some(png)) = (path, self.console.screenshot_png()) else {
-                    return;
-                };
-                let png = png.to_vec();
-                sender.oneshot_command(async move {
-                    let tmp = path.with_extension("png.part");
-                    let written = tokio::fs::write(&tmp, &png).await;
-                    match written.and(tokio::fs::rename(&tmp, &path).await) {
-                        Ok(()) => VmCmd::Saved(path),
-                        Err(e) => {
-                            let _ = tokio::fs::remove_file(&tmp).await;
-                            VmCmd::Error(
-                                gettext("Could not save the screenshot"),
-                                format!("{}: {e}", path.display()),
-                            )
-                        }
-                    }
-                });
-            }
-            VmMsg::SerialInput(data) => {
-                // (The engine would drop it while another client holds
-                // the console.)
-                if !self.serial.input_enabled() {
-                    tracing::debug!("serial {}: input while held, not sent", self.name);
-                } else if let Some(c) = self.serial_client.clone() {
-                    sender.oneshot_command(async move {
-                        match c.console_input(&data).await {
-                            Ok(()) => VmCmd::Done,
-                            Err(e) => VmCmd::SerialClosed(e.to_string()),
-                        }
-                    });
-                }
-            }
+            VmMsg::PointerY(y) => self.pointer_y(y, root),
+            VmMsg::Screenshot => self.ask_screenshot(root, &sender),
+            VmMsg::SaveScreenshot(path) => self.save_screenshot(path, &sender),
+            VmMsg::SerialInput(data) => self.serial_input(data, &sender),
             VmMsg::Page(page) => self.ui.stack.set_visible_child_name(&page),
             VmMsg::RefreshDetails => self.fetch_details(&sender),
             VmMsg::ShowDetails(title, details) => {
@@ -1038,37 +615,10 @@ impl Component for VmWindow {
 
     fn update_cmd(&mut self, cmd: VmCmd, sender: ComponentSender<Self>, root: &Self::Root) {
         match cmd {
-            VmCmd::Attached(session, events) => {
-                self.connecting = false;
-                let input = sender.input_sender().clone();
-                let resized = sender.input_sender().clone();
-                self.console.attach(
-                    session.clone(),
-                    events,
-                    move |r| resized.emit(VmMsg::Resized(r)),
-                    move |why| input.emit(VmMsg::Closed(why)),
-                );
-                self.session = Some(session.clone());
-                self.message = None;
-                self.state = Some(DomainState::Running);
-                if self.ui.stack.visible_child_name().as_deref() == Some("console") {
-                    self.console.focus_widget().grab_focus();
-                }
-                tracing::info!("console {}: attached", self.name);
-                self.fetch_details(&sender);
+            VmCmd::Attach(generation, result) => {
+                self.attach_answer(generation, result, &sender, root)
             }
-            VmCmd::Failed(why) => {
-                self.connecting = false;
-                tracing::info!("console {}: {why}", self.name);
-                self.message = Some((gettext("The console is not available"), why));
-            }
-            VmCmd::Off(info) => {
-                self.connecting = false;
-                self.state = Some(info.summary.state);
-                self.show_off(info.summary.state, &info.summary.reason);
-                self.show_details(&info, None);
-                self.fetch_details(&sender);
-            }
+            VmCmd::RetryDue(token) => self.retry_due(token, &sender, root),
             VmCmd::Connected(client) => {
                 self.client = Some(client);
                 self.fetch_details(&sender);
@@ -1077,24 +627,9 @@ impl Component for VmWindow {
                 }
             }
             VmCmd::Incoming(Incoming::Event(Event::Lifecycle { name, change, .. })) => {
-                if name != self.name {
-                    return;
+                if name == self.name {
+                    self.lifecycle(change, &sender);
                 }
-                tracing::info!("vm window {}: {change:?}", self.name);
-                match change {
-                    Lifecycle::Started | Lifecycle::Resumed => {
-                        self.set_state(DomainState::Running, "", &sender)
-                    }
-                    Lifecycle::Paused => self.set_state(DomainState::Paused, "", &sender),
-                    Lifecycle::Stopped { reason } => {
-                        self.set_state(DomainState::Shutoff, &reason, &sender)
-                    }
-                    Lifecycle::Crashed { reason } => {
-                        self.set_state(DomainState::Crashed, &reason, &sender)
-                    }
-                    Lifecycle::Defined | Lifecycle::Undefined => {}
-                }
-                self.fetch_details(&sender);
             }
             VmCmd::Incoming(Incoming::Event(Event::Stats { domains })) => {
                 if let Some(stats) = domains.iter().find(|d| d.name == self.name) {
@@ -1109,37 +644,7 @@ impl Component for VmWindow {
                 self.state = Some(info.summary.state);
                 self.show_details(&info, domain.as_deref());
             }
-            VmCmd::SerialAttached(client) => {
-                self.serial_connecting = false;
-                self.serial_client = Some(client);
-                self.serial.set_connected(true);
-                tracing::info!("serial {}: attached", self.name);
-            }
-            VmCmd::SerialOutput(data) => {
-                tracing::debug!("serial {}: output \"{}\"", self.name, data.escape_ascii());
-                self.serial.feed(&data);
-            }
-            VmCmd::SerialHeld(by) => {
-                self.serial.set_held(by.as_deref());
-                match by {
-                    Some(by) => tracing::info!(
-                        "serial {}: held by {by}: banner shown, input enabled {}",
-                        self.name,
-                        self.serial.input_enabled()
-                    ),
-                    None => tracing::info!(
-                        "serial {}: released: banner hidden, input enabled {}",
-                        self.name,
-                        self.serial.input_enabled()
-                    ),
-                }
-            }
-            VmCmd::SerialClosed(why) => {
-                tracing::info!("serial {}: closed: {why}", self.name);
-                self.serial_connecting = false;
-                self.serial_client = None;
-                self.serial.set_connected(false);
-            }
+            VmCmd::Serial(cmd) => self.serial_cmd(cmd),
             VmCmd::Error(headline, details) => {
                 tracing::info!("vm window {}: {headline}: {details}", self.name);
                 self.toast(&headline, details, &sender);
@@ -1158,37 +663,6 @@ impl Component for VmWindow {
             }
             VmCmd::Done => {}
         }
-        let _ = root;
         self.refresh();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn send_key_names_cover_ctrl_alt_del_backspace_f1_to_f12_and_print() {
-        assert_eq!(
-            send_key_combo("ctrl-alt-del"),
-            Some(vec![0xffe3, 0xffe9, 0xffff])
-        );
-        assert_eq!(
-            send_key_combo("ctrl-alt-backspace"),
-            Some(vec![0xffe3, 0xffe9, 0xff08])
-        );
-        assert_eq!(
-            send_key_combo("ctrl-alt-f1"),
-            Some(vec![0xffe3, 0xffe9, 0xffbe])
-        );
-        // F12 is XK_F12 = 0xffc9.
-        assert_eq!(
-            send_key_combo("ctrl-alt-f12"),
-            Some(vec![0xffe3, 0xffe9, 0xffc9])
-        );
-        assert_eq!(send_key_combo("print"), Some(vec![0xff61]));
-        assert_eq!(send_key_combo("ctrl-alt-f13"), None);
-        assert_eq!(send_key_combo("ctrl-alt-f0"), None);
-        assert_eq!(send_key_combo("nonsense"), None);
     }
 }

@@ -157,6 +157,11 @@ impl Attach {
         }
     }
 
+    /// Whether a retry waits for its time.
+    pub fn retry_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
     /// Cancels the pending retry (the window closed); the budget stays
     /// used.
     pub fn stop_retrying(&mut self) {

@@ -179,7 +179,10 @@ impl VmWindow {
             None => ("", None),
         };
         ui.off_page.set_title(title);
-        ui.off_page.set_description(details);
+        // The description is Pango markup; the engine's text may hold
+        // '<' (e.g. "no <graphics type='vnc'>").
+        ui.off_page
+            .set_description(details.map(glib::markup_escape_text).as_deref());
         ui.run_button.set_visible(
             self.client.is_some()
                 && self.session.is_none()
@@ -622,7 +625,11 @@ impl Component for VmWindow {
             VmCmd::Connected(client) => {
                 self.client = Some(client);
                 self.fetch_details(&sender);
-                if self.session.is_none() && self.message.is_some() {
+                // Ask again with the check this connection allows (an
+                // attempt without it may have got the engine's refusal
+                // for a VM that is off); a pending retry will.
+                if self.session.is_none() && self.message.is_some() && !self.attach.retry_pending()
+                {
                     sender.input(VmMsg::Reconnect);
                 }
             }

@@ -29,6 +29,9 @@
  * `looping` after the first 8, for crash tests that kill the VMM; ends
  * with `done` after 100000 writes. hold: after the report, print `done`
  * and halt with the VM still running (for reading its disk statistics).
+ * oob=N: after set-up, read N sectors past the end (each a request the
+ * VMM refuses and logs), print `oob_loop=N` and `oob_errors=` (how many
+ * got IOERR), then `done` (for the VMM's log rate limit).
  */
 #include "lib/bootinfo.h"
 #include "lib/virtio.h"
@@ -135,6 +138,18 @@ void guest_main(u32 kind, u64 info)
     virtio_driver_ok(&v);
 
     u8 status;
+    u64 oob = cmdline_number(cmdline, "oob", 0);
+    if (oob) {
+        u64 errors = 0;
+        for (u64 i = 0; i < oob; i++) {
+            request(&v, VBLK_T_IN, capacity + i, rbuf, 512, 1, &status);
+            if (status == 1)
+                errors++;
+        }
+        put_dec("oob_loop", oob);
+        put_dec("oob_errors", errors);
+        finish(0);
+    }
     if (cmdline_has(cmdline, "loop")) {
         for (u64 i = 0; i < 100000; i++) {
             fill32(wbuf, 0x01010101u * (u32)(i & 0xff), sizeof(wbuf) / 4);

@@ -148,7 +148,7 @@ impl Machine {
         }
         self.vm = Some(vm);
         self.boots = generation;
-        tracing::info!(boot = self.boots, "machine started");
+        crate::ratelimit::guest_info!(boot = self.boots, "machine started");
         Ok(())
     }
 
@@ -170,7 +170,7 @@ impl Machine {
             }
             let outcome = match event {
                 Event::Request(_, VmRequest::Reset) | Event::VcpuStopped(_, _, VcpuStop::Reset) => {
-                    tracing::info!("guest reset: rebooting");
+                    crate::ratelimit::guest_info!("guest reset: rebooting");
                     self.boot()?;
                     None
                 }

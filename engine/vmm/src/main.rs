@@ -14,6 +14,7 @@ use vireo_vmm::control;
 use vireo_vmm::devices::cmos::Cmos;
 use vireo_vmm::devices::serial::{SERIAL_FILE_CAP, SERIAL_FILE_KEEP, SerialSink, Trim, feed_input};
 use vireo_vmm::devices::virtio::block::DiskConfig;
+use vireo_vmm::logfile::{LOG_FILE_CAP, LOG_FILE_KEEP, LogFile, StderrLog};
 use vireo_vmm::machine::{CurrentSerial, Event, Machine};
 use vireo_vmm::memory::ram_ranges;
 use vireo_vmm::vm::{Persistent, ReboundIrq, VmConfig};
@@ -78,6 +79,15 @@ struct Args {
     /// Write bytes from the debug port (0x402) to this file.
     #[arg(long)]
     debug_log: Option<PathBuf>,
+    /// For tests only: punch out the old part of the debug log and of this
+    /// VMM's own log (stderr, when it is a file) once more than this many
+    /// bytes are allocated (default LOG_FILE_CAP, 2 MiB).
+    #[arg(long, hide = true, value_name = "BYTES", env = "VIREO_VMM_LOG_CAP")]
+    log_cap: Option<u64>,
+    /// For tests only: the newest bytes of those logs never punched out
+    /// (default LOG_FILE_KEEP, 1 MiB).
+    #[arg(long, hide = true, value_name = "BYTES", env = "VIREO_VMM_LOG_KEEP")]
+    log_keep: Option<u64>,
     /// Listen here for control commands (JSON lines, QMP style).
     #[arg(long)]
     control_socket: Option<PathBuf>,
@@ -119,12 +129,24 @@ fn parse_resolution(s: &str) -> Result<(u16, u16), String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let log_trim = match Trim::new(
+        args.log_cap.unwrap_or(LOG_FILE_CAP),
+        args.log_keep.unwrap_or(LOG_FILE_KEEP),
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("vireo-vmm: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Guest-triggered warnings are rate-limited (`ratelimit`); the file
+    // itself is bounded too, as the serial log is.
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("VIREO_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(StderrLog::new(log_trim))
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if args.check_kvm {
@@ -142,7 +164,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    match run(args) {
+    match run(args, log_trim) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("vireo-vmm: {e}");
@@ -192,7 +214,7 @@ fn lock_disks(disks: &[DiskConfig]) -> Result<Vec<std::fs::File>, String> {
     Ok(locks)
 }
 
-fn run(args: Args) -> Result<u8, String> {
+fn run(args: Args, log_trim: Trim) -> Result<u8, String> {
     let kernel = args.kernel.clone().ok_or("--kernel is required")?;
     let memory = args
         .memory
@@ -245,7 +267,11 @@ fn run(args: Args) -> Result<u8, String> {
     let debug_log = args
         .debug_log
         .as_ref()
-        .map(|p| open_append(p, "debug log"))
+        .map(|p| {
+            let file = open_append(p, "debug log")?;
+            LogFile::new(file, log_trim, "debug log")
+                .map_err(|e| format!("cannot open debug log '{}': {e}", p.display()))
+        })
         .transpose()?
         .map(|f| Arc::new(Mutex::new(f)));
     let ranges = ram_ranges(memory);

@@ -4,7 +4,6 @@
 //! What must survive a reset (the serial sink, the CMOS NVRAM, the debug
 //! log) lives in [`Persistent`] and is handed to each new `Vm`.
 
-use std::fs::File;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
@@ -99,7 +98,7 @@ pub struct KvmIrq {
 impl Interrupt for KvmIrq {
     fn set_level(&self, high: bool) {
         if let Err(e) = self.vm.set_irq_line(self.gsi, high) {
-            tracing::warn!("cannot drive IRQ {}: {e}", self.gsi);
+            crate::ratelimit::guest_warn!("cannot drive IRQ {}: {e}", self.gsi);
         }
     }
 }
@@ -131,7 +130,7 @@ pub struct Persistent {
     /// Serial output: log and console clients.
     pub serial_sink: SerialSink,
     /// Debug-port log.
-    pub debug_log: Option<Arc<Mutex<File>>>,
+    pub debug_log: Option<Arc<Mutex<crate::logfile::LogFile>>>,
     /// Bytes written to the debug port.
     pub debug_written: Arc<AtomicU64>,
     /// The CMOS (its NVRAM survives resets, as on real hardware).
@@ -486,7 +485,7 @@ impl MsiSink for KvmMsi {
             ..Default::default()
         };
         if let Err(e) = self.vm.signal_msi(msi) {
-            tracing::warn!("cannot signal MSI to {address:#x}: {e}");
+            crate::ratelimit::guest_warn!("cannot signal MSI to {address:#x}: {e}");
         }
     }
 }

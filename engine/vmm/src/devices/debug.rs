@@ -1,24 +1,24 @@
 //! The debug port (0x402, as QEMU's isa-debugcon and SeaBIOS use it) and
 //! isa-debug-exit (0xf4).
 
-use std::fs::File;
-use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::bus::BusDevice;
 use crate::devices::{Requests, VmRequest};
+use crate::logfile::LogFile;
 
-/// Bytes the guest writes to the debug port go to a log.
+/// Bytes the guest writes to the debug port go to a log, whose old part is
+/// punched out as the serial log's is (a [`LogFile`]).
 #[derive(Debug)]
 pub struct DebugCon {
-    log: Option<Arc<Mutex<File>>>,
+    log: Option<Arc<Mutex<LogFile>>>,
     written: Arc<AtomicU64>,
 }
 
 impl DebugCon {
     /// A debug port that appends to `log`, counting bytes in `written`.
-    pub fn new(log: Option<Arc<Mutex<File>>>, written: Arc<AtomicU64>) -> Self {
+    pub fn new(log: Option<Arc<Mutex<LogFile>>>, written: Arc<AtomicU64>) -> Self {
         Self { log, written }
     }
 }
@@ -37,7 +37,7 @@ impl BusDevice for DebugCon {
         self.written.fetch_add(1, Ordering::Relaxed);
         if let Some(log) = &self.log {
             let mut f = log.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = f.write_all(&[b]);
+            let _ = f.append(&[b]);
         }
     }
 }
@@ -68,16 +68,22 @@ impl BusDevice for DebugExit {
 
 #[cfg(test)]
 mod tests {
+    use std::fs::File;
+
     use super::*;
     use crate::devices::testing::RecordingRequests;
+    use crate::logfile::{Trim, page_size};
 
     #[test]
     fn debugcon_logs_and_counts_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("debug.log");
-        let log = Arc::new(Mutex::new(File::create(&path).unwrap()));
+        let page = page_size();
+        let trim = Trim::new(2 * page, page).unwrap();
+        let file = File::create(&path).unwrap();
+        let log = Arc::new(Mutex::new(LogFile::new(file, trim, "debug log").unwrap()));
         let count = Arc::new(AtomicU64::new(0));
-        let mut dev = DebugCon::new(Some(log), count.clone());
+        let mut dev = DebugCon::new(Some(log.clone()), count.clone());
         dev.write(0, b"S");
         dev.write(0, &[]);
         dev.write(0, b"E");
@@ -86,6 +92,13 @@ mod tests {
         let mut b = [0u8; 2];
         dev.read(0, &mut b);
         assert_eq!(b, [0xe9, 0]);
+        // Its old part is punched out past the cap.
+        for _ in 0..3 * page {
+            dev.write(0, b"x");
+        }
+        let f = log.lock().unwrap();
+        assert_eq!(f.end(), 3 * page + 2);
+        assert_eq!(f.freed(), 2 * page);
     }
 
     #[test]

@@ -3,16 +3,11 @@
 //!
 //! The log file (`--serial-log`, vireod's `serial.log` on the runtime
 //! dir's tmpfs) is appended to for as long as the VM runs, and readers
-//! (vireod) follow it by byte offset, so its offsets never change. A guest
-//! printing forever would still fill the host's memory: once more than
-//! [`SERIAL_FILE_CAP`] bytes lie between what was freed already and the
-//! file's end, the old part is punched out (`FALLOC_FL_PUNCH_HOLE |
-//! FALLOC_FL_KEEP_SIZE`, whole pages), keeping the newest
-//! [`SERIAL_FILE_KEEP`] bytes or more intact. The size goes on growing;
-//! the allocated blocks stay under the cap, and the punched part reads as
-//! zeros (readers find it with `SEEK_HOLE` and skip it). A filesystem that
-//! cannot punch holes (tmpfs, ext4, xfs and btrfs can) gets one warning on
-//! stderr and a file that grows as before.
+//! (vireod) follow it by byte offset, so its offsets never change. It is a
+//! [`LogFile`]: once more than [`SERIAL_FILE_CAP`] bytes are allocated,
+//! its old part is punched out, keeping the newest [`SERIAL_FILE_KEEP`]
+//! bytes or more (see [`crate::logfile`], which also says how a reader
+//! keeps a punch out of the range it reads).
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -38,143 +33,7 @@ impl Trigger for IrqTrigger {
     }
 }
 
-/// The most of the serial log file kept allocated beyond what was punched
-/// out already (2 MiB, virtlogd's `max_size`): reaching past it frees the
-/// old part.
-pub const SERIAL_FILE_CAP: u64 = 2 * 1024 * 1024;
-/// The newest bytes of the serial log file that are never punched out
-/// (1 MiB): far more than vireod's 64 KiB backlog, which it rebuilds from
-/// the file's tail after an engine restart.
-pub const SERIAL_FILE_KEEP: u64 = 1024 * 1024;
-
-/// How much of the serial log file stays allocated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Trim {
-    /// Punch once more than this lies between the freed part and the end.
-    pub cap: u64,
-    /// Keep at least this many of the newest bytes.
-    pub keep: u64,
-}
-
-impl Default for Trim {
-    fn default() -> Self {
-        Self {
-            cap: SERIAL_FILE_CAP,
-            keep: SERIAL_FILE_KEEP,
-        }
-    }
-}
-
-impl Trim {
-    /// Checked limits: `keep` at least one page, `cap` at least a page more
-    /// than `keep`, so every punch frees whole pages.
-    pub fn new(cap: u64, keep: u64) -> Result<Self, String> {
-        let page = page_size();
-        if keep < page {
-            return Err(format!(
-                "the serial log must keep at least one page ({page} bytes), not {keep}"
-            ));
-        }
-        if cap < keep + page {
-            return Err(format!(
-                "the serial log's cap ({cap} bytes) must be at least a page more than \
-                 what it keeps ({keep} bytes)"
-            ));
-        }
-        Ok(Self { cap, keep })
-    }
-}
-
-/// The host's page size, the unit a hole is punched in.
-fn page_size() -> u64 {
-    // SAFETY: sysconf takes and returns plain integers.
-    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
-}
-
-/// The serial log file, appended to, with its old part punched out.
-#[derive(Debug)]
-pub struct LogFile {
-    file: File,
-    /// The offset after the last byte written: the file's size.
-    end: u64,
-    /// Everything before this (page-aligned) offset has been punched out.
-    freed: u64,
-    /// `None` once the filesystem refused a punch.
-    trim: Option<Trim>,
-    page: u64,
-}
-
-impl LogFile {
-    /// Appends to `file` (opened for appending), from its current size on.
-    pub fn new(file: File, trim: Trim) -> io::Result<Self> {
-        let end = file.metadata()?.len();
-        Ok(Self {
-            file,
-            end,
-            freed: 0,
-            trim: Some(trim),
-            page: page_size(),
-        })
-    }
-
-    /// Appends `buf`, then punches out the old part if the cap is passed.
-    pub fn append(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.file.write_all(buf)?;
-        self.end += buf.len() as u64;
-        if let Some(trim) = self.trim
-            && self.end - self.freed > trim.cap
-        {
-            self.punch(trim);
-        }
-        Ok(())
-    }
-
-    /// Frees the whole pages before the newest `trim.keep` bytes.
-    fn punch(&mut self, trim: Trim) {
-        let to = self.end.saturating_sub(trim.keep) / self.page * self.page;
-        if to <= self.freed {
-            return;
-        }
-        match punch_hole(&self.file, self.freed, to - self.freed) {
-            Ok(()) => self.freed = to,
-            Err(e) => {
-                // Once, on stderr (the VMM's log): the file grows as before.
-                tracing::warn!(
-                    "cannot free the old part of the serial log ({e}): it grows without bound"
-                );
-                self.trim = None;
-            }
-        }
-    }
-}
-
-/// Deallocates `len` bytes at `offset` of `file`, keeping its size (the
-/// range reads as zeros).
-fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
-        return Err(io::Error::from(io::ErrorKind::InvalidInput));
-    };
-    loop {
-        // SAFETY: fallocate on a descriptor `file` owns and keeps open for
-        // the call; the other arguments are plain integers.
-        let rc = unsafe {
-            libc::fallocate(
-                file.as_raw_fd(),
-                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                offset,
-                len,
-            )
-        };
-        if rc == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
+pub use crate::logfile::{LogFile, SERIAL_FILE_CAP, SERIAL_FILE_KEEP, Trim};
 
 /// Where serial output goes. It outlives any one boot of the VM, so a reset
 /// keeps the log and the attached clients.
@@ -198,7 +57,7 @@ impl SerialSink {
 
     /// A sink that appends to `log` (if any), trimmed to `trim`.
     pub fn with_trim(log: Option<File>, trim: Trim) -> Self {
-        let log = log.and_then(|f| match LogFile::new(f, trim) {
+        let log = log.and_then(|f| match LogFile::new(f, trim, "serial log") {
             Ok(l) => Some(l),
             Err(e) => {
                 tracing::warn!("serial log not written: {e}");
@@ -328,6 +187,7 @@ mod tests {
 
     use super::*;
     use crate::devices::testing::RecordingIrq;
+    use crate::logfile::page_size;
 
     #[test]
     fn output_reaches_log_and_clients() {
@@ -396,7 +256,7 @@ mod tests {
                 "{allocated} bytes allocated for a {written}-byte log (cap {})",
                 trim.cap
             );
-            let freed = sink.lock().log.as_ref().unwrap().freed;
+            let freed = sink.lock().log.as_ref().unwrap().freed();
             assert!(freed.is_multiple_of(page));
             assert!(written - freed <= trim.cap);
             if freed > 0 {
@@ -411,7 +271,7 @@ mod tests {
         }
         assert!(punched);
         let bytes = std::fs::read(&path).unwrap();
-        let freed = sink.lock().log.as_ref().unwrap().freed;
+        let freed = sink.lock().log.as_ref().unwrap().freed();
         assert!(bytes[..freed as usize].iter().all(|&b| b == 0));
         assert!(
             bytes[freed as usize..]
@@ -460,29 +320,9 @@ mod tests {
         }
         let inner = sink.lock();
         let log = inner.log.as_ref().expect("the log is kept");
-        assert_eq!(log.end, 8 * page);
-        assert_eq!(log.freed, 0);
-        assert_eq!(log.trim, None, "punching is not tried again");
-    }
-
-    #[test]
-    fn trim_limits_are_checked() {
-        let page = page_size();
-        assert!(Trim::new(SERIAL_FILE_CAP, SERIAL_FILE_KEEP).is_ok());
-        assert_eq!(
-            Trim::default(),
-            Trim::new(SERIAL_FILE_CAP, SERIAL_FILE_KEEP).unwrap()
-        );
-        assert!(
-            Trim::new(4 * page, 0)
-                .unwrap_err()
-                .contains("at least one page")
-        );
-        assert!(
-            Trim::new(page, page)
-                .unwrap_err()
-                .contains("at least a page more")
-        );
+        assert_eq!(log.end(), 8 * page);
+        assert_eq!(log.freed(), 0);
+        assert_eq!(log.trim(), None, "punching is not tried again");
     }
 
     #[test]

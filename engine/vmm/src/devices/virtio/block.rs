@@ -329,7 +329,7 @@ impl VirtioBlock {
         let parsed = match Self::parse(descs, truncated, mem) {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!("virtio-blk: {e}");
+                crate::ratelimit::guest_warn!("virtio-blk: {e}");
                 BlockStats::add(&self.stats.errs, 1);
                 // Report the error if the chain ends properly in a writable
                 // byte in RAM; a chain that does not end has no status byte
@@ -351,7 +351,7 @@ impl VirtioBlock {
             Ok(written) => (req_status::OK, written),
             Err(e) => {
                 if !matches!(e, Failure::Unsupported(_)) {
-                    tracing::warn!("virtio-blk: {e}");
+                    crate::ratelimit::guest_warn!("virtio-blk: {e}");
                 }
                 BlockStats::add(&self.stats.errs, 1);
                 (e.status(), 0)
@@ -444,7 +444,7 @@ impl VirtioBlock {
                     (req_status::OK, r.to_guest)
                 }
                 Err(e) => {
-                    tracing::warn!("virtio-blk: {e}");
+                    crate::ratelimit::guest_warn!("virtio-blk: {e}");
                     BlockStats::add(&self.stats.errs, 1);
                     (req_status::IOERR, 0)
                 }
@@ -691,7 +691,7 @@ impl VirtioDevice for VirtioBlock {
             let lens = self.handle_batch(&chains, mem);
             for ((head, _), len) in chains.iter().zip(lens) {
                 if let Err(e) = queue.add_used(mem, *head, len) {
-                    tracing::warn!("virtio-blk: cannot return a buffer: {e}");
+                    crate::ratelimit::guest_warn!("virtio-blk: cannot return a buffer: {e}");
                     return used;
                 }
                 used = true;

@@ -60,7 +60,9 @@ impl IoThread {
                 if let Some(new) = bar {
                     let ok = events.iter().enumerate().all(|(q, evt)| {
                         vm.register_ioevent(evt, &notify_address(new, q), NoDatamatch)
-                            .map_err(|e| tracing::warn!("virtio: ioeventfd at {new:#x}: {e}"))
+                            .map_err(|e| {
+                                crate::ratelimit::guest_warn!("virtio: ioeventfd at {new:#x}: {e}")
+                            })
                             .is_ok()
                     });
                     if ok {

@@ -462,7 +462,9 @@ impl<D: VirtioDevice> VirtioPci<D> {
                 {
                     q.set_ready(true);
                     if !q.is_valid(&mem) {
-                        tracing::warn!("virtio: driver enabled a queue outside guest memory");
+                        crate::ratelimit::guest_warn!(
+                            "virtio: driver enabled a queue outside guest memory"
+                        );
                         q.set_ready(false);
                     }
                 }

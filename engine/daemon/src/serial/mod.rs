@@ -40,11 +40,11 @@
 //! without moving any offset. The engine never needs older bytes: it
 //! follows the file closely, and after a restart it rebuilds its
 //! [`BACKLOG`] from the newest 64 KiB. Should it fall far behind all the
-//! same (stopped, starved), what it reads may have become a hole, which
-//! reads as zeros: each read is checked with `SEEK_HOLE` after it is made
-//! (a hole never turns back into data, so bytes that are data after the
-//! read were data during it), and a hole is skipped to the next data, the
-//! intact tail. Its zeros reach neither the consoles nor the `<log>`.
+//! same (stopped, starved), what it has not read yet may have become a
+//! hole, which reads as zeros: each read holds a lock the VMM's punch
+//! respects and reads only up to the next hole (`source`), and a hole is
+//! skipped to the next data, the intact tail. Its zeros reach neither the
+//! consoles nor the `<log>`, and no byte the engine read is lost to a punch.
 //!
 //! The `<log>` file is rotated as libvirt's virtlogd does with its default
 //! `max_size` and `max_backups`: it never passes [`LOG_MAX_SIZE`] bytes
@@ -53,10 +53,17 @@
 //! (the oldest of [`LOG_MAX_BACKUPS`] backups is dropped) and a new FILE
 //! is begun. `append='on'` goes on in the current FILE across starts;
 //! `append='off'` removes FILE and its backups first, as virtlogd's
-//! truncation does.
+//! truncation does. How far into `serial.log` the `<log>` has got is kept
+//! beside it (`serial.logged`), so an engine started again while the
+//! domain runs first appends what the guest printed while no engine ran
+//! (as far as `serial.log` still holds it).
+//!
+//! The parts: `ring` the backlog, `source` reading the VMM's file, `log`
+//! the `<log>` file and its mark; here the console, its follower thread
+//! and the sessions.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -66,6 +73,15 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use vireo_api::proto::{ApiError, ErrorCode};
 
+mod log;
+mod ring;
+mod source;
+
+use log::LogMark;
+pub use log::{LOG_MAX_BACKUPS, LOG_MAX_SIZE, RotatingLog, backup_path, open_log};
+pub use ring::{Ring, Slice};
+use source::{Chunk, read_chunk};
+
 /// How many of the newest bytes of a domain's serial output the engine
 /// keeps for a console that attaches later: 64 KiB, the size of QEMU's
 /// `ringbuf` chardev by default (a few screens of a boot log).
@@ -74,17 +90,6 @@ pub const BACKLOG: usize = 64 * 1024;
 /// The most a session gets in one message.
 const CHUNK: usize = 16 * 1024;
 
-/// The size a `<serial><log>` file is rolled over at: 2 MiB, virtlogd's
-/// default `max_size`. (For tests only, `VIREO_SERIAL_LOG_MAX_SIZE`
-/// overrides it.)
-pub const LOG_MAX_SIZE: u64 = 2 * 1024 * 1024;
-/// How many rolled-over `<log>` files are kept (FILE.0 the newest …
-/// FILE.2): virtlogd's default `max_backups`.
-pub const LOG_MAX_BACKUPS: usize = 3;
-/// How far before the size limit a line end is looked for, so that a
-/// rollover does not split a line (virtlogd's 80).
-const LOG_LINE_LOOKBACK: usize = 80;
-
 /// How often the file is read while the VMM's serial socket is not
 /// connected.
 const POLL: Duration = Duration::from_millis(50);
@@ -92,79 +97,6 @@ const POLL: Duration = Duration::from_millis(50);
 const BACKSTOP: Duration = Duration::from_secs(1);
 /// The shortest time between two reads of the file while output streams.
 const BATCH: Duration = Duration::from_millis(10);
-
-/// The newest bytes of a stream, with their offsets in it.
-#[derive(Debug)]
-pub struct Ring {
-    buf: std::collections::VecDeque<u8>,
-    /// The offset just past the newest byte (the bytes the stream had).
-    end: u64,
-    cap: usize,
-}
-
-/// What [`Ring::read`] found.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Slice {
-    /// The bytes from the asked offset (or the oldest one held).
-    pub data: Vec<u8>,
-    /// The offset after them.
-    pub next: u64,
-    /// How many bytes between the asked offset and the oldest held were
-    /// gone already.
-    pub skipped: u64,
-}
-
-impl Ring {
-    /// An empty ring keeping `cap` bytes.
-    pub fn new(cap: usize) -> Self {
-        Self {
-            buf: std::collections::VecDeque::with_capacity(cap),
-            end: 0,
-            cap,
-        }
-    }
-
-    /// Appends `data`, dropping the oldest bytes beyond the capacity.
-    pub fn push(&mut self, data: &[u8]) {
-        self.end += data.len() as u64;
-        let data = &data[data.len().saturating_sub(self.cap)..];
-        let over = (self.buf.len() + data.len()).saturating_sub(self.cap);
-        self.buf.drain(..over);
-        self.buf.extend(data);
-    }
-
-    /// The offset of the oldest byte held.
-    pub fn start(&self) -> u64 {
-        self.end - self.buf.len() as u64
-    }
-
-    /// The offset after the newest byte.
-    pub fn end(&self) -> u64 {
-        self.end
-    }
-
-    /// Passes over `n` bytes that cannot be had: the stream goes on after
-    /// them, and what the ring held before them is dropped (a session
-    /// behind the gap skips it).
-    pub fn skip(&mut self, n: u64) {
-        self.end += n;
-        self.buf.clear();
-    }
-
-    /// Up to `max` bytes from offset `from`.
-    pub fn read(&self, from: u64, max: usize) -> Slice {
-        let start = self.start();
-        let skipped = start.saturating_sub(from);
-        let from = from.clamp(start, self.end);
-        let offset = (from - start) as usize;
-        let n = max.min(self.buf.len() - offset);
-        Slice {
-            data: self.buf.range(offset..offset + n).copied().collect(),
-            next: from + n as u64,
-            skipped,
-        }
-    }
-}
 
 /// One running domain's serial console.
 pub struct SerialConsole {
@@ -197,8 +129,10 @@ struct State {
     source_path: PathBuf,
     /// The offset in `source` read next.
     pos: u64,
-    /// The domain's `<serial><log file>`.
-    log: Option<RotatingLog>,
+    /// The domain's `<serial><log file>`, and how far it has got.
+    log: Option<(RotatingLog, LogMark)>,
+    /// Bytes before this offset are not logged (an earlier engine did).
+    log_from: u64,
     closed: bool,
     /// The exclusive session and how to end it.
     holder: Option<(u64, watch::Sender<bool>)>,
@@ -208,31 +142,32 @@ impl State {
     /// Reads the source to its end into the ring (and the log); whether
     /// anything arrived.
     fn pump(&mut self) -> bool {
-        let Some(source) = self.source.as_ref() else {
+        let Some(source) = self.source.take() else {
             return false;
         };
         let mut grew = false;
         let mut buf = [0u8; 8192];
         loop {
-            let (n, gap_to) = match read_chunk(source, self.pos, &mut buf) {
+            let (n, next) = match read_chunk(&source, self.pos, &mut buf) {
                 Ok(Chunk::End) => break,
                 Ok(Chunk::Bytes(n)) => (n, None),
-                Ok(Chunk::Gap { bytes, next }) => (bytes, Some(next)),
+                Ok(Chunk::Gap { next }) => (0, Some(next)),
+                Ok(Chunk::Overrun { bytes, next }) => {
+                    tracing::warn!(
+                        "'{}': the engine stalled while reading serial output and the VMM \
+                         freed it meanwhile",
+                        self.source_path.display()
+                    );
+                    (bytes, Some(next))
+                }
                 Err(e) => {
                     tracing::warn!("cannot read '{}': {e}", self.source_path.display());
                     break;
                 }
             };
-            grew = true;
-            self.pos += n as u64;
-            self.ring.push(&buf[..n]);
-            if let Some(log) = self.log.as_mut()
-                && let Err(e) = log.write(&buf[..n])
-            {
-                tracing::warn!("serial log '{}' no longer written: {e}", log.path.display());
-                self.log = None;
-            }
-            if let Some(next) = gap_to {
+            grew |= n > 0;
+            self.take(&buf[..n]);
+            if let Some(next) = next {
                 let gap = next.saturating_sub(self.pos);
                 if gap == 0 {
                     // Nothing to skip after all: read on later.
@@ -243,209 +178,57 @@ impl State {
                      were read; going on with the newest",
                     self.source_path.display()
                 );
+                grew = true;
                 self.ring.skip(gap);
                 self.pos = next;
+                self.mark();
             }
         }
+        self.source = Some(source);
         grew
     }
-}
 
-/// What one read of the VMM's file found.
-#[derive(Debug, PartialEq, Eq)]
-enum Chunk {
-    /// Nothing more yet.
-    End,
-    /// This many bytes, all the guest's.
-    Bytes(usize),
-    /// This many bytes, then a hole the VMM punched: reading goes on at
-    /// `next`, the data after it.
-    Gap { bytes: usize, next: u64 },
-}
-
-/// Reads from `pos` into `buf`, telling the guest's bytes from the zeros
-/// of a punched-out part.
-fn read_chunk(file: &File, pos: u64, buf: &mut [u8]) -> std::io::Result<Chunk> {
-    use std::os::unix::fs::FileExt;
-    let n = loop {
-        match file.read_at(buf, pos) {
-            Ok(n) => break n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+    /// Takes the guest's bytes at `pos` into the ring and the log.
+    fn take(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
         }
-    };
-    if n == 0 {
-        return Ok(Chunk::End);
-    }
-    // Asked after the read: a hole never turns back into data, so what is
-    // data now was data when it was read. (A filesystem without SEEK_HOLE
-    // reports none; one that cannot tell cannot punch either.)
-    let end = pos + n as u64;
-    let hole = seek(file, pos, libc::SEEK_HOLE).unwrap_or(end);
-    if hole >= end {
-        return Ok(Chunk::Bytes(n));
-    }
-    let next = match seek(file, hole, libc::SEEK_DATA) {
-        Ok(next) => next,
-        // No data after the hole (yet): go on at the end.
-        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => file.metadata()?.len(),
-        Err(e) => return Err(e),
-    };
-    let bytes = hole.saturating_sub(pos);
-    Ok(Chunk::Gap {
-        bytes: bytes as usize,
-        next: next.max(pos + bytes),
-    })
-}
-
-/// `lseek(2)` with `whence` (SEEK_HOLE, SEEK_DATA), which std does not
-/// offer.
-fn seek(file: &File, offset: u64, whence: libc::c_int) -> std::io::Result<u64> {
-    use std::os::fd::AsRawFd;
-    let offset = libc::off_t::try_from(offset)
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    // SAFETY: lseek on a descriptor `file` owns and keeps open for the
-    // call; the other arguments are plain integers. (Reads use pread, so
-    // moving the file position does not matter.)
-    let at = unsafe { libc::lseek(file.as_raw_fd(), offset, whence) };
-    u64::try_from(at).map_err(|_| std::io::Error::last_os_error())
-}
-
-/// A domain's `<serial><log>` file, rolled over as virtlogd rolls it.
-#[derive(Debug)]
-pub struct RotatingLog {
-    path: PathBuf,
-    file: File,
-    /// The current file's size.
-    len: u64,
-    max_size: u64,
-}
-
-impl RotatingLog {
-    /// Goes on writing `file` (opened by [`open_log`]) at `path`, rolled
-    /// over at [`LOG_MAX_SIZE`].
-    pub fn new(file: File, path: PathBuf) -> std::io::Result<Self> {
-        Self::with_max_size(file, path, log_max_size())
-    }
-
-    /// The same, rolled over at `max_size` bytes (at least 1).
-    pub fn with_max_size(file: File, path: PathBuf, max_size: u64) -> std::io::Result<Self> {
-        let len = file.metadata()?.len();
-        Ok(Self {
-            path,
-            file,
-            len,
-            max_size: max_size.max(1),
-        })
-    }
-
-    /// Appends `buf`, rolling over whenever the file would pass its size.
-    pub fn write(&mut self, mut buf: &[u8]) -> std::io::Result<()> {
-        while !buf.is_empty() {
-            let room = self.max_size.saturating_sub(self.len);
-            if room == 0 {
-                // Full (or larger than the limit when it was opened).
-                self.rollover()?;
-                continue;
-            }
-            if buf.len() as u64 <= room {
-                self.file.write_all(buf)?;
-                self.len += buf.len() as u64;
-                return Ok(());
-            }
-            // As much as fits, up to its last line end if one is near.
-            let mut take = room as usize;
-            let near = take.saturating_sub(LOG_LINE_LOOKBACK);
-            if let Some(nl) = buf[near..take].iter().rposition(|&b| b == b'\n') {
-                take = near + nl + 1;
-            }
-            self.file.write_all(&buf[..take])?;
-            buf = &buf[take..];
-            self.rollover()?;
+        let at = self.pos;
+        self.pos += data.len() as u64;
+        self.ring.push(data);
+        let new = usize::try_from(self.log_from.saturating_sub(at))
+            .map_or(&[][..], |old| data.get(old..).unwrap_or_default());
+        if !new.is_empty()
+            && let Some((log, _)) = self.log.as_mut()
+            && let Err(e) = log.write(new)
+        {
+            tracing::warn!(
+                "serial log '{}' no longer written: {e}",
+                log.path().display()
+            );
+            self.log = None;
         }
-        Ok(())
+        self.mark();
     }
 
-    /// FILE.1 → FILE.2, FILE.0 → FILE.1, FILE → FILE.0, then a new FILE.
-    fn rollover(&mut self) -> std::io::Result<()> {
-        for i in (0..LOG_MAX_BACKUPS).rev() {
-            let from = match i {
-                0 => self.path.clone(),
-                _ => backup_path(&self.path, i - 1),
-            };
-            match std::fs::rename(&from, backup_path(&self.path, i)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-        self.file = create_log(&self.path, true)?;
-        self.len = self.file.metadata()?.len();
-        Ok(())
-    }
-
-    /// Flushes the current file to its disk.
-    fn sync(&self) -> std::io::Result<()> {
-        self.file.sync_data()
-    }
-}
-
-/// The `<log>`'s backup number `i` (FILE.0 is the newest).
-pub fn backup_path(path: &Path, i: usize) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".{i}"));
-    PathBuf::from(name)
-}
-
-/// [`LOG_MAX_SIZE`], unless a test set `VIREO_SERIAL_LOG_MAX_SIZE`.
-fn log_max_size() -> u64 {
-    std::env::var("VIREO_SERIAL_LOG_MAX_SIZE")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(LOG_MAX_SIZE)
-}
-
-fn create_log(path: &Path, append: bool) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut options = std::fs::OpenOptions::new();
-    options.create(true).mode(0o600);
-    if append {
-        options.append(true);
-    } else {
-        options.write(true).truncate(true);
-    }
-    options.open(path)
-}
-
-/// Opens (creating, mode 0600) the `<serial><log file>` of a domain
-/// starting now: appended to if `append`, else emptied, its rolled-over
-/// backups removed (as virtlogd truncates).
-pub fn open_log(path: &Path, append: bool) -> Result<File, String> {
-    let reason = |e: std::io::Error| {
-        format!(
-            "serial log '{}': {}",
-            path.display(),
-            crate::vmm::io_reason(&e)
-        )
-    };
-    let file = create_log(path, append).map_err(reason)?;
-    if !append {
-        for i in 0..LOG_MAX_BACKUPS {
-            match std::fs::remove_file(backup_path(path, i)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(reason(e)),
-                _ => {}
-            }
+    /// Records how far the log has got.
+    fn mark(&mut self) {
+        if let Some((_, mark)) = self.log.as_ref()
+            && let Err(e) = mark.set(self.pos.max(self.log_from))
+        {
+            tracing::warn!("'{}': {e}", LogMark::path(&self.source_path).display());
         }
     }
-    Ok(file)
 }
 
 impl SerialConsole {
     /// The console of domain `name`, whose VMM writes `source` and serves
-    /// `socket`; `log` is its `<serial><log>` file, opened. With `resume`
-    /// (an engine re-attaching to a running VMM), the backlog is the
-    /// newest [`BACKLOG`] bytes already in `source` and the log gets only
-    /// what comes after; otherwise `source` is read from its start.
+    /// `socket`; `log` is its `<serial><log>` file, opened. Without
+    /// `resume`, `source` is read from its start. With `resume` (an engine
+    /// re-attaching to a running VMM), the backlog is the newest
+    /// [`BACKLOG`] bytes already in `source`, and the log gets what an
+    /// earlier engine had not logged (as far as `source` still holds it;
+    /// from the mark it left beside `source`), then what comes after.
     pub fn new(
         name: &str,
         source: &Path,
@@ -455,28 +238,41 @@ impl SerialConsole {
     ) -> Result<Arc<Self>, String> {
         let file =
             File::open(source).map_err(|e| format!("cannot read '{}': {e}", source.display()))?;
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         let log = match log {
-            Some((file, path)) => Some(
-                RotatingLog::new(file, path.clone())
-                    .map_err(|e| format!("serial log '{}': {e}", path.display()))?,
-            ),
+            Some((file, path)) => {
+                let log = RotatingLog::new(file, path.clone())
+                    .map_err(|e| format!("serial log '{}': {e}", path.display()))?;
+                let mark = if resume {
+                    LogMark::open(source)
+                } else {
+                    LogMark::create(source)
+                };
+                let mark =
+                    mark.map_err(|e| format!("'{}': {e}", LogMark::path(source).display()))?;
+                Some((log, mark))
+            }
             None => None,
         };
         let console = Self::without_output(name, socket);
         {
             let mut state = console.lock();
             if resume {
-                // The backlog from the file's newest bytes, not logged
-                // again.
-                let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-                state.pos = len.saturating_sub(BACKLOG as u64);
+                // What was logged before (all there is, without a mark).
+                let logged = log
+                    .as_ref()
+                    .and_then(|(_, mark)| mark.get())
+                    .filter(|&m| m <= len)
+                    .unwrap_or(len);
+                state.log_from = logged;
+                state.pos = logged.min(len.saturating_sub(BACKLOG as u64));
             }
             state.source = Some(file);
             state.source_path = source.to_owned();
+            state.log = log;
             if resume {
                 state.pump();
             }
-            state.log = log;
         }
         Ok(console)
     }
@@ -493,6 +289,7 @@ impl SerialConsole {
                 source_path: PathBuf::new(),
                 pos: 0,
                 log: None,
+                log_from: 0,
                 closed: false,
                 holder: None,
             }),
@@ -593,10 +390,10 @@ impl SerialConsole {
         state.pump();
         state.source = None;
         state.closed = true;
-        if let Some(log) = state.log.take()
+        if let Some((log, _)) = state.log.take()
             && let Err(e) = log.sync()
         {
-            tracing::warn!("serial log '{}': {e}", log.path.display());
+            tracing::warn!("serial log '{}': {e}", log.path().display());
         }
         let end = state.ring.end();
         drop(state);
@@ -830,30 +627,9 @@ impl ConsoleInput {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::io::Write;
 
-    #[test]
-    fn ring_keeps_the_newest_bytes_with_their_offsets() {
-        let mut r = Ring::new(8);
-        r.push(b"abcdef");
-        assert_eq!((r.start(), r.end()), (0, 6));
-        r.push(b"ghij");
-        assert_eq!((r.start(), r.end()), (2, 10));
-        assert_eq!(
-            r.read(0, 100),
-            Slice {
-                data: b"cdefghij".to_vec(),
-                next: 10,
-                skipped: 2
-            }
-        );
-        assert_eq!(r.read(5, 3).data, b"fgh");
-        assert_eq!(r.read(10, 3).data, b"");
-        // More than the capacity at once: only its tail stays.
-        r.push(b"0123456789AB");
-        assert_eq!((r.start(), r.end()), (14, 22));
-        assert_eq!(r.read(14, 100).data, b"456789AB");
-    }
+    use super::*;
 
     #[tokio::test]
     async fn sessions_read_backlog_then_live_output_once_each() {
@@ -988,84 +764,6 @@ mod tests {
         assert_eq!(take(&mut s, 32768).await, stream(98304..131072));
         console.close();
         assert_eq!(s.next().await, Next::Ended);
-    }
-
-    #[test]
-    fn the_log_rolls_over_as_virtlogd_keeping_three_backups() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("com1.log");
-        let files = |path: &Path| -> Vec<Vec<u8>> {
-            // Oldest first: FILE.2, FILE.1, FILE.0, FILE.
-            (0..LOG_MAX_BACKUPS)
-                .rev()
-                .map(|i| backup_path(path, i))
-                .chain([path.to_owned()])
-                .filter_map(|p| std::fs::read(p).ok())
-                .collect()
-        };
-        let mut log =
-            RotatingLog::with_max_size(open_log(&path, false).unwrap(), path.clone(), 200).unwrap();
-        // Uneven writes, some longer than a file.
-        let mut at = 0u64;
-        for n in [5u64, 150, 90, 1, 700, 33, 64, 400, 2, 199, 301].repeat(3) {
-            log.write(&stream(at..at + n)).unwrap();
-            at += n;
-            let got = files(&path);
-            assert!(got.len() <= LOG_MAX_BACKUPS + 1);
-            assert!(
-                !backup_path(&path, LOG_MAX_BACKUPS).exists(),
-                "a 4th backup"
-            );
-            let all = got.concat();
-            assert_eq!(
-                all,
-                stream(at - all.len() as u64..at),
-                "not the newest output"
-            );
-            for (i, f) in got.iter().enumerate() {
-                assert!(f.len() <= 200, "file {i} has {} bytes", f.len());
-                if i + 1 < got.len() {
-                    // Full, or cut after a line end within the 80 bytes
-                    // before the limit (looked for, as virtlogd does, in
-                    // the write that would pass it).
-                    assert!(
-                        f.len() == 200 || (f.len() > 200 - 80 && f.last() == Some(&b'\n')),
-                        "file {i} cut after {} bytes",
-                        f.len()
-                    );
-                }
-            }
-        }
-        assert_eq!(files(&path).len(), LOG_MAX_BACKUPS + 1);
-        drop(log);
-
-        // A line longer than the look-back is cut at the limit.
-        let long = vec![b'x'; 500];
-        let mut log =
-            RotatingLog::with_max_size(open_log(&path, false).unwrap(), path.clone(), 200).unwrap();
-        assert_eq!(files(&path).len(), 1, "append='off' removes the backups");
-        // Lines are kept whole when their end is near the limit.
-        log.write(&stream(0..250)).unwrap();
-        let lens: Vec<usize> = files(&path).iter().map(Vec::len).collect();
-        assert_eq!(lens, [184, 66]);
-        let mut log =
-            RotatingLog::with_max_size(open_log(&path, false).unwrap(), path.clone(), 200).unwrap();
-        log.write(&long).unwrap();
-        let lens: Vec<usize> = files(&path).iter().map(Vec::len).collect();
-        assert_eq!(lens, [200, 200, 100]);
-        drop(log);
-
-        // append='on' goes on in the current file, and a file already
-        // past the limit is rolled over before anything more is written.
-        let log = RotatingLog::with_max_size(open_log(&path, true).unwrap(), path.clone(), 200);
-        log.unwrap().write(b"more\n").unwrap();
-        let lens: Vec<usize> = files(&path).iter().map(Vec::len).collect();
-        assert_eq!(lens, [200, 200, 105]);
-        let mut log =
-            RotatingLog::with_max_size(open_log(&path, true).unwrap(), path.clone(), 50).unwrap();
-        log.write(b"x").unwrap();
-        let lens: Vec<usize> = files(&path).iter().map(Vec::len).collect();
-        assert_eq!(lens, [200, 200, 105, 1]);
     }
 
     #[tokio::test]

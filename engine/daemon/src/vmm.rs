@@ -345,7 +345,7 @@ fn strip_ansi(s: &str) -> String {
 /// ended, from what the VMM logged: its exit status went to the engine that
 /// spawned it. A VMM that logged no ending was killed.
 fn exit_from_log(vmm_log: &Path) -> ExitMeaning {
-    let text = std::fs::read_to_string(vmm_log).unwrap_or_default();
+    let text = log_tail(vmm_log).unwrap_or_default();
     for line in text.lines().rev().map(strip_ansi) {
         if let Some(i) = line.find("guest crashed: ") {
             return ExitMeaning {
@@ -380,14 +380,40 @@ fn exit_from_log(vmm_log: &Path) -> ExitMeaning {
     }
 }
 
+/// How much of the end of the VMM's log is read to explain its exit: what
+/// it logs on the way out (the crash report with its registers included)
+/// many times over.
+const LOG_TAIL: u64 = 64 * 1024;
+
+/// The last [`LOG_TAIL`] bytes of the VMM's log as text, from the first
+/// whole line. vireo-vmm punches out the old part of its log (keeping its
+/// newest 1 MiB): a punched part reads as zeros, which are dropped, and
+/// bytes that are not UTF-8 become U+FFFD.
+fn log_tail(log: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(log).ok()?;
+    let len = file.metadata().ok()?.len();
+    let from = len.saturating_sub(LOG_TAIL);
+    file.seek(SeekFrom::Start(from)).ok()?;
+    let mut bytes = Vec::new();
+    file.take(LOG_TAIL).read_to_end(&mut bytes).ok()?;
+    bytes.retain(|&b| b != 0);
+    if from > 0 {
+        // Started inside a line: drop its end.
+        let first = bytes.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+        bytes.drain(..first);
+    }
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// Whether the VMM logged a guest write to isa-debug-exit.
 fn debug_exit_line(log: &Path) -> bool {
-    std::fs::read_to_string(log).is_ok_and(|t| t.contains(" to isa-debug-exit"))
+    log_tail(log).is_some_and(|t| t.contains(" to isa-debug-exit"))
 }
 
 /// The VMM's "guest crashed: …" explanation.
 fn crash_line(log: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(log).ok()?;
+    let text = log_tail(log)?;
     text.lines().rev().find_map(|l| {
         let l = strip_ansi(l);
         l.find("guest crashed: ")
@@ -397,7 +423,7 @@ fn crash_line(log: &Path) -> Option<String> {
 
 /// The last non-empty line of a log, without ANSI colours.
 pub fn last_line(log: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(log).ok()?;
+    let text = log_tail(log)?;
     text.lines()
         .rev()
         .map(strip_ansi)
@@ -613,6 +639,32 @@ mod tests {
         assert_eq!(exit_meaning(None, false, &log).reason, "shutdown");
         std::fs::write(&log, "INFO machine started\n").unwrap();
         assert!(exit_meaning(None, false, &log).crashed);
+    }
+
+    #[test]
+    fn exits_are_read_from_the_tail_of_a_punched_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("vmm.log");
+        // A long log whose old part vireo-vmm punched out (zeros), with a
+        // stray byte that is not UTF-8, then the crash report.
+        let mut text = vec![0u8; 3 * LOG_TAIL as usize];
+        for i in 0..2000 {
+            text.extend(format!("WARN virtio-blk: request {i} past the end\n").bytes());
+        }
+        text.extend(b"DEBUG unhandled port write 0x80 [\xff]\n");
+        text.extend(b"ERROR vireo_vmm::machine: guest crashed: triple fault on vCPU 0\nrip=0\n");
+        std::fs::write(&log, &text).unwrap();
+        let crash = |status| exit_meaning(status, false, &log);
+        assert_eq!(
+            crash(Some(ExitStatus::from_raw(3 << 8))).reason,
+            "crashed: triple fault on vCPU 0"
+        );
+        assert_eq!(crash(None).reason, "crashed: triple fault on vCPU 0");
+        assert_eq!(last_line(&log).as_deref(), Some("rip=0"));
+        // Only the zeros of the hole: nothing said.
+        std::fs::write(&log, vec![0u8; 10000]).unwrap();
+        assert_eq!(last_line(&log), None);
+        assert!(crash(None).reason.contains("ended without a word"));
     }
 
     #[test]

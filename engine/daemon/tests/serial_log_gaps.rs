@@ -1,0 +1,225 @@
+//! Where the engine's copies of a domain's output could have had gaps, end
+//! to end with real `vireod`, `vireoctl` and `vireo-vmm`:
+//!
+//! - an engine started again while a domain runs appends to the
+//!   `<serial><log>` what the guest printed while no engine ran (as far as
+//!   the VMM's `serial.log` still holds it, never its punched zeros);
+//! - the VMM's own log, punched out past its cap, still explains the exit.
+//!
+//! The `spin every=1` guest prints ~25 KB/s of deterministic output, so
+//! the `<log>` is checked byte for byte against what it printed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use vireo_tests::engine::{Session, bin, domain_xml, guest, kvm_or_skip, serial};
+
+const BOOT: Duration = Duration::from_secs(60);
+
+/// The first `len` bytes `spin every=1` prints on COM1.
+fn spin_output(len: usize) -> Vec<u8> {
+    let mut out = b"\nguest=spin\nevery=1\nspinning\n".to_vec();
+    let mut tick = 1u64;
+    while out.len() < len {
+        out.extend_from_slice(format!("tick={tick}\n").as_bytes());
+        tick += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+/// Starts the session engine (as `vireoctl list` does) with `env`.
+fn start_engine(s: &Session, env: &[(&str, String)]) {
+    let out = Command::new(bin("vireoctl"))
+        .arg("list")
+        .env_remove("VIREO_DEFAULT_URI")
+        .env("XDG_RUNTIME_DIR", &s.runtime)
+        .env("XDG_DATA_HOME", &s.data)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Defines and starts a `spin every=1` domain `name` whose COM1 is logged
+/// to `com1.log` (append off); returns that `<log>` and the VMM's
+/// `serial.log`.
+fn start_logged_spin(s: &Session, name: &str) -> (PathBuf, PathBuf) {
+    let log = s.dir.path().join("com1.log");
+    s.define(&domain_xml(name, &guest("spin"), "every=1").replace(
+        "<graphics",
+        &format!(
+            "<serial type='pty'>\n      <log file='{}' append='off'/>\n      \
+             <target port='0'/>\n    </serial>\n    <graphics",
+            log.display()
+        ),
+    ));
+    s.ok(&["start", name]);
+    let uuid = s.info(name).summary.uuid;
+    let file = s
+        .engine_dir()
+        .join("vms")
+        .join(uuid.to_string())
+        .join("serial.log");
+    (log, file)
+}
+
+fn size(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// Waits until `path` has at least `n` bytes.
+fn wait_for_size(path: &Path, n: u64) {
+    let deadline = Instant::now() + BOOT;
+    while size(path) < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} stopped growing",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits (boundedly) until `read()` gives the same bytes twice 200 ms
+/// apart: the engine has written everything.
+fn settled<T: PartialEq>(read: impl Fn() -> T) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = read();
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = read();
+        if now == last {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "the files never settled");
+        last = now;
+    }
+}
+
+/// The engine is killed while the guest prints, and the guest prints on
+/// for a while before an engine runs again: returns the `<log>`'s size
+/// when the engine died and `serial.log`'s when the new one started.
+fn restart_engine_later(s: &Session, log: &Path, file: &Path, meanwhile: u64) -> (u64, u64) {
+    wait_for_size(log, 4096);
+    s.kill_daemon();
+    let logged = size(log);
+    wait_for_size(file, size(file) + meanwhile);
+    let printed = size(file);
+    // vireoctl starts it again; it re-attaches to the running VMM.
+    start_engine(s, &[]);
+    assert_eq!(s.state("spin").split_whitespace().next(), Some("running"));
+    (logged, printed)
+}
+
+#[test]
+fn the_log_gets_what_the_guest_printed_while_no_engine_ran() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let s = Session::new();
+    start_engine(&s, &[]);
+    let (log, file) = start_logged_spin(&s, "spin");
+    let (logged, printed) = restart_engine_later(&s, &log, &file, 16 * 1024);
+    assert!(logged + 16 * 1024 <= printed);
+    wait_for_size(&file, printed + 8192);
+    s.ok(&["destroy", "spin"]);
+
+    let total = settled(|| size(&file)) as usize;
+    let got = settled(|| std::fs::read(&log).unwrap());
+    assert_eq!(got.len(), total, "the <log> has gaps or repeats");
+    assert!(
+        got == spin_output(total),
+        "the <log> differs from what the guest printed"
+    );
+}
+
+#[test]
+fn a_missed_span_the_vmm_punched_out_is_skipped_without_zeros() {
+    if !kvm_or_skip() {
+        return;
+    }
+    const CAP: u64 = 32 * 1024;
+    const KEEP: u64 = 16 * 1024;
+    let _serial = serial();
+    let s = Session::new();
+    start_engine(
+        &s,
+        &[
+            ("VIREO_VMM_SERIAL_LOG_CAP", CAP.to_string()),
+            ("VIREO_VMM_SERIAL_LOG_KEEP", KEEP.to_string()),
+        ],
+    );
+    let (log, file) = start_logged_spin(&s, "spin");
+    // Far enough that what was printed after the engine died is punched
+    // out in part.
+    let (logged, _) = restart_engine_later(&s, &log, &file, 3 * CAP);
+    s.ok(&["destroy", "spin"]);
+
+    let total = settled(|| size(&file)) as usize;
+    let printed = spin_output(total);
+    let got = settled(|| std::fs::read(&log).unwrap());
+    assert!(!got.contains(&0), "the <log> has a hole's zeros");
+    let head = got.iter().zip(&printed).take_while(|(a, b)| a == b).count();
+    let tail = got.len() - head;
+    assert!(
+        head as u64 >= logged,
+        "the <log> lost what it had ({head} of {logged} bytes)"
+    );
+    assert!(
+        got[head..] == printed[total - tail..],
+        "after {head} bytes, the <log> is not the output's tail"
+    );
+    // The intact part of the missed span is there: at least what the VMM
+    // keeps.
+    assert!(
+        tail as u64 >= KEEP && head + tail < total,
+        "{head} + {tail} of {total} bytes"
+    );
+}
+
+#[test]
+fn a_punched_vmm_log_still_explains_the_exit() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let vmm_log = dir.path().join("vmm.log");
+    // vireo-vmm at debug level logs each of portio's writes to port 0x80,
+    // far past its (small) cap.
+    let out = std::fs::File::create(&vmm_log).unwrap();
+    let status = Command::new(bin("vireo-vmm"))
+        .arg("--kernel")
+        .arg(guest("portio"))
+        .args(["--cmdline", "count=6000"])
+        .args(["--log-cap", "16384", "--log-keep", "8192"])
+        .env("VIREO_LOG", "debug")
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "isa-debug-exit 0");
+    let text = std::fs::read(&vmm_log).unwrap();
+    assert!(
+        text.len() > 64 * 1024 && text[0] == 0,
+        "the log was not punched ({} bytes)",
+        text.len()
+    );
+    // With the status (the engine's own child) and without (re-attached).
+    for status in [Some(status), None] {
+        let meaning = vireod::vmm::exit_meaning(status, false, &vmm_log);
+        assert_eq!(meaning.reason, "guest exited with code 0", "{status:?}");
+        assert!(!meaning.crashed);
+    }
+    let last = vireod::vmm::last_line(&vmm_log).unwrap();
+    assert!(
+        last.ends_with("guest wrote 0x0 to isa-debug-exit"),
+        "{last}"
+    );
+}

@@ -3,7 +3,8 @@
 //!
 //! - an engine started again while a domain runs appends to the
 //!   `<serial><log>` what the guest printed while no engine ran (as far as
-//!   the VMM's `serial.log` still holds it, never its punched zeros);
+//!   the VMM's `serial.log` still holds it, never its punched zeros), and
+//!   so does one that finds the VMM ended meanwhile;
 //! - the VMM's own log, punched out past its cap, still explains the exit.
 //!
 //! The `spin every=1` guest prints ~25 KB/s of deterministic output, so
@@ -13,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use vireo_tests::engine::{Session, bin, domain_xml, guest, kvm_or_skip, serial};
+use vireo_tests::engine::{
+    Session, bin, domain_xml, guest, kvm_or_skip, serial, signal, wait_gone,
+};
 
 const BOOT: Duration = Duration::from_secs(60);
 
@@ -132,6 +135,35 @@ fn the_log_gets_what_the_guest_printed_while_no_engine_ran() {
     s.ok(&["destroy", "spin"]);
 
     let total = settled(|| size(&file)) as usize;
+    let got = settled(|| std::fs::read(&log).unwrap());
+    assert_eq!(got.len(), total, "the <log> has gaps or repeats");
+    assert!(
+        got == spin_output(total),
+        "the <log> differs from what the guest printed"
+    );
+}
+
+#[test]
+fn the_log_gets_what_a_vmm_printed_before_it_ended_while_no_engine_ran() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let s = Session::new();
+    start_engine(&s, &[]);
+    let (log, file) = start_logged_spin(&s, "spin");
+    wait_for_size(&log, 4096);
+    s.kill_daemon();
+    wait_for_size(&file, size(&log) + 16 * 1024);
+    // The engine's processes are gone: what is left is the VMM.
+    let vmms = s.processes();
+    assert_eq!(vmms.len(), 1, "{vmms:?}");
+    signal(vmms[0], libc::SIGKILL);
+    wait_gone(vmms[0]);
+    let total = size(&file) as usize;
+
+    start_engine(&s, &[]);
+    assert_eq!(s.state("spin").split_whitespace().next(), Some("shut"));
     let got = settled(|| std::fs::read(&log).unwrap());
     assert_eq!(got.len(), total, "the <log> has gaps or repeats");
     assert!(

@@ -104,6 +104,13 @@ impl Engine {
                     }
                 },
                 _ => {
+                    // It ended while no engine ran: what it printed after
+                    // the last engine's last `<log>` write still goes there.
+                    if !alive {
+                        let name = Domain::from_xml(&record.live_xml)
+                            .map_or_else(|_| uuid.to_string(), |d| d.name);
+                        Self::resumed_serial(&name, &record, &files).close();
+                    }
                     let _ = std::fs::remove_file(files.state());
                 }
             }
@@ -113,6 +120,13 @@ impl Engine {
     /// The serial console of a VMM a previous engine started: its backlog
     /// from the tail of the VMM's serial file, the `<log>` appended to.
     fn resume_serial(name: &str, record: &RunRecord, files: &VmFiles) -> Arc<SerialConsole> {
+        let serial = Self::resumed_serial(name, record, files);
+        serial.spawn_follower();
+        serial
+    }
+
+    /// The same, not followed yet.
+    fn resumed_serial(name: &str, record: &RunRecord, files: &VmFiles) -> Arc<SerialConsole> {
         let log = Domain::from_xml(&record.live_xml)
             .ok()
             .and_then(|d| d.serial_log().cloned())
@@ -125,15 +139,12 @@ impl Engine {
                     }
                 },
             );
-        let serial =
-            SerialConsole::new(name, &files.serial_log(), &files.serial_socket(), log, true)
-                .unwrap_or_else(|e| {
-                    // The VMM runs on, with input but no output to show.
-                    tracing::warn!("domain '{name}': {e}");
-                    SerialConsole::without_output(name, &files.serial_socket())
-                });
-        serial.spawn_follower();
-        serial
+        SerialConsole::new(name, &files.serial_log(), &files.serial_socket(), log, true)
+            .unwrap_or_else(|e| {
+                // The VMM runs on, with input but no output to show.
+                tracing::warn!("domain '{name}': {e}");
+                SerialConsole::without_output(name, &files.serial_socket())
+            })
     }
 
     /// Watches a VMM this engine did not start (after a re-attach).

@@ -364,6 +364,7 @@ impl VmWindow {
         sender: &ComponentSender<Self>,
     ) {
         self.state = Some(state);
+        self.state_events += 1;
         if state.is_active() {
             sender.input(VmMsg::Reconnect);
         } else {

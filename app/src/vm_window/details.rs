@@ -30,6 +30,7 @@ impl VmWindow {
             return;
         };
         let name = self.name.clone();
+        let events = self.state_events;
         sender.oneshot_command(async move {
             let info = match client
                 .call(Request::DomInfo {
@@ -61,7 +62,7 @@ impl VmWindow {
                 Ok(Response::Xml { xml }) => Domain::from_xml(&xml).ok().map(Box::new),
                 _ => None,
             };
-            VmCmd::Details(Box::new(info), domain)
+            VmCmd::Details(Box::new(info), domain, events)
         });
     }
 }

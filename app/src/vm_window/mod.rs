@@ -73,6 +73,9 @@ pub struct VmWindow {
     /// runs (Reconnect is shown).
     console_failed: bool,
     state: Option<DomainState>,
+    /// Lifecycle events seen, so that details asked for before one do
+    /// not set the state back.
+    state_events: u64,
     /// Why the console is not shown (translated), and the details.
     message: Option<(String, String)>,
     /// Why the guest cannot be resized to the window, once known.
@@ -147,8 +150,8 @@ pub enum VmCmd {
     Connected(AsyncClient),
     /// Something for this window arrived on it.
     Incoming(Incoming),
-    /// The domain's details.
-    Details(Box<DomainInfo>, Option<Box<Domain>>),
+    /// The domain's details, asked for after `.2` lifecycle events.
+    Details(Box<DomainInfo>, Option<Box<Domain>>, u64),
     /// The serial console's stream.
     Serial(SerialCmd),
     /// A call failed: headline (translated) and details.
@@ -523,6 +526,7 @@ impl Component for VmWindow {
             attach: Attach::default(),
             console_failed: false,
             state: None,
+            state_events: 0,
             message: None,
             resize_unsupported: None,
             serial,
@@ -647,8 +651,11 @@ impl Component for VmWindow {
                 self.toast(&gettext("Lost the connection to the engine"), why, &sender);
             }
             VmCmd::Incoming(_) => {}
-            VmCmd::Details(info, domain) => {
-                self.state = Some(info.summary.state);
+            VmCmd::Details(info, domain, events) => {
+                // A lifecycle event since the question is newer news.
+                if events == self.state_events {
+                    self.state = Some(info.summary.state);
+                }
                 self.show_details(&info, domain.as_deref());
             }
             VmCmd::Serial(cmd) => self.serial_cmd(cmd),

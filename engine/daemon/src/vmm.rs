@@ -3,8 +3,10 @@
 //!
 //! Each running domain has a directory `RUNTIME/vms/UUID/` holding the
 //! control, serial and (once vireo-vmm serves VNC) VNC sockets, the serial
-//! log, the VMM's own log (its stderr) and `state.json`, the runtime record
-//! a restarted engine re-attaches from.
+//! log (and `serial.logged`, how far the `<serial><log>` has got), the
+//! VMM's own log (its stderr, whose old part the VMM punches out past 2 MiB)
+//! and `state.json`, the runtime record a restarted engine re-attaches
+//! from.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};

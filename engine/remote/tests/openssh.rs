@@ -10,7 +10,8 @@ mod sshd;
 
 use std::process::Command;
 
-use sshd::{Home, Scripted, Sshd, keygen, openssh_fingerprint, run, runtime, sshd_or_skip};
+use sshd::prompter::{Asked, Scripted};
+use sshd::{Home, Sshd, keygen, openssh_fingerprint, run, runtime, sshd_or_skip};
 use vireo_api::ConnectUri;
 use vireo_remote::{Connection, NoPrompt, RemoteError};
 
@@ -46,8 +47,12 @@ fn unknown_host_is_asked_about_recorded_and_then_known() {
     // The question shows the fingerprint exactly as ssh-keygen prints it.
     let fp = openssh_fingerprint(&sshd.host_public());
     assert_eq!(
-        *prompter.asked.lock().unwrap(),
-        vec![format!("host [127.0.0.1]:{} ED25519 {fp}", sshd.port)]
+        prompter.asked(),
+        vec![Asked::HostKey {
+            host: format!("[127.0.0.1]:{}", sshd.port),
+            key_type: "ED25519".into(),
+            fingerprint: fp,
+        }]
     );
     let out = rt.block_on(conn.exec("echo through-ssh")).unwrap();
     assert_eq!(out.stdout, "through-ssh\n");
@@ -183,7 +188,7 @@ fn changed_host_key_is_refused_with_openssh_warning_naming_file_and_line() {
         text.contains(&openssh_fingerprint(&sshd.host_public())),
         "{text}"
     );
-    assert!(prompter.asked.lock().unwrap().is_empty(), "never asked");
+    assert!(prompter.asked().is_empty(), "never asked");
     assert_eq!(sshd.publickey_logins(), 0, "no credentials were sent");
 }
 
@@ -209,10 +214,10 @@ fn encrypted_rsa_key_asks_for_its_passphrase_and_signs_with_sha2() {
             &prompter,
         ))
         .unwrap();
-    let key = home.ssh("id_rsa").display().to_string();
+    let key = home.ssh("id_rsa");
     assert_eq!(
-        *prompter.asked.lock().unwrap(),
-        vec![format!("passphrase {key}"), format!("passphrase {key}")]
+        prompter.asked(),
+        vec![Asked::Passphrase(key.clone()), Asked::Passphrase(key)]
     );
     assert_eq!(rt.block_on(conn.exec("true")).unwrap().status, Some(0));
     // OpenSSH refuses SHA-1 RSA signatures by default: this login used SHA-2.
@@ -264,7 +269,7 @@ fn agent_keys_come_first_through_a_real_ssh_agent() {
     let _ = agent.wait();
     let conn = result.unwrap();
     assert_eq!(rt.block_on(conn.exec("true")).unwrap().status, Some(0));
-    assert!(prompter.asked.lock().unwrap().is_empty());
+    assert!(prompter.asked().is_empty());
     let fp = openssh_fingerprint(&key.with_extension("pub"));
     assert!(
         sshd.log()

@@ -14,86 +14,20 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sshd::ns::{BOTH_PAM, NsSshd, PASSWORD, PASSWORD_ONLY, USER, root_or_skip};
+use sshd::prompter::{Asked, Scripted};
 use sshd::runtime;
 use vireo_api::proto::{Request, Response};
-use vireo_remote::{Connection, Prompter, Question, RemoteError, UnknownHost};
+use vireo_remote::{Connection, RemoteError};
 use vireo_tests::engine::{Session, serial};
 
-/// Scripted answers (an empty queue cancels the prompt); records every
-/// question, with " (retry)" when the prompter was told the previous
-/// answer was refused.
-#[derive(Default)]
-struct Answers {
-    passwords: Mutex<Vec<String>>,
-    ki: Mutex<Vec<String>>,
-    asked: Mutex<Vec<String>>,
-}
-
-impl Answers {
-    fn new(passwords: &[&str], ki: &[&str]) -> Self {
-        Self {
-            passwords: Mutex::new(passwords.iter().map(|p| p.to_string()).collect()),
-            ki: Mutex::new(ki.iter().map(|a| a.to_string()).collect()),
-            ..Default::default()
-        }
-    }
-
-    fn asked(&self) -> Vec<String> {
-        self.asked.lock().unwrap().clone()
-    }
-}
-
-fn retry_mark(retry: bool) -> &'static str {
-    if retry { " (retry)" } else { "" }
-}
-
 /// What the prompter records for a password question (first, or again).
-fn pw(retry: bool) -> String {
-    format!("password {USER}@127.0.0.1{}", retry_mark(retry))
+fn pw(retry: bool) -> Asked {
+    Asked::password(USER, "127.0.0.1", retry)
 }
 
 /// What it records for PAM's keyboard-interactive question.
-fn ki(retry: bool) -> String {
-    format!("ki [] [] Password: (hidden){}", retry_mark(retry))
-}
-
-impl Prompter for Answers {
-    fn passphrase(&self, _: &Path) -> Option<String> {
-        None
-    }
-    fn password(&self, user: &str, host: &str, retry: bool) -> Option<String> {
-        self.asked
-            .lock()
-            .unwrap()
-            .push(format!("password {user}@{host}{}", retry_mark(retry)));
-        let mut p = self.passwords.lock().unwrap();
-        (!p.is_empty()).then(|| p.remove(0))
-    }
-    fn keyboard_interactive(
-        &self,
-        name: &str,
-        instructions: &str,
-        questions: &[Question],
-        retry: bool,
-    ) -> Option<Vec<String>> {
-        let q: Vec<String> = questions
-            .iter()
-            .map(|q| format!("{}{}", q.prompt, if q.echo { "" } else { "(hidden)" }))
-            .collect();
-        self.asked.lock().unwrap().push(format!(
-            "ki [{name}] [{instructions}] {}{}",
-            q.join(","),
-            retry_mark(retry)
-        ));
-        if questions.is_empty() {
-            return Some(Vec::new());
-        }
-        let mut a = self.ki.lock().unwrap();
-        (!a.is_empty()).then(|| vec![a.remove(0)])
-    }
-    fn confirm_host_key(&self, _: &UnknownHost) -> bool {
-        false
-    }
+fn ki(retry: bool) -> Asked {
+    Asked::hidden_question("", "", "Password: ", retry)
 }
 
 /// The engine's API over `conn` answers `Version`.
@@ -108,7 +42,7 @@ async fn engine_answers(conn: &Connection) {
 
 /// Connects to `sshd` with `answers`; `Ok` once the engine answered over
 /// the connection.
-fn connect(sshd: &NsSshd, s: &Session, answers: &Answers) -> Result<(), RemoteError> {
+fn connect(sshd: &NsSshd, s: &Session, answers: &Scripted) -> Result<(), RemoteError> {
     let home = sshd.client_home();
     runtime().block_on(async {
         let conn = Connection::connect_uri(&sshd.uri(s), &home.settings(None), answers).await?;
@@ -127,11 +61,11 @@ fn openssh_password_is_retried_then_accepted_and_the_engine_answers() {
     s.ok(&["list"]); // starts the engine
     let sshd = NsSshd::start(PASSWORD_ONLY);
     // Accepted on the second try, then (a new connection) on the third.
-    let answers = Answers::new(&["wrong", PASSWORD], &[]);
+    let answers = Scripted::answering(&["wrong", PASSWORD], &[]);
     connect(&sshd, &s, &answers).unwrap();
     // The second question says the first answer was refused.
     assert_eq!(answers.asked(), vec![pw(false), pw(true)]);
-    let answers = Answers::new(&["wrong", "wrong again", PASSWORD], &[]);
+    let answers = Scripted::answering(&["wrong", "wrong again", PASSWORD], &[]);
     connect(&sshd, &s, &answers).unwrap();
     assert_eq!(answers.asked(), vec![pw(false), pw(true), pw(true)]);
     sshd.assert_logged("Failed password for vireotest ", 3);
@@ -151,7 +85,7 @@ fn openssh_rejects_wrong_passwords_and_the_error_names_its_methods() {
     }
     let s = Session::new();
     let sshd = NsSshd::start(PASSWORD_ONLY);
-    let answers = Answers::new(&["a", "b", "c", PASSWORD], &[]);
+    let answers = Scripted::answering(&["a", "b", "c", PASSWORD], &[]);
     let err = connect(&sshd, &s, &answers).unwrap_err();
     assert!(matches!(err, RemoteError::AuthRejected { .. }), "{err}");
     assert_eq!(
@@ -180,7 +114,7 @@ fn openssh_keyboard_interactive_through_pam_and_the_engine_answers() {
     s.ok(&["list"]); // starts the engine
     let sshd =
         NsSshd::start("UsePAM yes\nPasswordAuthentication no\nKbdInteractiveAuthentication yes\n");
-    let answers = Answers::new(&[], &[PASSWORD]);
+    let answers = Scripted::answering(&[], &[PASSWORD]);
     connect(&sshd, &s, &answers).unwrap();
     assert_eq!(
         answers.asked(),
@@ -189,7 +123,7 @@ fn openssh_keyboard_interactive_through_pam_and_the_engine_answers() {
         sshd.log()
     );
     // Two wrong answers, the right one on the third try.
-    let answers = Answers::new(&[], &["wrong", "wrong again", PASSWORD]);
+    let answers = Scripted::answering(&[], &["wrong", "wrong again", PASSWORD]);
     connect(&sshd, &s, &answers).unwrap();
     assert_eq!(
         answers.asked(),
@@ -210,7 +144,7 @@ fn openssh_three_wrong_keyboard_interactive_answers_then_password() {
     let s = Session::new();
     s.ok(&["list"]); // starts the engine
     let sshd = NsSshd::start(BOTH_PAM);
-    let answers = Answers::new(&[PASSWORD], &["wrong", "wrong", "wrong", PASSWORD]);
+    let answers = Scripted::answering(&[PASSWORD], &["wrong", "wrong", "wrong", PASSWORD]);
     connect(&sshd, &s, &answers).unwrap();
     // Keyboard-interactive first, as in OpenSSH's client, three times
     // (NumberOfPasswordPrompts), then password.
@@ -234,7 +168,7 @@ fn openssh_cancelled_keyboard_interactive_goes_straight_to_password() {
     s.ok(&["list"]); // starts the engine
     let sshd = NsSshd::start(BOTH_PAM);
     // No keyboard-interactive answer: the dialog's Cancel.
-    let answers = Answers::new(&[PASSWORD], &[]);
+    let answers = Scripted::answering(&[PASSWORD], &[]);
     connect(&sshd, &s, &answers).unwrap();
     assert_eq!(
         answers.asked(),
@@ -256,7 +190,7 @@ fn openssh_cancelled_password_prompt_stops_at_once() {
     let s = Session::new();
     let sshd = NsSshd::start(PASSWORD_ONLY);
     // One wrong password, then Cancel: no third question.
-    let answers = Answers::new(&["wrong"], &[]);
+    let answers = Scripted::answering(&["wrong"], &[]);
     let err = connect(&sshd, &s, &answers).unwrap_err();
     assert_eq!(answers.asked(), vec![pw(false), pw(true)]);
     assert_eq!(
@@ -278,7 +212,7 @@ fn openssh_three_wrong_answers_per_method_end_at_sshds_max_auth_tries() {
     // sshd's default MaxAuthTries 6 = three tries of each method: sshd
     // ends the connection at the sixth failure, and the error says so.
     let sshd = NsSshd::start(BOTH_PAM);
-    let answers = Answers::new(&["a", "b", "c", PASSWORD], &["d", "e", "f", PASSWORD]);
+    let answers = Scripted::answering(&["a", "b", "c", PASSWORD], &["d", "e", "f", PASSWORD]);
     let err = connect(&sshd, &s, &answers).unwrap_err();
     assert_eq!(
         answers.asked(),

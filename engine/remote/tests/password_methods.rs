@@ -9,13 +9,14 @@ mod sshd;
 
 use std::borrow::Cow;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use russh::MethodKind;
 use russh::server::{Auth, Response};
+use sshd::prompter::{Asked, Scripted};
 use sshd::{Home, keygen, runtime};
 use vireo_api::ConnectUri;
-use vireo_remote::{Connection, Prompter, Question, RemoteError, UnknownHost};
+use vireo_remote::{Connection, RemoteError};
 
 /// A server offering `methods`.
 struct Server {
@@ -122,68 +123,16 @@ fn server(home: &Home, methods: &[MethodKind]) -> (u16, std::path::PathBuf) {
     (port, key_path.with_extension("pub"))
 }
 
-/// Scripted answers (an empty queue cancels the prompt); records every
-/// question, with " (retry)" when the prompter was told the previous
-/// answer was refused.
-#[derive(Default)]
-struct Answers {
-    passwords: Mutex<Vec<String>>,
-    codes: Mutex<Vec<String>>,
-    asked: Mutex<Vec<String>>,
+/// What the prompter records for the server's keyboard-interactive
+/// question (first, or again).
+fn ki(retry: bool) -> Asked {
+    Asked::hidden_question("vireo-test", "Answer the question.", "Code: ", retry)
 }
 
-fn retry_mark(retry: bool) -> &'static str {
-    if retry { " (retry)" } else { "" }
+/// What it records for a password question.
+fn pw(retry: bool) -> Asked {
+    Asked::password("tester", "127.0.0.1", retry)
 }
-
-impl Prompter for Answers {
-    fn passphrase(&self, _: &Path) -> Option<String> {
-        None
-    }
-    fn password(&self, user: &str, host: &str, retry: bool) -> Option<String> {
-        self.asked
-            .lock()
-            .unwrap()
-            .push(format!("password {user}@{host}{}", retry_mark(retry)));
-        let mut p = self.passwords.lock().unwrap();
-        (!p.is_empty()).then(|| p.remove(0))
-    }
-    fn keyboard_interactive(
-        &self,
-        name: &str,
-        instructions: &str,
-        questions: &[Question],
-        retry: bool,
-    ) -> Option<Vec<String>> {
-        let q: Vec<String> = questions
-            .iter()
-            .map(|q| format!("{}{}", q.prompt, if q.echo { "" } else { "(hidden)" }))
-            .collect();
-        self.asked.lock().unwrap().push(format!(
-            "{name}: {instructions} {}{}",
-            q.join(","),
-            retry_mark(retry)
-        ));
-        let mut c = self.codes.lock().unwrap();
-        (!c.is_empty()).then(|| vec![c.remove(0)])
-    }
-    fn confirm_host_key(&self, _: &UnknownHost) -> bool {
-        false
-    }
-}
-
-fn answers(passwords: &[&str], codes: &[&str]) -> Answers {
-    Answers {
-        passwords: Mutex::new(passwords.iter().map(|p| p.to_string()).collect()),
-        codes: Mutex::new(codes.iter().map(|c| c.to_string()).collect()),
-        ..Default::default()
-    }
-}
-
-const KI: &str = "vireo-test: Answer the question. Code: (hidden)";
-const KI_RETRY: &str = "vireo-test: Answer the question. Code: (hidden) (retry)";
-const PW: &str = "password tester@127.0.0.1";
-const PW_RETRY: &str = "password tester@127.0.0.1 (retry)";
 
 /// Connects to a russh server offering `methods` with `answers` and
 /// `config` as ~/.ssh/config; the connection lives as long as the runtime
@@ -191,7 +140,7 @@ const PW_RETRY: &str = "password tester@127.0.0.1 (retry)";
 fn connect_with(
     methods: &[MethodKind],
     config: &str,
-    answers: &Answers,
+    answers: &Scripted,
 ) -> (tokio::runtime::Runtime, Result<Connection, RemoteError>) {
     let home = Home::new();
     let (port, public) = server(&home, methods);
@@ -211,13 +160,9 @@ fn connect_with(
 fn connect(
     methods: &[MethodKind],
     config: &str,
-    answers: &Answers,
+    answers: &Scripted,
 ) -> Result<Connection, RemoteError> {
     connect_with(methods, config, answers).1
-}
-
-fn asked(answers: &Answers) -> Vec<String> {
-    answers.asked.lock().unwrap().clone()
 }
 
 fn trust(home: &Home, port: u16, public: &Path) {
@@ -238,24 +183,24 @@ fn uri(port: u16) -> ConnectUri {
 
 #[test]
 fn password_is_asked_again_after_a_wrong_one() {
-    let a = answers(&["wrong", "hunter2"], &[]);
+    let a = Scripted::answering(&["wrong", "hunter2"], &[]);
     let (_rt, conn) = connect_with(&[MethodKind::Password], "", &a);
     let conn = conn.unwrap();
     // The second question says the first answer was refused.
-    assert_eq!(asked(&a), vec![PW, PW_RETRY]);
+    assert_eq!(a.asked(), vec![pw(false), pw(true)]);
     assert!(!conn.is_closed());
 }
 
 #[test]
 fn password_is_accepted_on_the_third_try() {
-    let a = answers(&["a", "b", "hunter2"], &[]);
+    let a = Scripted::answering(&["a", "b", "hunter2"], &[]);
     connect(&[MethodKind::Password], "", &a).unwrap();
-    assert_eq!(asked(&a), vec![PW, PW_RETRY, PW_RETRY]);
+    assert_eq!(a.asked(), vec![pw(false), pw(true), pw(true)]);
 }
 
 #[test]
 fn keyboard_interactive_questions_reach_the_prompter() {
-    let a = answers(&[], &["42"]);
+    let a = Scripted::answering(&[], &["42"]);
     connect(
         &[MethodKind::KeyboardInteractive, MethodKind::Password],
         "",
@@ -263,34 +208,34 @@ fn keyboard_interactive_questions_reach_the_prompter() {
     )
     .unwrap();
     // Keyboard-interactive comes before password, as in OpenSSH.
-    assert_eq!(asked(&a), vec![KI]);
+    assert_eq!(a.asked(), vec![ki(false)]);
 }
 
 #[test]
 fn keyboard_interactive_is_asked_three_times_then_password() {
     // Two wrong codes, the right one on the third try.
-    let a = answers(&[], &["1", "2", "42"]);
+    let a = Scripted::answering(&[], &["1", "2", "42"]);
     connect(
         &[MethodKind::KeyboardInteractive, MethodKind::Password],
         "",
         &a,
     )
     .unwrap();
-    assert_eq!(asked(&a), vec![KI, KI_RETRY, KI_RETRY]);
+    assert_eq!(a.asked(), vec![ki(false), ki(true), ki(true)]);
     // Three wrong codes: then the password, which is right.
-    let a = answers(&["hunter2"], &["1", "2", "3"]);
+    let a = Scripted::answering(&["hunter2"], &["1", "2", "3"]);
     connect(
         &[MethodKind::KeyboardInteractive, MethodKind::Password],
         "",
         &a,
     )
     .unwrap();
-    assert_eq!(asked(&a), vec![KI, KI_RETRY, KI_RETRY, PW]);
+    assert_eq!(a.asked(), vec![ki(false), ki(true), ki(true), pw(false)]);
 }
 
 #[test]
 fn three_wrong_answers_per_method_are_rejected_naming_the_methods() {
-    let a = answers(&["a", "b", "c", "hunter2"], &["41", "40", "39", "42"]);
+    let a = Scripted::answering(&["a", "b", "c", "hunter2"], &["41", "40", "39", "42"]);
     let err = connect(
         &[MethodKind::KeyboardInteractive, MethodKind::Password],
         "",
@@ -305,30 +250,30 @@ fn three_wrong_answers_per_method_are_rejected_naming_the_methods() {
          keyboard-interactive, password; tried: keyboard-interactive, password)"
     );
     assert_eq!(
-        asked(&a),
-        vec![KI, KI_RETRY, KI_RETRY, PW, PW_RETRY, PW_RETRY],
+        a.asked(),
+        vec![ki(false), ki(true), ki(true), pw(false), pw(true), pw(true)],
         "three tries of each, never a fourth"
     );
 }
 
 #[test]
 fn cancelling_keyboard_interactive_moves_on_to_password_at_once() {
-    let a = answers(&["hunter2"], &[]);
+    let a = Scripted::answering(&["hunter2"], &[]);
     connect(
         &[MethodKind::KeyboardInteractive, MethodKind::Password],
         "",
         &a,
     )
     .unwrap();
-    assert_eq!(asked(&a), vec![KI, PW]);
+    assert_eq!(a.asked(), vec![ki(false), pw(false)]);
 }
 
 #[test]
 fn cancelling_the_password_prompt_stops_asking() {
     // One wrong password, then Cancel: no third prompt.
-    let a = answers(&["wrong"], &[]);
+    let a = Scripted::answering(&["wrong"], &[]);
     let err = connect(&[MethodKind::Password], "", &a).unwrap_err();
-    assert_eq!(asked(&a), vec![PW, PW_RETRY]);
+    assert_eq!(a.asked(), vec![pw(false), pw(true)]);
     assert!(err.cancelled_by_user(), "{err}");
     assert_eq!(
         err.to_string(),
@@ -336,14 +281,14 @@ fn cancelling_the_password_prompt_stops_asking() {
          password; tried: password (cancelled))"
     );
     // Cancelling everything names both methods as cancelled.
-    let a = answers(&[], &[]);
+    let a = Scripted::answering(&[], &[]);
     let err = connect(
         &[MethodKind::KeyboardInteractive, MethodKind::Password],
         "",
         &a,
     )
     .unwrap_err();
-    assert_eq!(asked(&a), vec![KI, PW]);
+    assert_eq!(a.asked(), vec![ki(false), pw(false)]);
     assert_eq!(
         err.to_string(),
         "tester@127.0.0.1: authentication rejected (the server offered: \
@@ -358,14 +303,14 @@ fn ssh_config_sets_the_order_and_the_number_of_prompts() {
     // NumberOfPasswordPrompts say.
     let config = "Host 127.0.0.1\n  PreferredAuthentications password,keyboard-interactive\n  \
                   NumberOfPasswordPrompts 2\n";
-    let a = answers(&["a", "b", "c"], &["1", "2", "42"]);
+    let a = Scripted::answering(&["a", "b", "c"], &["1", "2", "42"]);
     let err = connect(
         &[MethodKind::KeyboardInteractive, MethodKind::Password],
         config,
         &a,
     )
     .unwrap_err();
-    assert_eq!(asked(&a), vec![PW, PW_RETRY, KI, KI_RETRY]);
+    assert_eq!(a.asked(), vec![pw(false), pw(true), ki(false), ki(true)]);
     assert!(
         err.to_string()
             .ends_with("tried: password, keyboard-interactive)"),
@@ -373,13 +318,13 @@ fn ssh_config_sets_the_order_and_the_number_of_prompts() {
     );
     // A method left out of PreferredAuthentications is never tried, and
     // NumberOfPasswordPrompts 0 asks nothing.
-    let a = answers(&["hunter2"], &["42"]);
+    let a = Scripted::answering(&["hunter2"], &["42"]);
     let err = connect(
         &[MethodKind::KeyboardInteractive, MethodKind::Password],
         "PreferredAuthentications publickey,keyboard-interactive\nNumberOfPasswordPrompts 0\n",
         &a,
     )
     .unwrap_err();
-    assert!(asked(&a).is_empty(), "{:?}", asked(&a));
+    assert!(a.asked().is_empty(), "{:?}", a.asked());
     assert!(err.to_string().ends_with("tried: nothing)"), "{err}");
 }

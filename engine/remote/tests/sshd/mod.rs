@@ -5,14 +5,14 @@
 #![allow(dead_code)]
 
 pub mod ns;
+pub mod prompter;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use vireo_remote::Settings;
 use vireo_remote::config::Env;
-use vireo_remote::{Prompter, Question, Settings, UnknownHost};
 
 pub const SSHD: &str = "/usr/sbin/sshd";
 
@@ -244,52 +244,6 @@ impl Home {
     /// Trusts `sshd`'s host key.
     pub fn trust(&self, sshd: &Sshd) {
         std::fs::write(self.ssh("known_hosts"), sshd.known_hosts_line()).unwrap();
-    }
-}
-
-/// A prompter with scripted answers that records what it was asked.
-#[derive(Default)]
-pub struct Scripted {
-    pub accept_host: bool,
-    pub passphrases: Mutex<Vec<String>>,
-    pub asked: Mutex<Vec<String>>,
-}
-
-impl Prompter for Scripted {
-    fn passphrase(&self, key: &Path) -> Option<String> {
-        self.asked
-            .lock()
-            .unwrap()
-            .push(format!("passphrase {}", key.display()));
-        let mut p = self.passphrases.lock().unwrap();
-        (!p.is_empty()).then(|| p.remove(0))
-    }
-    fn password(&self, user: &str, host: &str, _: bool) -> Option<String> {
-        self.asked
-            .lock()
-            .unwrap()
-            .push(format!("password {user}@{host}"));
-        None
-    }
-    fn keyboard_interactive(
-        &self,
-        _: &str,
-        _: &str,
-        _: &[Question],
-        _: bool,
-    ) -> Option<Vec<String>> {
-        self.asked
-            .lock()
-            .unwrap()
-            .push("keyboard-interactive".into());
-        None
-    }
-    fn confirm_host_key(&self, host: &UnknownHost) -> bool {
-        self.asked.lock().unwrap().push(format!(
-            "host {} {} {}",
-            host.host, host.key_type, host.fingerprint
-        ));
-        self.accept_host
     }
 }
 

@@ -11,87 +11,31 @@
 #[path = "../../engine/remote/tests/sshd/mod.rs"]
 mod sshd;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sshd::{Home, Sshd, keygen, openssh_fingerprint, sshd_or_skip};
+use common::{click_connection_menu, remember_connection, start_app};
+use sshd::{Remote, keygen, openssh_fingerprint, sshd_or_skip};
 use vireo_tests::demo::shows_test_card;
-use vireo_tests::desktop::{Reaper, Xvfb, artifacts_dir};
+use vireo_tests::desktop::{Xvfb, artifacts_dir, read_log};
 use vireo_tests::engine::{Session, domain_xml, guest, kvm_or_skip, serial};
 
 const WAIT: Duration = Duration::from_secs(45);
 
 /// sshd in front of `session`'s engine and a client HOME with a key it
-/// accepts; `trusted`: whether known_hosts already has the host key.
-struct Remote {
-    sshd: Sshd,
-    home: Home,
-    uri: String,
-}
-
-impl Remote {
-    fn new(session: &Session, trusted: bool) -> Self {
-        let sshd = Sshd::start();
-        let home = Home::new();
-        keygen(&home.ssh("id_ed25519"), "ed25519", "");
-        sshd.authorize(&home.ssh("id_ed25519.pub"));
-        if trusted {
-            home.trust(&sshd);
-        }
-        let uri = format!(
-            "vireo+ssh://127.0.0.1:{}/session?socket={}",
-            sshd.port,
-            session.socket().display()
-        );
-        let config = home.path().join(".config/vireo");
-        std::fs::create_dir_all(&config).unwrap();
-        std::fs::write(
-            config.join("connections.json"),
-            format!(r#"{{"connections":[{{"uri":"{uri}","autoconnect":true}}]}}"#),
-        )
-        .unwrap();
-        Self { sshd, home, uri }
-    }
-
-    /// Starts the app with this HOME (the local connection on `session`'s
-    /// engine too), logging to a file.
-    fn start_app(&self, x: &Xvfb, session: &Session, args: &[&str]) -> (Reaper, PathBuf) {
-        let log = self.home.path().join("app.log");
-        let config = self.home.path().join(".config");
-        let app = x.spawn_with(
-            Path::new(env!("CARGO_BIN_EXE_vireo")),
-            args,
-            &[
-                ("HOME", self.home.path().as_os_str()),
-                ("XDG_CONFIG_HOME", config.as_os_str()),
-                ("XDG_RUNTIME_DIR", session.runtime.as_os_str()),
-                ("XDG_DATA_HOME", session.data.as_os_str()),
-                // No agent: the key file in ~/.ssh authenticates.
-                ("SSH_AUTH_SOCK", std::ffi::OsStr::new("")),
-                ("VIREO_LOG", std::ffi::OsStr::new("vireo_app=info")),
-            ],
-            Some(std::fs::File::create(&log).unwrap()),
-        );
-        (app, log)
-    }
-}
-
-fn read(log: &Path) -> String {
-    std::fs::read_to_string(log).unwrap_or_default()
+/// accepts, remembering an autoconnect connection to it; `trusted`:
+/// whether known_hosts already has the host key.
+fn remembered_remote(session: &Session, trusted: bool) -> Remote {
+    let remote = Remote::new(session, trusted);
+    remember_connection(remote.home.path(), &remote.uri);
+    remote
 }
 
 /// Waits until the app's log has `count` lines containing `text`.
 fn wait_log(log: &Path, text: &str, count: usize) {
-    let deadline = Instant::now() + WAIT;
-    while read(log).lines().filter(|l| l.contains(text)).count() < count {
-        assert!(
-            Instant::now() < deadline,
-            "the app never logged {text:?} ({count}×):\n{}",
-            read(log)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    vireo_tests::desktop::wait_log(log, text, count, WAIT);
 }
 
 /// Waits until a screenshot of `window` shows the test card.
@@ -107,23 +51,10 @@ fn wait_for_test_card(x: &Xvfb, window: &str, name: &str, log: &Path) {
             Instant::now() < deadline,
             "the test card never showed; see {}:\n{}",
             shot.display(),
-            read(log)
+            read_log(log)
         );
         std::thread::sleep(Duration::from_millis(300));
     }
-}
-
-/// sshd's per-connection processes: the listener's children.
-fn connection_processes(sshd: &Sshd) -> Vec<u32> {
-    let pid = std::fs::read_to_string(sshd.dir.path().join("sshd.pid")).unwrap();
-    let out = Command::new("pgrep")
-        .args(["-P", pid.trim()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
 }
 
 #[test]
@@ -134,12 +65,13 @@ fn remote_vms_console_on_one_ssh_connection_and_reconnect() {
     let _serial = serial();
     let session = Session::new();
     session.define(&domain_xml("demo", &guest("demo"), ""));
-    let remote = Remote::new(&session, true);
+    let remote = remembered_remote(&session, true);
     let conn = format!("connection {}", remote.uri);
 
     let x = Xvfb::start();
-    let (mut app, log) = remote.start_app(
+    let (mut app, log) = start_app(
         &x,
+        remote.home.path(),
         &session,
         &["--connect", &remote.uri, "--show-domain-console", "demo"],
     );
@@ -168,7 +100,7 @@ fn remote_vms_console_on_one_ssh_connection_and_reconnect() {
 
     // The SSH connection killed on the server: the row shows the retry,
     // the app connects again, and the console comes back.
-    let children = connection_processes(&remote.sshd);
+    let children = remote.sshd.session_processes();
     assert!(!children.is_empty(), "no sshd connection process");
     for pid in children {
         vireo_tests::engine::signal(pid, libc::SIGKILL);
@@ -186,7 +118,7 @@ fn remote_vms_console_on_one_ssh_connection_and_reconnect() {
 
     // The host gone for good (sshd stopped): retries back off, 1 s then 2 s.
     let pid = std::fs::read_to_string(remote.sshd.dir.path().join("sshd.pid")).unwrap();
-    let children = connection_processes(&remote.sshd);
+    let children = remote.sshd.session_processes();
     vireo_tests::engine::signal(pid.trim().parse().unwrap(), libc::SIGKILL);
     for child in children {
         vireo_tests::engine::signal(child, libc::SIGKILL);
@@ -203,9 +135,9 @@ fn unknown_host_key_is_asked_about_and_recorded_when_accepted() {
     }
     let session = Session::new();
     session.ok(&["list"]);
-    let remote = Remote::new(&session, false);
+    let remote = remembered_remote(&session, false);
     let x = Xvfb::start();
-    let (mut app, log) = remote.start_app(&x, &session, &[]);
+    let (mut app, log) = start_app(&x, remote.home.path(), &session, &[]);
     let fp = openssh_fingerprint(&remote.sshd.host_public());
     wait_log(
         &log,
@@ -220,7 +152,7 @@ fn unknown_host_key_is_asked_about_and_recorded_when_accepted() {
     x.screenshot(&dialog, &artifacts_dir().join("remote-unknown-host.png"));
     assert!(!remote.home.ssh("known_hosts").exists());
     // Cancel is the default; Tab moves to Trust and Connect.
-    press(&x, &dialog, &["Tab", "Return"]);
+    x.press(&dialog, &["Tab", "Return"]);
     wait_log(&log, &format!("connection {}: connected", remote.uri), 1);
     assert_eq!(
         std::fs::read_to_string(remote.home.ssh("known_hosts")).unwrap(),
@@ -235,7 +167,7 @@ fn changed_host_key_is_refused_and_shown() {
     }
     let session = Session::new();
     session.ok(&["list"]);
-    let remote = Remote::new(&session, false);
+    let remote = remembered_remote(&session, false);
     // known_hosts records another key for this host.
     let other = remote.home.path().join("other_ed25519");
     keygen(&other, "ed25519", "");
@@ -245,7 +177,7 @@ fn changed_host_key_is_refused_and_shown() {
     std::fs::write(remote.home.ssh("known_hosts"), &recorded).unwrap();
 
     let x = Xvfb::start();
-    let (mut app, log) = remote.start_app(&x, &session, &[]);
+    let (mut app, log) = start_app(&x, remote.home.path(), &session, &[]);
     let conn = format!("connection {}", remote.uri);
     wait_log(&log, "REMOTE HOST IDENTIFICATION HAS CHANGED", 1);
     wait_log(
@@ -263,7 +195,7 @@ fn changed_host_key_is_refused_and_shown() {
     );
     // Refused: no login, no retry, the recorded key kept.
     std::thread::sleep(Duration::from_secs(2));
-    let text = read(&log);
+    let text = read_log(&log);
     assert!(!text.contains(&format!("{conn}: connected")), "{text}");
     assert!(!text.contains(&format!("{conn}: retrying")), "{text}");
     assert!(!text.contains("host key dialog shown"), "{text}");
@@ -274,51 +206,9 @@ fn changed_host_key_is_refused_and_shown() {
     );
 }
 
-/// The visible window titled exactly `title` (GTK also names a hidden
-/// leader window after the app).
+/// A visible window titled exactly `title`.
 fn visible_window(x: &Xvfb, title: &str) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let out = Command::new("xdotool")
-            .env("DISPLAY", &x.display)
-            .args(["search", "--onlyvisible", "--name"])
-            .arg(format!("^{title}$"))
-            .output()
-            .unwrap();
-        if let Some(id) = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next()
-        {
-            return id.to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no visible window titled {title}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// Presses `keys` in `window` once it can take the focus (a window just
-/// mapped may not be viewable yet): bounded retries.
-fn press(x: &Xvfb, window: &str, keys: &[&str]) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let ok = Command::new("xdotool")
-            .env("DISPLAY", &x.display)
-            .args(["windowfocus", "--sync", window])
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "window {window} never took the focus"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    x.type_keys(window, keys);
+    x.wait_for_new_visible_window(title, &[], WAIT)
 }
 
 /// xdotool key names for `text`.
@@ -339,16 +229,16 @@ fn add_connection_dialog_remembers_the_connection() {
     }
     let session = Session::new();
     session.ok(&["list"]);
-    let remote = Remote::new(&session, true);
+    let remote = remembered_remote(&session, true);
     let saved = remote.home.path().join(".config/vireo/connections.json");
     std::fs::remove_file(&saved).unwrap();
     let x = Xvfb::start();
-    let (mut app, log) = remote.start_app(&x, &session, &[]);
+    let (mut app, log) = start_app(&x, remote.home.path(), &session, &[]);
     x.wait_for_window("Vireo", &mut app, WAIT);
     let manager = visible_window(&x, "Vireo");
     wait_log(&log, "connection vireo:///session: connected", 1);
     wait_log(&log, "first frame drawn", 1);
-    press(&x, &manager, &["ctrl+shift+a"]);
+    x.press(&manager, &["ctrl+shift+a"]);
     wait_log(&log, "add connection dialog shown", 1);
     x.wait_for_window("Add Connection", &mut app, WAIT);
     let dialog = visible_window(&x, "Add Connection");
@@ -358,7 +248,7 @@ fn add_connection_dialog_remembers_the_connection() {
     typed.push("Tab".into());
     typed.extend(keys(&remote.sshd.port.to_string()));
     let typed: Vec<&str> = typed.iter().map(String::as_str).collect();
-    press(&x, &dialog, &typed);
+    x.press(&dialog, &typed);
     x.screenshot(&dialog, &artifacts_dir().join("remote-add-connection.png"));
     // Enter in a field adds (the default response).
     x.type_keys(&dialog, &["Return"]);
@@ -370,7 +260,7 @@ fn add_connection_dialog_remembers_the_connection() {
     // It connects at once: SSH logs in, but this host has no system engine,
     // and the error says which socket is missing.
     wait_log(&log, &format!("connection {uri}: failed: "), 1);
-    let failed = read(&log)
+    let failed = read_log(&log)
         .lines()
         .find(|l| l.contains(&format!("connection {uri}: failed: ")))
         .unwrap()
@@ -383,57 +273,12 @@ fn add_connection_dialog_remembers_the_connection() {
     // The next start lists it beside the local one, not connected (its
     // Connect at start-up switch was left off).
     drop(app);
-    let (_app, log) = remote.start_app(&x, &session, &[]);
+    let (_app, log) = start_app(&x, remote.home.path(), &session, &[]);
     wait_log(&log, &format!("connection {uri}: disconnected"), 1);
     wait_log(&log, "connection vireo:///session: connected", 1);
     std::thread::sleep(Duration::from_secs(1));
     // No new SSH connection.
     assert_eq!(remote.sshd.connections(), 1, "{}", remote.sshd.log());
-}
-
-/// Clicks the menu button of the `index`th connection section: the dark
-/// "⋮" icons at the right end of the section headers, top to bottom.
-fn click_connection_menu(x: &Xvfb, window: &str, index: usize) {
-    let shot = artifacts_dir().join("remote-menu-find.png");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        x.screenshot(window, &shot);
-        let img = image::open(&shot).unwrap().to_rgb8();
-        let (w, h) = img.dimensions();
-        // Below the header bar, the right-most dark pixels in the window
-        // belong to those icons (the status icons and texts sit left of
-        // them; VM rows have nothing dark on the right).
-        let rightmost: Vec<(u32, u32)> = (60..h)
-            .filter_map(|y| {
-                (w / 2..w.saturating_sub(40))
-                    .rev()
-                    .find(|&x| img.get_pixel(x, y).0.iter().all(|&c| c < 0x60))
-                    .map(|x| (y, x))
-            })
-            .collect();
-        let edge = rightmost.iter().map(|&(_, x)| x).max().unwrap_or(0);
-        let mut groups: Vec<(u32, u32, u32)> = Vec::new(); // (y0, y1, x)
-        for &(y, x) in rightmost.iter().filter(|&&(_, x)| x + 4 >= edge) {
-            match groups.last_mut() {
-                Some(g) if y - g.1 <= 6 => g.1 = y,
-                _ => groups.push((y, y, x.saturating_sub(1))),
-            }
-        }
-        if let Some(&(y0, y1, x0)) = groups.get(index) {
-            // Away first: a click where the pointer already is may reach a
-            // popover that just closed.
-            x.click(window, 20, h - 20);
-            std::thread::sleep(Duration::from_millis(300));
-            x.click(window, x0 + 1, y0.midpoint(y1));
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no menu button {index} (edge {edge}, groups {groups:?}); see {}",
-            shot.display()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
 }
 
 #[test]
@@ -443,10 +288,10 @@ fn connection_menu_disconnects_connects_and_removes() {
     }
     let session = Session::new();
     session.define(&domain_xml("demo", &guest("demo"), ""));
-    let remote = Remote::new(&session, true);
+    let remote = remembered_remote(&session, true);
     let conn = format!("connection {}", remote.uri);
     let x = Xvfb::start();
-    let (mut app, log) = remote.start_app(&x, &session, &[]);
+    let (mut app, log) = start_app(&x, remote.home.path(), &session, &[]);
     x.wait_for_window("Vireo", &mut app, WAIT);
     let manager = visible_window(&x, "Vireo");
     wait_log(&log, &format!("{conn}: vm demo: shut off"), 1);
@@ -454,24 +299,24 @@ fn connection_menu_disconnects_connects_and_removes() {
 
     // Connect, Disconnect, Remove (the menu opens on the first): the
     // second disconnects.
-    click_connection_menu(&x, &manager, 1);
-    press(&x, &manager, &["Down", "Return"]);
+    click_connection_menu(&x, &manager, 1, "remote-menu-find.png", WAIT);
+    x.press(&manager, &["Down", "Return"]);
     wait_log(&log, &format!("{conn}: disconnected"), 1);
-    assert!(!read(&log).contains(&format!("{conn}: removed")));
+    assert!(!read_log(&log).contains(&format!("{conn}: removed")));
     x.screenshot(
         &manager,
         &artifacts_dir().join("remote-menu-disconnected.png"),
     );
     // The first connects again.
-    click_connection_menu(&x, &manager, 1);
-    press(&x, &manager, &["Return"]);
+    click_connection_menu(&x, &manager, 1, "remote-menu-find.png", WAIT);
+    x.press(&manager, &["Return"]);
     wait_log(&log, &format!("{conn}: connected"), 2);
     assert_eq!(remote.sshd.connections(), 2, "{}", remote.sshd.log());
     // The third removes it, from the file too.
-    click_connection_menu(&x, &manager, 1);
+    click_connection_menu(&x, &manager, 1, "remote-menu-find.png", WAIT);
     std::thread::sleep(Duration::from_millis(500));
     x.screenshot(&manager, &artifacts_dir().join("remote-menu-open.png"));
-    press(&x, &manager, &["Down", "Down", "Return"]);
+    x.press(&manager, &["Down", "Down", "Return"]);
     wait_log(&log, &format!("{conn}: removed"), 1);
     let saved =
         std::fs::read_to_string(remote.home.path().join(".config/vireo/connections.json")).unwrap();

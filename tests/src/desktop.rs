@@ -328,6 +328,70 @@ impl Xvfb {
         }
     }
 
+    /// The visible windows titled exactly `title` (xdotool's decimal ids;
+    /// GTK also names a hidden client-leader window after the app, which
+    /// this leaves out).
+    pub fn visible_windows(&self, title: &str) -> Vec<String> {
+        let out = Command::new("xdotool")
+            .env("DISPLAY", &self.display)
+            .args(["search", "--onlyvisible", "--name"])
+            .arg(format!("^{title}$"))
+            .output()
+            .expect("xdotool is required (`make test` installs it)");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Waits until a visible window titled exactly `title` that is none of
+    /// `old` exists (a dialog that answered may still be mapped for a
+    /// moment) and returns its id.
+    pub fn wait_for_new_visible_window(
+        &self,
+        title: &str,
+        old: &[String],
+        timeout: Duration,
+    ) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(id) = self
+                .visible_windows(title)
+                .into_iter()
+                .find(|id| !old.contains(id))
+            {
+                return id;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no new visible window titled {title} within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Presses `keys` in `window` once it can take the focus (a window
+    /// just mapped may not be viewable yet): retried for 10 s at most.
+    pub fn press(&self, window: &str, keys: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let focused = Command::new("xdotool")
+                .env("DISPLAY", &self.display)
+                .args(["windowfocus", "--sync", window])
+                .status()
+                .is_ok_and(|s| s.success());
+            if focused {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "window {window} never took the focus"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.type_keys(window, keys);
+    }
+
     /// Focuses `window` and presses `keys` (xdotool key names) in order.
     pub fn type_keys(&self, window: &str, keys: &[&str]) {
         let status = Command::new("xdotool")
@@ -337,6 +401,26 @@ impl Xvfb {
             .status()
             .expect("xdotool is required (`make test` installs it)");
         assert!(status.success(), "xdotool failed");
+    }
+}
+
+/// A log file written by a program under test, so far (empty before it
+/// exists).
+pub fn read_log(log: &Path) -> String {
+    std::fs::read_to_string(log).unwrap_or_default()
+}
+
+/// Waits until `log` has `count` lines containing `text`; fails after
+/// `timeout` showing the log.
+pub fn wait_log(log: &Path, text: &str, count: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while read_log(log).lines().filter(|l| l.contains(text)).count() < count {
+        assert!(
+            Instant::now() < deadline,
+            "the app never logged {text:?} ({count}×) within {timeout:?}:\n{}",
+            read_log(log)
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -59,6 +59,24 @@ pub fn domain_xml(name: &str, kernel: &Path, cmdline: &str) -> String {
     )
 }
 
+/// Runs `cmd` with `stdin` (if any) written to its standard input, which
+/// is then closed; its exit status, stdout and stderr.
+pub fn output_with_input(cmd: &mut Command, stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
 /// One session engine's directories.
 pub struct Session {
     pub dir: tempfile::TempDir,
@@ -109,23 +127,13 @@ impl Session {
 
     /// Runs vireoctl with `args` (and `stdin`).
     pub fn ctl_with_input(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        use std::io::Write;
         let mut cmd = Command::new(bin("vireoctl"));
         cmd.args(args)
             .env_remove("VIREO_DEFAULT_URI")
             .env("XDG_RUNTIME_DIR", &self.runtime)
             .env("XDG_DATA_HOME", &self.data)
-            .env("VIREO_STATS_INTERVAL_MS", "200")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).unwrap();
-        }
-        drop(input);
-        child.wait_with_output().unwrap()
+            .env("VIREO_STATS_INTERVAL_MS", "200");
+        output_with_input(&mut cmd, stdin)
     }
 
     pub fn ctl(&self, args: &[&str]) -> Output {

@@ -14,7 +14,7 @@ use std::os::unix::net::UnixListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sshd::{Home, Sshd, keygen, runtime, sshd_or_skip};
+use sshd::{Remote, runtime, sshd_or_skip};
 use tokio::io::AsyncReadExt;
 use vireo_api::proto::{Request, Response};
 use vireo_api::{AsyncClient, ConnectUri};
@@ -113,20 +113,10 @@ fn main() {
     }
     let session = Session::new();
     session.ok(&["list"]); // starts the engine
-    let sshd = Sshd::start();
-    let home = Home::new();
-    keygen(&home.ssh("id_ed25519"), "ed25519", "");
-    sshd.authorize(&home.ssh("id_ed25519.pub"));
-    home.trust(&sshd);
+    let Remote { sshd, home, uri } = Remote::new(&session, true);
     let settings = home.settings(None);
     let socket = session.socket();
-    let uri: ConnectUri = format!(
-        "vireo+ssh://127.0.0.1:{}/session?socket={}",
-        sshd.port,
-        socket.display()
-    )
-    .parse()
-    .unwrap();
+    let uri: ConnectUri = uri.parse().unwrap();
     let source = session.dir.path().join("source.sock");
     byte_source(&source);
     let rt = runtime();

@@ -6,11 +6,11 @@
 mod sshd;
 
 use std::io::{Read, Write};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sshd::{Home, Sshd, keygen, runtime, sshd_or_skip};
+use sshd::{Home, Remote, Sshd, runtime, sshd_or_skip};
 use vireo_api::ConnectUri;
 use vireo_api::proto::{Request, Response};
 use vireo_remote::{Connection, NoPrompt};
@@ -18,70 +18,6 @@ use vireo_tests::demo::shows_test_card;
 use vireo_tests::engine::{Session, bin, domain_xml, guest, kvm_or_skip, serial};
 
 const BOOT: Duration = Duration::from_secs(30);
-
-struct Remote {
-    sshd: Sshd,
-    home: Home,
-    uri: String,
-}
-
-impl Remote {
-    /// sshd in front of `session`'s engine, a client home that trusts it.
-    fn new(session: &Session) -> Self {
-        let sshd = Sshd::start();
-        let home = Home::new();
-        keygen(&home.ssh("id_ed25519"), "ed25519", "");
-        sshd.authorize(&home.ssh("id_ed25519.pub"));
-        home.trust(&sshd);
-        let uri = format!(
-            "vireo+ssh://127.0.0.1:{}/session?socket={}",
-            sshd.port,
-            session.socket().display()
-        );
-        Self { sshd, home, uri }
-    }
-
-    /// vireoctl with `-c URI`, the client's HOME, no local engine settings.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(bin("vireoctl"));
-        cmd.arg("-c")
-            .arg(&self.uri)
-            .args(args)
-            .env("HOME", self.home.path())
-            .env_remove("SSH_AUTH_SOCK")
-            .env_remove("VIREO_DEFAULT_URI")
-            .env_remove("XDG_RUNTIME_DIR")
-            .env_remove("XDG_DATA_HOME");
-        cmd
-    }
-
-    fn ctl(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).unwrap();
-        }
-        drop(input);
-        child.wait_with_output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.ctl(args, None);
-        assert!(
-            out.status.success(),
-            "vireoctl -c {} {args:?} failed: {}",
-            self.uri,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
 
 #[test]
 fn vireoctl_over_ssh_runs_a_vm_with_serial_console_and_screenshot() {
@@ -91,7 +27,7 @@ fn vireoctl_over_ssh_runs_a_vm_with_serial_console_and_screenshot() {
     let _serial = serial();
     let s = Session::new();
     s.ok(&["list"]); // starts the engine
-    let r = Remote::new(&s);
+    let r = Remote::new(&s, true);
 
     let out = r.ctl(
         &["define", "-"],
@@ -222,7 +158,7 @@ fn api_and_two_consoles_share_one_ssh_connection() {
     let s = Session::new();
     s.define(&domain_xml("demo", &guest("demo"), ""));
     s.ok(&["start", "demo"]);
-    let r = Remote::new(&s);
+    let r = Remote::new(&s, true);
     let uri: ConnectUri = r.uri.parse().unwrap();
     let settings = r.home.settings(None);
     let rt = runtime();
@@ -300,9 +236,7 @@ fn session_engine_is_found_through_the_remote_runtime_dir_and_started_on_demand(
         s.data.display(),
         bins.display()
     ));
-    let home = Home::new();
-    keygen(&home.ssh("id_ed25519"), "ed25519", "");
-    sshd.authorize(&home.ssh("id_ed25519.pub"));
+    let home = Home::with_key_for(&sshd);
     home.trust(&sshd);
     assert!(!s.socket().exists(), "no engine runs yet");
     let r = Remote {
@@ -327,7 +261,7 @@ fn volumes_upload_and_download_over_ssh_byte_for_byte() {
     let _serial = serial();
     let s = Session::new();
     s.ok(&["list"]); // starts the engine
-    let r = Remote::new(&s);
+    let r = Remote::new(&s, true);
     assert_eq!(
         r.ok(&["vol-create-as", "default", "v.raw", "8M", "--format", "raw"]),
         "Vol v.raw created\n\n"

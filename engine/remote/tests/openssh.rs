@@ -13,12 +13,27 @@ use std::process::Command;
 use sshd::prompter::{Asked, Scripted};
 use sshd::{Home, Sshd, keygen, openssh_fingerprint, run, runtime, sshd_or_skip};
 use vireo_api::ConnectUri;
-use vireo_remote::{Connection, NoPrompt, RemoteError};
+use vireo_remote::{Connection, NoPrompt, Prompter, RemoteError};
 
 fn uri(sshd: &Sshd, query: &str) -> ConnectUri {
     format!("vireo+ssh://127.0.0.1:{}/session{query}", sshd.port)
         .parse()
         .unwrap()
+}
+
+/// Connects as `home` (no agent) to `sshd`'s `/session` with `query`.
+fn connect(
+    rt: &tokio::runtime::Runtime,
+    sshd: &Sshd,
+    query: &str,
+    home: &Home,
+    prompter: &dyn Prompter,
+) -> Result<Connection, RemoteError> {
+    rt.block_on(Connection::connect_uri(
+        &uri(sshd, query),
+        &home.settings(None),
+        prompter,
+    ))
 }
 
 #[test]
@@ -27,9 +42,7 @@ fn unknown_host_is_asked_about_recorded_and_then_known() {
         return;
     }
     let sshd = Sshd::start();
-    let home = Home::new();
-    keygen(&home.ssh("id_ed25519"), "ed25519", "");
-    sshd.authorize(&home.ssh("id_ed25519.pub"));
+    let home = Home::with_key_for(&sshd);
     let settings = home.settings(None);
     let rt = runtime();
 
@@ -104,13 +117,7 @@ fn hashed_known_hosts_entries_from_ssh_keygen_are_recognised() {
     let hashed = std::fs::read_to_string(home.ssh("known_hosts")).unwrap();
     assert!(hashed.starts_with("|1|"), "{hashed}");
     let rt = runtime();
-    let conn = rt
-        .block_on(Connection::connect_uri(
-            &uri(&sshd, "?socket=/nowhere"),
-            &home.settings(None),
-            &NoPrompt,
-        ))
-        .unwrap();
+    let conn = connect(&rt, &sshd, "?socket=/nowhere", &home, &NoPrompt).unwrap();
     assert_eq!(rt.block_on(conn.exec("true")).unwrap().status, Some(0));
 }
 
@@ -120,16 +127,8 @@ fn unknown_host_declined_is_refused_and_not_recorded() {
         return;
     }
     let sshd = Sshd::start();
-    let home = Home::new();
-    keygen(&home.ssh("id_ed25519"), "ed25519", "");
-    sshd.authorize(&home.ssh("id_ed25519.pub"));
-    let err = runtime()
-        .block_on(Connection::connect_uri(
-            &uri(&sshd, ""),
-            &home.settings(None),
-            &NoPrompt,
-        ))
-        .unwrap_err();
+    let home = Home::with_key_for(&sshd);
+    let err = connect(&runtime(), &sshd, "", &home, &NoPrompt).unwrap_err();
     assert!(
         matches!(err, RemoteError::HostKeyNotAccepted { .. }),
         "{err}"
@@ -145,9 +144,7 @@ fn changed_host_key_is_refused_with_openssh_warning_naming_file_and_line() {
         return;
     }
     let sshd = Sshd::start();
-    let home = Home::new();
-    keygen(&home.ssh("id_ed25519"), "ed25519", "");
-    sshd.authorize(&home.ssh("id_ed25519.pub"));
+    let home = Home::with_key_for(&sshd);
     // Another ed25519 key recorded for this host, on line 2.
     let other = home.path().join("other_host_key");
     keygen(&other, "ed25519", "");
@@ -167,13 +164,7 @@ fn changed_host_key_is_refused_with_openssh_warning_naming_file_and_line() {
         accept_host: true,
         ..Default::default()
     };
-    let err = runtime()
-        .block_on(Connection::connect_uri(
-            &uri(&sshd, ""),
-            &home.settings(None),
-            &prompter,
-        ))
-        .unwrap_err();
+    let err = connect(&runtime(), &sshd, "", &home, &prompter).unwrap_err();
     let text = err.to_string();
     let file = home.ssh("known_hosts");
     assert!(
@@ -207,13 +198,7 @@ fn encrypted_rsa_key_asks_for_its_passphrase_and_signs_with_sha2() {
         ..Default::default()
     };
     let rt = runtime();
-    let conn = rt
-        .block_on(Connection::connect_uri(
-            &uri(&sshd, "?socket=/nowhere"),
-            &home.settings(None),
-            &prompter,
-        ))
-        .unwrap();
+    let conn = connect(&rt, &sshd, "?socket=/nowhere", &home, &prompter).unwrap();
     let key = home.ssh("id_rsa");
     assert_eq!(
         prompter.asked(),
@@ -290,13 +275,7 @@ fn rejected_authentication_names_the_methods_the_server_offered() {
     // A key the server does not know.
     keygen(&home.ssh("id_ed25519"), "ed25519", "");
     home.trust(&sshd);
-    let err = runtime()
-        .block_on(Connection::connect_uri(
-            &uri(&sshd, ""),
-            &home.settings(None),
-            &NoPrompt,
-        ))
-        .unwrap_err();
+    let err = connect(&runtime(), &sshd, "", &home, &NoPrompt).unwrap_err();
     let RemoteError::AuthRejected { offered, tried, .. } = &err else {
         panic!("{err}");
     };
@@ -412,19 +391,18 @@ fn missing_and_stopped_engines_are_explained() {
         return;
     }
     let sshd = Sshd::start();
-    let home = Home::new();
-    keygen(&home.ssh("id_ed25519"), "ed25519", "");
-    sshd.authorize(&home.ssh("id_ed25519.pub"));
+    let home = Home::with_key_for(&sshd);
     home.trust(&sshd);
     let rt = runtime();
     let missing = home.path().join("run/vireo/vireod.sock");
-    let conn = rt
-        .block_on(Connection::connect_uri(
-            &uri(&sshd, &format!("?socket={}", missing.display())),
-            &home.settings(None),
-            &NoPrompt,
-        ))
-        .unwrap();
+    let conn = connect(
+        &rt,
+        &sshd,
+        &format!("?socket={}", missing.display()),
+        &home,
+        &NoPrompt,
+    )
+    .unwrap();
     let Err(err) = rt.block_on(conn.open_engine()) else {
         panic!("a channel opened");
     };
@@ -440,26 +418,21 @@ fn missing_and_stopped_engines_are_explained() {
     // A socket file nobody listens on: the engine stopped.
     let stale = home.path().join("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
-    let conn = rt
-        .block_on(Connection::connect_uri(
-            &uri(&sshd, &format!("?socket={}", stale.display())),
-            &home.settings(None),
-            &NoPrompt,
-        ))
-        .unwrap();
+    let conn = connect(
+        &rt,
+        &sshd,
+        &format!("?socket={}", stale.display()),
+        &home,
+        &NoPrompt,
+    )
+    .unwrap();
     let Err(err) = rt.block_on(conn.open_engine()) else {
         panic!("a channel opened");
     };
     assert!(err.to_string().contains("refuses connections"), "{err}");
 
     // Without ?socket=, /session asks the remote shell for the runtime dir.
-    let conn = rt
-        .block_on(Connection::connect_uri(
-            &uri(&sshd, ""),
-            &home.settings(None),
-            &NoPrompt,
-        ))
-        .unwrap();
+    let conn = connect(&rt, &sshd, "", &home, &NoPrompt).unwrap();
     // SAFETY: getuid has no preconditions.
     let uid = unsafe { libc::getuid() };
     assert!(
@@ -485,18 +458,10 @@ fn session_engine_that_cannot_be_started_says_how_to_start_it() {
         "SetEnv XDG_RUNTIME_DIR={} PATH=/usr/bin:/bin\n",
         runtime_dir.path().display()
     ));
-    let home = Home::new();
-    keygen(&home.ssh("id_ed25519"), "ed25519", "");
-    sshd.authorize(&home.ssh("id_ed25519.pub"));
+    let home = Home::with_key_for(&sshd);
     home.trust(&sshd);
     let rt = runtime();
-    let conn = rt
-        .block_on(Connection::connect_uri(
-            &uri(&sshd, ""),
-            &home.settings(None),
-            &NoPrompt,
-        ))
-        .unwrap();
+    let conn = connect(&rt, &sshd, "", &home, &NoPrompt).unwrap();
     let socket = runtime_dir.path().join("vireo/vireod.sock");
     assert_eq!(conn.engine_socket(), socket.to_str().unwrap());
     let Err(err) = rt.block_on(conn.open_engine_or_start()) else {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use russh::MethodKind;
 use russh::server::{Auth, Response};
 use sshd::prompter::{Asked, Scripted};
-use sshd::{Home, keygen, runtime};
+use sshd::{Home, keygen, known_hosts_line, runtime};
 use vireo_api::ConnectUri;
 use vireo_remote::{Connection, RemoteError};
 
@@ -166,13 +166,7 @@ fn connect(
 }
 
 fn trust(home: &Home, port: u16, public: &Path) {
-    let key = std::fs::read_to_string(public).unwrap();
-    let key: Vec<&str> = key.split_whitespace().take(2).collect();
-    std::fs::write(
-        home.ssh("known_hosts"),
-        format!("[127.0.0.1]:{port} {}\n", key.join(" ")),
-    )
-    .unwrap();
+    std::fs::write(home.ssh("known_hosts"), known_hosts_line(public, port)).unwrap();
 }
 
 fn uri(port: u16) -> ConnectUri {

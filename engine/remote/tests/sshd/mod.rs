@@ -8,11 +8,12 @@ pub mod ns;
 pub mod prompter;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use vireo_remote::Settings;
 use vireo_remote::config::Env;
+use vireo_tests::engine::{Session, bin, output_with_input};
 
 pub const SSHD: &str = "/usr/sbin/sshd";
 
@@ -185,11 +186,15 @@ impl Sshd {
             .count()
     }
 
+    /// sshd's per-connection processes (the listener's children): killing
+    /// them drops the connections as a host going away would.
+    pub fn session_processes(&self) -> Vec<u32> {
+        children(self.child.id())
+    }
+
     /// `[127.0.0.1]:PORT ssh-ed25519 AAAA…`, a known_hosts line.
     pub fn known_hosts_line(&self) -> String {
-        let public = std::fs::read_to_string(self.host_public()).unwrap();
-        let key: Vec<&str> = public.split_whitespace().take(2).collect();
-        format!("[127.0.0.1]:{} {}\n", self.port, key.join(" "))
+        known_hosts_line(&self.host_public(), self.port)
     }
 }
 
@@ -198,6 +203,26 @@ impl Drop for Sshd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `[127.0.0.1]:PORT TYPE AAAA…`: the known_hosts line for the public key
+/// file `public` of a server on `port`.
+pub fn known_hosts_line(public: &Path, port: u16) -> String {
+    let public = std::fs::read_to_string(public).unwrap();
+    let key: Vec<&str> = public.split_whitespace().take(2).collect();
+    format!("[127.0.0.1]:{port} {}\n", key.join(" "))
+}
+
+/// The child processes of `pid` (`pgrep -P`).
+pub fn children(pid: u32) -> Vec<u32> {
+    let out = Command::new("pgrep")
+        .args(["-P", &pid.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
 }
 
 fn free_port() -> u16 {
@@ -241,9 +266,76 @@ impl Home {
         )
     }
 
+    /// A client home with a key (`~/.ssh/id_ed25519`) that `sshd` accepts.
+    pub fn with_key_for(sshd: &Sshd) -> Self {
+        let home = Self::new();
+        keygen(&home.ssh("id_ed25519"), "ed25519", "");
+        sshd.authorize(&home.ssh("id_ed25519.pub"));
+        home
+    }
+
     /// Trusts `sshd`'s host key.
     pub fn trust(&self, sshd: &Sshd) {
         std::fs::write(self.ssh("known_hosts"), sshd.known_hosts_line()).unwrap();
+    }
+}
+
+/// sshd in front of a session engine, and a client home with a key it
+/// accepts.
+pub struct Remote {
+    pub sshd: Sshd,
+    pub home: Home,
+    /// `vireo+ssh://127.0.0.1:PORT/session?socket=…`, the engine's socket.
+    pub uri: String,
+}
+
+impl Remote {
+    /// sshd in front of `session`'s engine; `trusted`: whether the client's
+    /// known_hosts already has sshd's host key.
+    pub fn new(session: &Session, trusted: bool) -> Self {
+        let sshd = Sshd::start();
+        let home = Home::with_key_for(&sshd);
+        if trusted {
+            home.trust(&sshd);
+        }
+        let uri = format!(
+            "vireo+ssh://127.0.0.1:{}/session?socket={}",
+            sshd.port,
+            session.socket().display()
+        );
+        Self { sshd, home, uri }
+    }
+
+    /// vireoctl with `-c URI`, the client's HOME, no local engine settings.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("vireoctl"));
+        cmd.arg("-c")
+            .arg(&self.uri)
+            .args(args)
+            .env("HOME", self.home.path())
+            .env_remove("SSH_AUTH_SOCK")
+            .env_remove("VIREO_DEFAULT_URI")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("XDG_DATA_HOME");
+        cmd
+    }
+
+    /// Runs [`Remote::command`] with `stdin` as its input.
+    pub fn ctl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        output_with_input(&mut self.command(args), stdin)
+    }
+
+    /// Runs [`Remote::command`], failing the test with its stderr when it
+    /// fails; its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args, None);
+        assert!(
+            out.status.success(),
+            "vireoctl -c {} {args:?} failed: {}",
+            self.uri,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use vireo_api::ConnectUri;
 use vireo_tests::engine::Session;
 
-use super::{Home, SSHD, keygen, run, sshd_or_skip};
+use super::{Home, SSHD, children, keygen, known_hosts_line, run, sshd_or_skip};
 
 /// sshd_config lines: password authentication by sshd itself, nothing else.
 pub const PASSWORD_ONLY: &str =
@@ -201,24 +201,15 @@ impl NsSshd {
     /// them drops the connections as a host going away would.
     pub fn session_processes(&self) -> Vec<u32> {
         // `unshare` and `sh` exec, so the child is sshd itself.
-        let out = Command::new("pgrep")
-            .args(["-P", &self.child.id().to_string()])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect()
+        children(self.child.id())
     }
 
     /// A client home trusting this sshd's host key.
     pub fn client_home(&self) -> Home {
         let home = Home::new();
-        let public = std::fs::read_to_string(self.host_key.with_extension("pub")).unwrap();
-        let key: Vec<&str> = public.split_whitespace().take(2).collect();
         std::fs::write(
             home.ssh("known_hosts"),
-            format!("[127.0.0.1]:{} {}\n", self.port, key.join(" ")),
+            known_hosts_line(&self.host_key.with_extension("pub"), self.port),
         )
         .unwrap();
         home

@@ -200,15 +200,18 @@ impl Session {
         }
     }
 
+    /// Where the domain's VMM logs COM1 (`serial.log` in its runtime
+    /// folder).
+    pub fn serial_path(&self, uuid: &uuid::Uuid) -> PathBuf {
+        self.engine_dir()
+            .join("vms")
+            .join(uuid.to_string())
+            .join("serial.log")
+    }
+
     /// The domain's serial log.
     pub fn serial_log(&self, uuid: &uuid::Uuid) -> String {
-        std::fs::read_to_string(
-            self.engine_dir()
-                .join("vms")
-                .join(uuid.to_string())
-                .join("serial.log"),
-        )
-        .unwrap_or_default()
+        std::fs::read_to_string(self.serial_path(uuid)).unwrap_or_default()
     }
 
     /// Waits until the domain's COM1 output contains `line`.

@@ -236,13 +236,7 @@ impl Drop for CtlConsole {
 }
 
 fn log_bytes(s: &Session, uuid: &uuid::Uuid) -> Vec<u8> {
-    std::fs::read(
-        s.engine_dir()
-            .join("vms")
-            .join(uuid.to_string())
-            .join("serial.log"),
-    )
-    .unwrap_or_default()
+    std::fs::read(s.serial_path(uuid)).unwrap_or_default()
 }
 
 #[test]

@@ -60,9 +60,10 @@ fn start_engine(s: &Session, env: &[(&str, String)]) {
     );
 }
 
-/// A `spin every=1` domain whose COM1 is logged to `file` (`append`).
-fn logged_spin(name: &str, file: &Path, append: &str) -> String {
-    domain_xml(name, &guest("spin"), "every=1").replace(
+/// A domain booting `guest` with `cmdline`, its COM1 logged to `file`
+/// (`append`).
+fn logged(name: &str, guest_name: &str, cmdline: &str, file: &Path, append: &str) -> String {
+    domain_xml(name, &guest(guest_name), cmdline).replace(
         "<graphics",
         &format!(
             "<serial type='pty'>\n      <log file='{}' append='{append}'/>\n      \
@@ -72,11 +73,35 @@ fn logged_spin(name: &str, file: &Path, append: &str) -> String {
     )
 }
 
-fn serial_file(s: &Session, uuid: &uuid::Uuid) -> PathBuf {
-    s.engine_dir()
-        .join("vms")
-        .join(uuid.to_string())
-        .join("serial.log")
+/// A `spin every=1` domain whose COM1 is logged to `file` (`append`).
+fn logged_spin(name: &str, file: &Path, append: &str) -> String {
+    logged(name, "spin", "every=1", file, append)
+}
+
+/// Starts the defined domain `name`; its UUID and its VMM's `serial.log`.
+fn start(s: &Session, name: &str) -> (uuid::Uuid, PathBuf) {
+    s.ok(&["start", name]);
+    let uuid = s.info(name).summary.uuid;
+    let file = s.serial_path(&uuid);
+    (uuid, file)
+}
+
+/// Starts the engine with the VMM's small [`CAP`] and [`KEEP`], then a
+/// `spin every=1` domain `name` whose COM1 is logged (append off) to
+/// `com1.log` in the session's directory; returns that `<log>` and the
+/// VMM's `serial.log`.
+fn start_capped_spin(s: &Session, name: &str) -> (PathBuf, PathBuf) {
+    start_engine(
+        s,
+        &[
+            ("VIREO_VMM_SERIAL_LOG_CAP", CAP.to_string()),
+            ("VIREO_VMM_SERIAL_LOG_KEEP", KEEP.to_string()),
+        ],
+    );
+    let log = s.dir.path().join("com1.log");
+    s.define(&logged_spin(name, &log, "off"));
+    let (_, file) = start(s, name);
+    (log, file)
 }
 
 /// An API connection with a console open on it.
@@ -157,18 +182,7 @@ fn serial_file_stays_within_its_cap_while_consoles_and_the_log_get_every_byte() 
     }
     let _serial = serial();
     let s = Session::new();
-    start_engine(
-        &s,
-        &[
-            ("VIREO_VMM_SERIAL_LOG_CAP", CAP.to_string()),
-            ("VIREO_VMM_SERIAL_LOG_KEEP", KEEP.to_string()),
-        ],
-    );
-    let log = s.dir.path().join("com1.log");
-    s.define(&logged_spin("flood", &log, "off"));
-    s.ok(&["start", "flood"]);
-    let uuid = s.info("flood").summary.uuid;
-    let file = serial_file(&s, &uuid);
+    let (log, file) = start_capped_spin(&s, "flood");
 
     // Far past the cap and the backlog: the size grows, the allocation
     // does not.
@@ -225,18 +239,7 @@ fn an_engine_that_fell_behind_skips_the_punched_part_without_showing_zeros() {
     }
     let _serial = serial();
     let s = Session::new();
-    start_engine(
-        &s,
-        &[
-            ("VIREO_VMM_SERIAL_LOG_CAP", CAP.to_string()),
-            ("VIREO_VMM_SERIAL_LOG_KEEP", KEEP.to_string()),
-        ],
-    );
-    let log = s.dir.path().join("com1.log");
-    s.define(&logged_spin("behind", &log, "off"));
-    s.ok(&["start", "behind"]);
-    let uuid = s.info("behind").summary.uuid;
-    let file = serial_file(&s, &uuid);
+    let (log, file) = start_capped_spin(&s, "behind");
     wait_for_size(&file, 8 * 1024);
 
     // The engine stops while the guest prints on: its place in the file
@@ -345,9 +348,7 @@ fn the_log_file_is_rolled_over_as_virtlogd_does() {
         assert!(all.len() as u64 > LOG_MAX_BACKUPS as u64 * (LOG_SIZE - 80));
     };
     let run = |name: &str| -> Vec<u8> {
-        s.ok(&["start", name]);
-        let uuid = s.info(name).summary.uuid;
-        let file = serial_file(&s, &uuid);
+        let (_, file) = start(&s, name);
         wait_for_size_only(&file, 6 * LOG_SIZE);
         s.ok(&["destroy", name]);
         let out = settled(|| std::fs::read(&file).unwrap());
@@ -363,9 +364,7 @@ fn the_log_file_is_rolled_over_as_virtlogd_does() {
     // while the guest is paused, before its output rolls the first run's
     // away), and rolls over from there.
     s.define(&logged_spin("rolled", &log, "on"));
-    s.ok(&["start", "rolled"]);
-    let uuid = s.info("rolled").summary.uuid;
-    let file = serial_file(&s, &uuid);
+    let (uuid, file) = start(&s, "rolled");
     s.wait_serial(&uuid, "spinning", BOOT);
     s.ok(&["suspend", "rolled"]);
     let so_far = settled(|| std::fs::read(&file).unwrap());
@@ -381,19 +380,10 @@ fn the_log_file_is_rolled_over_as_virtlogd_does() {
     check("append='on'", &[first, second].concat());
 
     // append='off' starts afresh: the backups go.
-    let xml = domain_xml("quiet", &guest("hello"), "").replace(
-        "<graphics",
-        &format!(
-            "<serial type='pty'>\n      <log file='{}' append='off'/>\n      \
-             <target port='0'/>\n    </serial>\n    <graphics",
-            log.display()
-        ),
-    );
-    s.define(&xml);
-    s.ok(&["start", "quiet"]);
+    s.define(&logged("quiet", "hello", "", &log, "off"));
+    let (_, file) = start(&s, "quiet");
     s.wait_state("quiet", "shut off", BOOT);
-    let uuid = s.info("quiet").summary.uuid;
-    let out = settled(|| std::fs::read(serial_file(&s, &uuid)).unwrap());
+    let out = settled(|| std::fs::read(&file).unwrap());
     assert!(String::from_utf8_lossy(&out).contains("hello from pvh"));
     assert_eq!(files(), [out], "append='off' kept old files");
 }

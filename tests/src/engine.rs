@@ -151,6 +151,13 @@ impl Session {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Runs vireoctl, which must fail; returns its stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(!out.status.success(), "vireoctl {args:?} succeeded");
+        String::from_utf8(out.stderr).unwrap()
+    }
+
     /// Defines `xml` through vireoctl's stdin.
     pub fn define(&self, xml: &str) {
         let out = self.ctl_with_input(&["define", "-"], Some(xml));

@@ -6,6 +6,7 @@
 //! lines they print on COM1, and [`qemu`] runs them under QEMU, the
 //! reference that vireo-vmm is compared with.
 
+pub mod bytes;
 pub mod demo;
 pub mod desktop;
 pub mod engine;

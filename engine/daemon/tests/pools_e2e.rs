@@ -11,6 +11,7 @@ use vireo_api::AsyncClient;
 use vireo_api::client::ClientError;
 use vireo_api::proto::{self, ClientMessage, ErrorCode, Hello, Request, Response, ServerMessage};
 use vireo_api::storage::{STREAM_CHUNK, StorageRequest, VolumeFormat};
+use vireo_tests::bytes::pattern;
 use vireo_tests::engine::{Session, bin, serial, signal, wait_gone};
 
 /// Runs a QEMU tool and returns its output; fails the test when it fails.
@@ -43,13 +44,6 @@ fn img_check(path: &Path) {
     qemu("qemu-img", &["check", path.to_str().unwrap()]);
 }
 
-/// vireoctl must fail; returns its stderr.
-fn fails(s: &Session, args: &[&str]) -> String {
-    let out = s.ctl(args);
-    assert!(!out.status.success(), "vireoctl {args:?} succeeded");
-    String::from_utf8(out.stderr).unwrap()
-}
-
 fn images(s: &Session) -> PathBuf {
     s.data.join("vireo/images")
 }
@@ -69,19 +63,6 @@ fn tree(dir: &Path) -> Vec<String> {
     }
     out.sort();
     out
-}
-
-/// Pseudo-random bytes (xorshift), so the data is not compressible or zero.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[test]
@@ -173,9 +154,9 @@ fn dir_pools_define_start_autostart_refresh_and_survive_restarts() {
 
     // A second pool cannot take the same folder; a started pool cannot be
     // undefined; a pool whose folder is missing does not start.
-    let err = fails(&s, &["pool-define-as", "p2", "dir", "--target", folder_str]);
+    let err = s.fails(&["pool-define-as", "p2", "dir", "--target", folder_str]);
     assert!(err.contains("conflict with pool: 'p1'"), "{err}");
-    let err = fails(&s, &["pool-undefine", "p1"]);
+    let err = s.fails(&["pool-undefine", "p1"]);
     assert!(err.contains("is still active"), "{err}");
     let missing = s.dir.path().join("missing");
     s.ok(&[
@@ -185,14 +166,14 @@ fn dir_pools_define_start_autostart_refresh_and_survive_restarts() {
         "--target",
         missing.to_str().unwrap(),
     ]);
-    let err = fails(&s, &["pool-start", "gone"]);
+    let err = s.fails(&["pool-start", "gone"]);
     assert!(
         err.contains(&format!("'{}' does not exist", missing.display())),
         "{err}"
     );
     assert_eq!(s.ok(&["pool-build", "gone"]), "Pool gone built\n\n");
     assert_eq!(s.ok(&["pool-start", "gone"]), "Pool gone started\n\n");
-    let err = fails(&s, &["pool-start", "nope"]);
+    let err = s.fails(&["pool-start", "nope"]);
     assert_eq!(
         err,
         "error: failed to get pool 'nope'\nerror: Storage pool not found: no storage pool with \
@@ -234,17 +215,17 @@ fn dir_pools_define_start_autostart_refresh_and_survive_restarts() {
         "Pool p1 unmarked as autostarted\n\n"
     );
     assert_eq!(s.ok(&["pool-destroy", "p1"]), "Pool p1 destroyed\n\n");
-    let err = fails(&s, &["vol-list", "p1"]);
+    let err = s.fails(&["vol-list", "p1"]);
     assert!(err.contains("storage pool 'p1' is not active"), "{err}");
     assert_eq!(
         s.ok(&["pool-undefine", "p1"]),
         "Pool p1 has been undefined\n\n"
     );
     // pool-delete removes an inactive pool's empty folder, nothing else.
-    let err = fails(&s, &["pool-delete", "default"]);
+    let err = s.fails(&["pool-delete", "default"]);
     assert!(err.contains("is still active"), "{err}");
     std::fs::write(missing.join("file"), b"x").unwrap();
-    let err = fails(&s, &["pool-delete", "gone"]);
+    let err = s.fails(&["pool-delete", "gone"]);
     assert!(err.contains("cannot delete the pool folder"), "{err}");
     std::fs::remove_file(missing.join("file")).unwrap();
     assert_eq!(s.ok(&["pool-delete", "gone"]), "Pool gone deleted\n\n");
@@ -272,7 +253,7 @@ fn dir_pools_define_start_autostart_refresh_and_survive_restarts() {
     );
     let bad = s.dir.path().join("bad.xml");
     std::fs::write(&bad, "<pool type='logical'><name>x</name></pool>").unwrap();
-    let err = fails(&s, &["pool-define", bad.to_str().unwrap()]);
+    let err = s.fails(&["pool-define", bad.to_str().unwrap()]);
     assert!(err.contains("only 'dir' pools are supported"), "{err}");
 }
 
@@ -430,17 +411,17 @@ fn volumes_create_resize_clone_delete_and_qemu_img_agrees() {
     assert_eq!(id["backing-filename-format"], "raw");
     img_check(&d);
     s.ok(&["vol-delete", "d.qcow2", "--pool", "default"]);
-    let err = fails(&s, &["vol-create-as", "default", "a.qcow2", "1M"]);
+    let err = s.fails(&["vol-create-as", "default", "a.qcow2", "1M"]);
     assert!(
         err.contains("storage volume 'a.qcow2' exists already"),
         "{err}"
     );
-    let err = fails(&s, &["vol-info", "nope", "--pool", "default"]);
+    let err = s.fails(&["vol-info", "nope", "--pool", "default"]);
     assert!(
         err.starts_with("error: failed to get vol 'nope'\nerror: Storage volume not found"),
         "{err}"
     );
-    let err = fails(&s, &["vol-create-as", "default", "x", "12Q"]);
+    let err = s.fails(&["vol-create-as", "default", "x", "12Q"]);
     assert!(err.contains("invalid size '12Q'"), "{err}");
 
     // Resize: grow; shrinking needs --shrink; '+' grows by.
@@ -450,7 +431,7 @@ fn volumes_create_resize_clone_delete_and_qemu_img_agrees() {
     );
     assert_eq!(img_info(&a)["virtual-size"], 32 << 20);
     img_check(&a);
-    let err = fails(&s, &["vol-resize", "b.raw", "4M", "--pool", "default"]);
+    let err = s.fails(&["vol-resize", "b.raw", "4M", "--pool", "default"]);
     assert!(err.contains("without --shrink"), "{err}");
     assert_eq!(img_info(&b)["virtual-size"], 8 << 20);
     s.ok(&["vol-resize", "b.raw", "4M", "--pool", "default", "--shrink"]);
@@ -814,59 +795,47 @@ fn hostile_volume_names_are_refused_and_nothing_lands_outside_the_pool() {
     let before = tree(s.dir.path());
 
     for name in ["../x", "a/b", "..", ".", ".hidden", "../../outside.raw", ""] {
-        let err = fails(&s, &["vol-create-as", "default", name, "1M"]);
+        let err = s.fails(&["vol-create-as", "default", name, "1M"]);
         assert!(err.contains("invalid volume name"), "{name}: {err}");
-        let err = fails(&s, &["vol-clone", "ok.raw", name, "--pool", "default"]);
+        let err = s.fails(&["vol-clone", "ok.raw", name, "--pool", "default"]);
         assert!(err.contains("invalid volume name"), "{name}: {err}");
         for verb in ["vol-info", "vol-delete"] {
-            let err = fails(&s, &[verb, name, "--pool", "default"]);
+            let err = s.fails(&[verb, name, "--pool", "default"]);
             assert!(
                 err.contains("invalid volume name") || err.contains("Storage volume not found"),
                 "{verb} {name}: {err}"
             );
         }
-        let err = fails(
-            &s,
-            &[
-                "vol-upload",
-                name,
-                src.to_str().unwrap(),
-                "--pool",
-                "default",
-            ],
-        );
+        let err = s.fails(&[
+            "vol-upload",
+            name,
+            src.to_str().unwrap(),
+            "--pool",
+            "default",
+        ]);
         assert!(
             err.contains("invalid volume name") || err.contains("Storage volume not found"),
             "{name}: {err}"
         );
     }
     // Only regular files are uploaded (a pipe's size is unknown).
-    let err = fails(
-        &s,
-        &["vol-upload", "ok.raw", "/dev/null", "--pool", "default"],
-    );
+    let err = s.fails(&["vol-upload", "ok.raw", "/dev/null", "--pool", "default"]);
     assert!(err.contains("is not a regular file"), "{err}");
     // A path outside every pool is no volume.
-    let err = fails(&s, &["vol-delete", outside.to_str().unwrap()]);
+    let err = s.fails(&["vol-delete", outside.to_str().unwrap()]);
     assert!(err.contains("no storage vol with matching path"), "{err}");
-    let err = fails(
-        &s,
-        &["vol-delete", outside.to_str().unwrap(), "--pool", "default"],
-    );
+    let err = s.fails(&["vol-delete", outside.to_str().unwrap(), "--pool", "default"]);
     assert!(err.contains("Storage volume not found"), "{err}");
-    let err = fails(
-        &s,
-        &[
-            "vol-create-as",
-            "default",
-            "evil.qcow2",
-            "1M",
-            "--format",
-            "qcow2",
-            "--backing-vol",
-            outside.to_str().unwrap(),
-        ],
-    );
+    let err = s.fails(&[
+        "vol-create-as",
+        "default",
+        "evil.qcow2",
+        "1M",
+        "--format",
+        "qcow2",
+        "--backing-vol",
+        outside.to_str().unwrap(),
+    ]);
     assert!(err.contains("no storage vol with matching path"), "{err}");
 
     // Through the API too, with the error code clients react to.

@@ -9,43 +9,12 @@ use std::time::{Duration, Instant};
 
 use vireo_api::proto::{Request, Response};
 use vireo_api::storage::{StorageRequest, VolumeFormat};
+use vireo_tests::bytes::pattern;
 use vireo_tests::engine::{Session, bin, serial, signal, wait_gone};
-
-fn qemu_img(args: &[&str]) -> String {
-    let out = Command::new("qemu-img")
-        .args(args)
-        .output()
-        .expect("qemu-img is required (build-aux/install-deps installs qemu-utils)");
-    assert!(
-        out.status.success(),
-        "qemu-img {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use vireo_tests::qemu::qemu_img;
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-fn fails(session: &Session, args: &[&str]) -> String {
-    let out = session.ctl(args);
-    assert!(!out.status.success(), "vireoctl {args:?} succeeded");
-    String::from_utf8(out.stderr).unwrap()
-}
-
-/// Pseudo-random bytes (xorshift), so the data is neither zero nor compressible.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[test]
@@ -185,34 +154,25 @@ fn vmdk_volumes_are_listed_and_imported_with_vol_create_from() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    let err = fails(
-        &session,
-        &[
-            "vol-create-from",
-            "default",
-            s(&xml),
-            "nope.vmdk",
-            "--inputpool",
-            "imports",
-        ],
-    );
+    let err = session.fails(&[
+        "vol-create-from",
+        "default",
+        s(&xml),
+        "nope.vmdk",
+        "--inputpool",
+        "imports",
+    ]);
     assert!(err.contains("failed to get vol 'nope.vmdk'"), "{err}");
-    let err = fails(
-        &session,
-        &["vol-create-from", "nopool", s(&xml), "stream.vmdk"],
-    );
+    let err = session.fails(&["vol-create-from", "nopool", s(&xml), "stream.vmdk"]);
     assert!(err.contains("failed to get pool 'nopool'"), "{err}");
-    let err = fails(
-        &session,
-        &[
-            "vol-create-from",
-            "default",
-            s(&xml),
-            "stream.vmdk",
-            "--inputpool",
-            "imports",
-        ],
-    );
+    let err = session.fails(&[
+        "vol-create-from",
+        "default",
+        s(&xml),
+        "stream.vmdk",
+        "--inputpool",
+        "imports",
+    ]);
     assert!(
         err.starts_with(&format!(
             "error: Failed to create vol from {}\nerror: ",
@@ -225,17 +185,14 @@ fn vmdk_volumes_are_listed_and_imported_with_vol_create_from() {
         "<volume><name>small.raw</name><capacity unit='MiB'>1</capacity></volume>",
     )
     .unwrap();
-    let err = fails(
-        &session,
-        &[
-            "vol-create-from",
-            "default",
-            s(&xml),
-            "stream.vmdk",
-            "--inputpool",
-            "imports",
-        ],
-    );
+    let err = session.fails(&[
+        "vol-create-from",
+        "default",
+        s(&xml),
+        "stream.vmdk",
+        "--inputpool",
+        "imports",
+    ]);
     assert!(err.contains("smaller than the input volume"), "{err}");
     // A corrupt vmdk (its grain directory pointed past the end).
     let mut bad = std::fs::read(imports.join("sparse.vmdk")).unwrap();
@@ -247,17 +204,14 @@ fn vmdk_volumes_are_listed_and_imported_with_vol_create_from() {
         "<volume><name>bad.qcow2</name><target><format type='qcow2'/></target></volume>",
     )
     .unwrap();
-    let err = fails(
-        &session,
-        &[
-            "vol-create-from",
-            "default",
-            s(&xml),
-            "bad.vmdk",
-            "--inputpool",
-            "imports",
-        ],
-    );
+    let err = session.fails(&[
+        "vol-create-from",
+        "default",
+        s(&xml),
+        "bad.vmdk",
+        "--inputpool",
+        "imports",
+    ]);
     assert!(
         err.contains("bad.vmdk") && err.contains("grain directory"),
         "{err}"

@@ -32,34 +32,13 @@ fn qemu_made_chain_of_three_with_raw_base_reads_like_qemu() {
     let top = dir.path().join("top.qcow2");
     qemu_img(&["create", "-q", "-f", "raw", s(&base), "4M"]);
     qemu_io(&base, "raw", &["write -P 0x11 0 3M".into()]);
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        "base.raw",
-        "-F",
-        "raw",
-        s(&mid),
-    ]);
+    qemu_overlay(&mid, "base.raw", "raw", None);
     qemu_io(
         &mid,
         "qcow2",
         &["write -P 0x22 1M 1M".into(), "write -z 2M 64k".into()],
     );
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        "mid.qcow2",
-        "-F",
-        "qcow2",
-        s(&top),
-        "6M",
-    ]);
+    qemu_overlay(&top, "mid.qcow2", "qcow2", Some("6M"));
     qemu_io(
         &top,
         "qcow2",
@@ -284,58 +263,10 @@ fn backing_loops_and_missing_backing_files_are_errors_naming_the_image() {
     let b = dir.path().join("b.qcow2");
     let lonely = dir.path().join("lonely.qcow2");
     let selfish = dir.path().join("self.qcow2");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-u",
-        "-b",
-        "b.qcow2",
-        "-F",
-        "qcow2",
-        s(&a),
-        "1M",
-    ]);
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-u",
-        "-b",
-        "a.qcow2",
-        "-F",
-        "qcow2",
-        s(&b),
-        "1M",
-    ]);
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-u",
-        "-b",
-        "gone.qcow2",
-        "-F",
-        "qcow2",
-        s(&lonely),
-        "1M",
-    ]);
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-u",
-        "-b",
-        "self.qcow2",
-        "-F",
-        "qcow2",
-        s(&selfish),
-        "1M",
-    ]);
+    qemu_overlay_unchecked(&a, "b.qcow2", "qcow2", Some("1M"));
+    qemu_overlay_unchecked(&b, "a.qcow2", "qcow2", Some("1M"));
+    qemu_overlay_unchecked(&lonely, "gone.qcow2", "qcow2", Some("1M"));
+    qemu_overlay_unchecked(&selfish, "self.qcow2", "qcow2", Some("1M"));
 
     let looped = Image::open(&a, &OpenOptions::new()).unwrap_err();
     let self_loop = Image::open(&selfish, &OpenOptions::new()).unwrap_err();
@@ -418,17 +349,7 @@ fn chain_with_data(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<u
     let top = dir.join("top.qcow2");
     qemu_img(&["create", "-q", "-f", "qcow2", s(&base), "4M"]);
     qemu_io(&base, "qcow2", &["write -P 0x10 0 4M".into()]);
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        "base.qcow2",
-        "-F",
-        "qcow2",
-        s(&top),
-    ]);
+    qemu_overlay(&top, "base.qcow2", "qcow2", None);
     qemu_io(
         &top,
         "qcow2",
@@ -521,32 +442,8 @@ fn backing_files_that_are_fifos_or_character_devices_are_refused_without_blockin
     assert!(status.success());
     let on_fifo = dir.path().join("on-fifo.qcow2");
     let on_zero = dir.path().join("on-zero.qcow2");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-u",
-        "-b",
-        "fifo",
-        "-F",
-        "raw",
-        s(&on_fifo),
-        "1M",
-    ]);
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-u",
-        "-b",
-        "/dev/zero",
-        "-F",
-        "raw",
-        s(&on_zero),
-        "1M",
-    ]);
+    qemu_overlay_unchecked(&on_fifo, "fifo", "raw", Some("1M"));
+    qemu_overlay_unchecked(&on_zero, "/dev/zero", "raw", Some("1M"));
 
     let fifo_err = Image::open(&on_fifo, &OpenOptions::new()).unwrap_err();
     let zero_err = Image::open(&on_zero, &OpenOptions::new()).unwrap_err();
@@ -569,19 +466,7 @@ fn relative_backing_names_resolve_against_the_path_as_opened_like_qemu() {
     // base.raw next to the symlink, not next to the real overlay.
     std::fs::write(link_dir.join("base.raw"), vec![0x42u8; 65536]).unwrap();
     let overlay = real.join("top.qcow2");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-u",
-        "-b",
-        "base.raw",
-        "-F",
-        "raw",
-        s(&overlay),
-        "64K",
-    ]);
+    qemu_overlay_unchecked(&overlay, "base.raw", "raw", Some("64K"));
     let link = link_dir.join("top.qcow2");
     std::os::unix::fs::symlink(&overlay, &link).unwrap();
 
@@ -599,33 +484,13 @@ fn stream_above_a_base_drops_the_middle_layer_and_reads_the_same() {
     let top = dir.path().join("top.qcow2");
     qemu_img(&["create", "-q", "-f", "qcow2", s(&base), "4M"]);
     qemu_io(&base, "qcow2", &["write -P 0x10 0 4M".into()]);
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        "base.qcow2",
-        "-F",
-        "qcow2",
-        s(&mid),
-    ]);
+    qemu_overlay(&mid, "base.qcow2", "qcow2", None);
     qemu_io(
         &mid,
         "qcow2",
         &["write -P 0x20 64k 64k".into(), "write -z 3M 128k".into()],
     );
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        "mid.qcow2",
-        "-F",
-        "qcow2",
-        s(&top),
-    ]);
+    qemu_overlay(&top, "mid.qcow2", "qcow2", None);
     qemu_io(&top, "qcow2", &["write -P 0x30 1M 1M".into()]);
     let expected = contents_via_qemu(&top, dir.path());
 

@@ -25,6 +25,31 @@ pub fn qemu_img(args: &[&str]) {
     );
 }
 
+/// `qemu-img create -f qcow2 -b BACKING -F BACKING_FORMAT IMAGE [SIZE]`:
+/// a qcow2 overlay on `backing` (named as the overlay records it).
+pub fn qemu_overlay(image: &Path, backing: &str, backing_format: &str, size: Option<&str>) {
+    overlay(image, backing, backing_format, size, &[]);
+}
+
+/// [`qemu_overlay`] with `-u`: qemu-img does not open the backing file,
+/// so it may be missing, a loop or not an image at all.
+pub fn qemu_overlay_unchecked(
+    image: &Path,
+    backing: &str,
+    backing_format: &str,
+    size: Option<&str>,
+) {
+    overlay(image, backing, backing_format, size, &["-u"]);
+}
+
+fn overlay(image: &Path, backing: &str, backing_format: &str, size: Option<&str>, flags: &[&str]) {
+    let mut args = vec!["create", "-q", "-f", "qcow2"];
+    args.extend_from_slice(flags);
+    args.extend(["-b", backing, "-F", backing_format, image.to_str().unwrap()]);
+    args.extend(size);
+    qemu_img(&args);
+}
+
 /// Runs `qemu-io` with one `-c` per command on `image` of `format`.
 pub fn qemu_io(image: &Path, format: &str, commands: &[String]) {
     let mut cmd = Command::new("qemu-io");

@@ -9,20 +9,9 @@ use std::time::{Duration, Instant};
 use vireo_tests::desktop::{Reaper, Xvfb, artifacts_dir};
 use vireo_tests::engine::{Session, guest, kvm_or_skip, serial};
 
-/// Waits until the app's log has `line` at least `count` times.
+/// Waits (60 s at most) until the app's log has `count` lines with `line`.
 fn wait_log(log: &Path, line: &str, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.matches(line).count() >= count {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no '{line}' (x{count}) in the app log:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    vireo_tests::desktop::wait_log(log, line, count, Duration::from_secs(60));
 }
 
 /// Waits until `done` holds, checking every 100 ms for 30 s.
@@ -68,16 +57,11 @@ fn start_app(x: &Xvfb, session: &Session) -> (Reaper, String, PathBuf) {
     // Mapped and drawn: xdotool can focus it.
     wait_log(&log, "first frame drawn", 1);
     // Not GTK's 1x1 client leader, which has the same title.
-    let out = std::process::Command::new("xdotool")
-        .env("DISPLAY", &x.display)
-        .args(["search", "--onlyvisible", "--name", "^Vireo$"])
-        .output()
-        .unwrap();
-    let window = String::from_utf8_lossy(&out.stdout)
-        .lines()
+    let window = x
+        .visible_windows("Vireo")
+        .into_iter()
         .next()
-        .expect("the manager window is visible")
-        .to_owned();
+        .expect("the manager window is visible");
     (app, window, log)
 }
 

@@ -2,25 +2,14 @@
 //! vireoctl appears, and its state follows `vireoctl start` and `destroy`
 //! run from outside the app, through the engine's events.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vireo_tests::desktop::{Xvfb, artifacts_dir};
 use vireo_tests::engine::{Session, domain_xml, guest, kvm_or_skip, serial};
 
-/// Waits until the app's log has `line` at least `count` times.
+/// Waits (60 s at most) until the app's log has `count` lines with `line`.
 fn wait_log(log: &std::path::Path, line: &str, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.matches(line).count() >= count {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no '{line}' (x{count}) in the app log:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    vireo_tests::desktop::wait_log(log, line, count, Duration::from_secs(60));
 }
 
 #[test]

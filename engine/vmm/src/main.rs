@@ -135,7 +135,7 @@ fn main() -> ExitCode {
     ) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("vireo-vmm: {e}");
+            eprintln!("vireo-vmm: --log-cap/--log-keep: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -263,7 +263,8 @@ fn run(args: Args, log_trim: Trim) -> Result<u8, String> {
     let trim = Trim::new(
         args.serial_log_cap.unwrap_or(SERIAL_FILE_CAP),
         args.serial_log_keep.unwrap_or(SERIAL_FILE_KEEP),
-    )?;
+    )
+    .map_err(|e| format!("--serial-log-cap/--serial-log-keep: {e}"))?;
     let debug_log = args
         .debug_log
         .as_ref()

@@ -124,24 +124,15 @@ impl Sshd {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap();
-            // Up when it logs that it listens; a lost port race makes it exit.
-            loop {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                if text.contains(&format!("Server listening on 127.0.0.1 port {port}")) {
-                    return Self {
-                        dir,
-                        port,
-                        host_key,
-                        authorized_keys,
-                        log,
-                        child,
-                    };
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "sshd did not start:\n{text}");
-                std::thread::sleep(Duration::from_millis(10));
+            if wait_listening(&mut child, &log, port, deadline) {
+                return Self {
+                    dir,
+                    port,
+                    host_key,
+                    authorized_keys,
+                    log,
+                    child,
+                };
             }
             let _ = child.wait();
             assert!(
@@ -202,6 +193,23 @@ impl Drop for Sshd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Waits until sshd (`child`, logging to `log`) says it listens on
+/// `port`: `true`; `false` when it exited first (it lost a race for the
+/// port). Fails the test with the log at `deadline`.
+fn wait_listening(child: &mut Child, log: &Path, port: u16, deadline: Instant) -> bool {
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(&format!("Server listening on 127.0.0.1 port {port}")) {
+            return true;
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        assert!(Instant::now() < deadline, "sshd did not start:\n{text}");
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

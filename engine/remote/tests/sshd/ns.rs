@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use vireo_api::ConnectUri;
 use vireo_tests::engine::Session;
 
-use super::{Home, SSHD, children, keygen, known_hosts_line, run, sshd_or_skip};
+use super::{
+    Home, SSHD, children, free_port, keygen, known_hosts_line, run, sshd_or_skip, wait_listening,
+};
 
 /// sshd_config lines: password authentication by sshd itself, nothing else.
 pub const PASSWORD_ONLY: &str =
@@ -105,11 +107,7 @@ impl NsSshd {
         let log = dir.path().join("sshd.log");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let port = free_port();
             let config = dir.path().join("sshd_config");
             std::fs::write(
                 &config,
@@ -140,30 +138,24 @@ impl NsSshd {
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap();
-            loop {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                if text.contains(&format!("Server listening on 127.0.0.1 port {port}")) {
-                    return Self {
-                        _dir: dir,
-                        port,
-                        host_key,
-                        log,
-                        child,
-                    };
-                }
-                if let Ok(Some(status)) = child.try_wait() {
-                    let mut err = String::new();
-                    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err)
-                        .unwrap();
-                    assert!(
-                        text.contains("Bind to port") || text.contains("Address already in use"),
-                        "sshd in a mount namespace exited ({status}): {err}\n{text}"
-                    );
-                    break;
-                }
-                assert!(Instant::now() < deadline, "sshd did not start:\n{text}");
-                std::thread::sleep(Duration::from_millis(10));
+            if wait_listening(&mut child, &log, port, deadline) {
+                return Self {
+                    _dir: dir,
+                    port,
+                    host_key,
+                    log,
+                    child,
+                };
             }
+            // Exited: only a lost race for the port is tried again.
+            let status = child.wait().unwrap();
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            assert!(
+                text.contains("Bind to port") || text.contains("Address already in use"),
+                "sshd in a mount namespace exited ({status}): {err}\n{text}"
+            );
             assert!(Instant::now() < deadline, "sshd did not start");
         }
     }

@@ -352,10 +352,13 @@ fn alt_tab_and_send_key_ctrl_alt_del_reach_the_guest_as_scancodes() {
     let _one_at_a_time = serial();
     let session = Session::new();
     // The kbd guest prints every byte the keyboard sends.
-    session.define(&domain_xml("kbd", &guest("kbd"), "timeout=300"));
-    session.ok(&["start", "kbd"]);
-    let uuid = session.info("kbd").summary.uuid;
-    session.wait_serial(&uuid, "kbd=ready", Duration::from_secs(60));
+    let uuid = session.boot(
+        "kbd",
+        "kbd",
+        "timeout=300",
+        "kbd=ready",
+        Duration::from_secs(60),
+    );
 
     let x = Xvfb::start();
     let _wm = window_manager(&x);
@@ -403,10 +406,7 @@ fn fullscreen_hides_the_header_and_reveals_a_toolbar_at_the_top_edge() {
     }
     let _one_at_a_time = serial();
     let session = Session::new();
-    session.define(&domain_xml("demo", &guest("demo"), ""));
-    session.ok(&["start", "demo"]);
-    let uuid = session.info("demo").summary.uuid;
-    session.wait_serial(&uuid, "demo=ready", Duration::from_secs(60));
+    session.boot("demo", "demo", "", "demo=ready", Duration::from_secs(60));
 
     let x = Xvfb::start();
     // A window manager grants fullscreen (bare Xvfb has none).
@@ -518,10 +518,7 @@ fn serial_page_says_when_vireoctl_console_holds_the_console_and_takes_no_keys_me
     }
     let _one_at_a_time = serial();
     let session = Session::new();
-    session.define(&domain_xml("echo", &guest("echo"), ""));
-    session.ok(&["start", "echo"]);
-    let uuid = session.info("echo").summary.uuid;
-    session.wait_serial(&uuid, "echo=ready", Duration::from_secs(60));
+    let uuid = session.boot("echo", "echo", "", "echo=ready", Duration::from_secs(60));
 
     let x = Xvfb::start();
     let home = session.dir.path().join("home");

@@ -221,6 +221,24 @@ impl Session {
         std::fs::read_to_string(self.serial_path(uuid)).unwrap_or_default()
     }
 
+    /// Defines `name` booting the test guest `guest_name` with `cmdline`
+    /// ([`domain_xml`]), starts it and waits until COM1 shows `ready` (as
+    /// [`Session::wait_serial`]); its UUID.
+    pub fn boot(
+        &self,
+        name: &str,
+        guest_name: &str,
+        cmdline: &str,
+        ready: &str,
+        timeout: Duration,
+    ) -> uuid::Uuid {
+        self.define(&domain_xml(name, &guest(guest_name), cmdline));
+        self.ok(&["start", name]);
+        let uuid = self.info(name).summary.uuid;
+        self.wait_serial(&uuid, ready, timeout);
+        uuid
+    }
+
     /// Waits until the domain's COM1 output contains `line`.
     pub fn wait_serial(&self, uuid: &uuid::Uuid, line: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;

@@ -770,10 +770,7 @@ fn console_input_reaches_the_guest_over_the_api_connection() {
     }
     let _serial = serial();
     let s = Session::new();
-    s.define(&domain_xml("echo", &guest("echo"), ""));
-    s.ok(&["start", "echo"]);
-    let uuid = s.info("echo").summary.uuid;
-    s.wait_serial(&uuid, "echo=ready", BOOT);
+    s.boot("echo", "echo", "", "echo=ready", BOOT);
     let mut c = s.client(false);
     c.call(Request::OpenConsole {
         domain: "echo".into(),
@@ -814,10 +811,7 @@ fn send_key_presses_ctrl_alt_del_together_then_releases_in_reverse() {
     }
     let _serial = serial();
     let s = Session::new();
-    s.define(&domain_xml("keys", &guest("kbd"), "timeout=30"));
-    s.ok(&["start", "keys"]);
-    let uuid = s.info("keys").summary.uuid;
-    s.wait_serial(&uuid, "kbd=ready", BOOT);
+    let uuid = s.boot("keys", "kbd", "timeout=30", "kbd=ready", BOOT);
 
     s.ok(&[
         "send-key",

@@ -246,10 +246,7 @@ fn console_opened_after_boot_starts_with_what_the_guest_printed_before() {
     }
     let _serial = serial();
     let s = Session::new();
-    s.define(&domain_xml("late", &guest("spin"), "every=100000"));
-    s.ok(&["start", "late"]);
-    let uuid = s.info("late").summary.uuid;
-    s.wait_serial(&uuid, "tick=2", BOOT);
+    let uuid = s.boot("late", "spin", "every=100000", "tick=2", BOOT);
 
     // Through the API, as the app's Serial page opens it.
     let mut c = Console::open(&s, "late", false, false).unwrap();
@@ -346,10 +343,7 @@ fn backlog_goes_on_across_a_reset_and_an_engine_restart_and_starts_afresh_with_t
     }
     let _serial = serial();
     let s = Session::new();
-    s.define(&domain_xml("again", &guest("spin"), "every=100000"));
-    s.ok(&["start", "again"]);
-    let uuid = s.info("again").summary.uuid;
-    s.wait_serial(&uuid, "tick=1", BOOT);
+    let uuid = s.boot("again", "spin", "every=100000", "tick=1", BOOT);
     s.ok(&["reset", "again"]);
     let deadline = Instant::now() + BOOT;
     while String::from_utf8_lossy(&log_bytes(&s, &uuid))
@@ -399,10 +393,7 @@ fn one_console_session_as_virsh_force_takes_it_over_and_watchers_see_everything(
     }
     let _serial = serial();
     let s = Session::new();
-    s.define(&domain_xml("echo", &guest("echo"), ""));
-    s.ok(&["start", "echo"]);
-    let uuid = s.info("echo").summary.uuid;
-    s.wait_serial(&uuid, "echo=ready", BOOT);
+    let uuid = s.boot("echo", "echo", "", "echo=ready", BOOT);
 
     // A watcher (what the app's VM window opens, asking for the held and
     // released notices), an older-style watcher that does not ask, and

@@ -304,15 +304,7 @@ fn flat_and_sparse_vmdk_import_to_qcow2() {
     std::fs::write(&raw, &data).unwrap();
     let flat = dir.path().join("flat.vmdk");
     let sparse = dir.path().join("sparse.vmdk");
-    qemu_img(&[
-        "convert",
-        "-O",
-        "vmdk",
-        "-o",
-        "subformat=monolithicFlat",
-        s(&raw),
-        s(&flat),
-    ]);
+    qemu_to_vmdk(&raw, &flat, "monolithicFlat");
     qemu_img(&["convert", "-O", "vmdk", s(&raw), s(&sparse)]);
 
     for (src, name) in [(&flat, "flat.qcow2"), (&sparse, "sparse.qcow2")] {

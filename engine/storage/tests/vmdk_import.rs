@@ -70,15 +70,7 @@ fn every_qemu_img_vmdk_subformat_converts_to_qcow2_and_raw() {
     source_raw(&raw, 9 * MIB + 3 * 512);
     for sub in ["monolithicSparse", "streamOptimized", "monolithicFlat"] {
         let vmdk = dir.path().join(format!("{sub}.vmdk"));
-        qemu_img(&[
-            "convert",
-            "-O",
-            "vmdk",
-            "-o",
-            &format!("subformat={sub}"),
-            s(&raw),
-            s(&vmdk),
-        ]);
+        qemu_to_vmdk(&raw, &vmdk, sub);
         assert_eq!(probe(&vmdk).unwrap().format, ImageFormat::Vmdk, "{sub}");
         convert_and_check(&vmdk, &raw, dir.path(), sub);
     }
@@ -92,15 +84,7 @@ fn two_gb_extent_subformats_with_several_extents_convert() {
     source_raw(&raw, 2048 * MIB + 5 * MIB);
     for sub in ["twoGbMaxExtentSparse", "twoGbMaxExtentFlat"] {
         let vmdk = dir.path().join(format!("{sub}.vmdk"));
-        qemu_img(&[
-            "convert",
-            "-O",
-            "vmdk",
-            "-o",
-            &format!("subformat={sub}"),
-            s(&raw),
-            s(&vmdk),
-        ]);
+        qemu_to_vmdk(&raw, &vmdk, sub);
         let descriptor = std::fs::read_to_string(&vmdk).unwrap();
         assert_eq!(
             descriptor.lines().filter(|l| l.starts_with("RW ")).count(),

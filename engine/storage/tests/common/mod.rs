@@ -50,6 +50,20 @@ fn overlay(image: &Path, backing: &str, backing_format: &str, size: Option<&str>
     qemu_img(&args);
 }
 
+/// `qemu-img convert -O vmdk -o subformat=SUBFORMAT RAW VMDK`: `raw` as a
+/// VMDK of that subformat (for a split one, `vmdk` is the descriptor).
+pub fn qemu_to_vmdk(raw: &Path, vmdk: &Path, subformat: &str) {
+    qemu_img(&[
+        "convert",
+        "-O",
+        "vmdk",
+        "-o",
+        &format!("subformat={subformat}"),
+        raw.to_str().unwrap(),
+        vmdk.to_str().unwrap(),
+    ]);
+}
+
 /// Runs `qemu-io` with one `-c` per command on `image` of `format`.
 pub fn qemu_io(image: &Path, format: &str, commands: &[String]) {
     let mut cmd = Command::new("qemu-io");

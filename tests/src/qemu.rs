@@ -436,6 +436,26 @@ pub fn qemu_img(args: &[&str]) -> String {
     text
 }
 
+/// Asserts that `qemu-img check` finds no errors in `image`.
+pub fn qemu_img_check(image: &Path) {
+    let check = qemu_img(&["check", image.to_str().unwrap()]);
+    assert!(check.contains("No errors were found"), "{check}");
+}
+
+/// What the `vblk` guest's run leaves on an 8 MiB disk, as
+/// [`qemu_io_reads`] checks it: sectors 2..6 hold 0xa0..0xa3, sector 130
+/// 0x5a, the rest is zero.
+pub const VBLK_WRITES_8M: &[(u8, u64, u64)] = &[
+    (0x00, 0, 1024),
+    (0xa0, 1024, 512),
+    (0xa1, 1536, 512),
+    (0xa2, 2048, 512),
+    (0xa3, 2560, 512),
+    (0x00, 3072, 66560 - 3072),
+    (0x5a, 66560, 512),
+    (0x00, 67072, 8 * 1024 * 1024 - 67072),
+];
+
 /// `qemu-io -r -c 'read -P pattern offset len'` for each check on `image`;
 /// panics on a mismatch.
 pub fn qemu_io_reads(image: &Path, format: &str, checks: &[(u8, u64, u64)]) {

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vireo_tests::guest::{Flavor, build};
-use vireo_tests::qemu::{QemuBuilder, qemu_img, qemu_io_reads};
+use vireo_tests::qemu::{QemuBuilder, VBLK_WRITES_8M, qemu_img, qemu_img_check, qemu_io_reads};
 use vireo_tests::report::Report;
 
 /// The emulating KVM here runs ~1.3 M guest instructions/s: be generous.
@@ -130,22 +130,8 @@ fn vblk_guest_writes_a_qcow2_disk_that_qemu_reads_back() {
     assert_eq!(report.get("id"), Some("vireo-disk-0"));
     assert_eq!(report.number("oob_status"), Some(1));
     assert_eq!(report.number("unsupp_status"), Some(2));
-    let check = qemu_img(&["check", disk.to_str().unwrap()]);
-    assert!(check.contains("No errors were found"), "{check}");
-    qemu_io_reads(
-        &disk,
-        "qcow2",
-        &[
-            (0x00, 0, 1024),
-            (0xa0, 1024, 512),
-            (0xa1, 1536, 512),
-            (0xa2, 2048, 512),
-            (0xa3, 2560, 512),
-            (0x00, 3072, 66560 - 3072),
-            (0x5a, 66560, 512),
-            (0x00, 67072, 8 * 1024 * 1024 - 67072),
-        ],
-    );
+    qemu_img_check(&disk);
+    qemu_io_reads(&disk, "qcow2", VBLK_WRITES_8M);
 }
 
 #[test]

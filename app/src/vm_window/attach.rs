@@ -16,8 +16,15 @@
 //! the VM is known to run and the window is open; an attached console, the
 //! VM stopping or the window closing end the retries. Reconnect tries at
 //! once with a fresh budget.
+//!
+//! Attaching does not renew the budget: a console dropped soon after it
+//! attached (a VNC server that accepts and then closes) counts as one more
+//! failed attempt and is retried after the next wait, so such a server
+//! gets at most [`RETRY_DELAYS`]`.len()` more attempts. Only a console that
+//! stayed attached for [`STABLE_AFTER`] earns a fresh budget when it closes
+//! (and is then re-attached at once).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use adw::prelude::*;
 use gettextrs::gettext;
@@ -36,6 +43,10 @@ pub(super) const RETRY_DELAYS: [Duration; 4] = [
     Duration::from_secs(4),
     Duration::from_secs(8),
 ];
+
+/// How long a console must stay attached for its closing to renew the
+/// retry budget rather than count as one more failed attempt.
+pub(super) const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 /// How an attach attempt ended.
 #[derive(Debug)]
@@ -68,6 +79,8 @@ pub(super) struct Attach {
     pending: Option<u64>,
     /// The last token handed out.
     tokens: u64,
+    /// When the console attached, while it is.
+    attached_at: Option<Instant>,
 }
 
 /// What to do with an attempt's answer.
@@ -168,8 +181,30 @@ impl Attach {
         self.pending = None;
     }
 
-    /// Cancels the pending retry and gives a fresh budget (the console
-    /// attached, the VM is off, or Reconnect was pressed).
+    /// The console attached at `now`. The budget stays as used: it is
+    /// renewed only if the console stays attached (see [`Self::closed`]).
+    pub fn attached(&mut self, now: Instant) {
+        self.pending = None;
+        self.attached_at = Some(now);
+    }
+
+    /// The attached console closed at `now`: whether it had stayed
+    /// attached for [`STABLE_AFTER`], in which case the budget is fresh
+    /// again (try at once). Otherwise its end is one more failed attempt,
+    /// retried after the next wait of the budget left.
+    pub fn closed(&mut self, now: Instant) -> bool {
+        let lived = self
+            .attached_at
+            .take()
+            .is_some_and(|at| now.saturating_duration_since(at) >= STABLE_AFTER);
+        if lived {
+            self.reset();
+        }
+        lived
+    }
+
+    /// Cancels the pending retry and gives a fresh budget (the VM is off,
+    /// Reconnect was pressed, or the connection came back).
     pub fn reset(&mut self) {
         self.pending = None;
         self.retries = 0;
@@ -256,7 +291,7 @@ impl VmWindow {
                 self.session = Some(session);
                 self.message = None;
                 self.console_failed = false;
-                self.attach.reset();
+                self.attach.attached(Instant::now());
                 self.state = Some(DomainState::Running);
                 if self.ui.stack.visible_child_name().as_deref() == Some("console") {
                     self.console.focus_widget().grab_focus();
@@ -272,6 +307,35 @@ impl VmWindow {
                 self.show_details(&info, None);
                 self.fetch_details(sender);
             }
+        }
+    }
+
+    /// The attached console closed (`why`, in English). If the VM is known
+    /// to be off, or the console had stayed attached a while, an attempt
+    /// is made at once (it learns why the VM stopped, or re-attaches with a
+    /// fresh budget); a console dropped soon after attaching is one more
+    /// failed attempt, retried after the next wait while the budget lasts.
+    pub(super) fn console_closed(
+        &mut self,
+        why: String,
+        sender: &ComponentSender<Self>,
+        root: &adw::Window,
+    ) {
+        tracing::info!("console {}: closed: {why}", self.name);
+        self.session = None;
+        let lived = self.attach.closed(Instant::now());
+        if lived || !self.state.is_some_and(DomainState::is_active) {
+            self.console_failed = false;
+            self.message = Some((gettext("The virtual machine is off"), String::new()));
+            // Ask why (off or crashed), and refresh the details.
+            sender.input(VmMsg::Reconnect);
+        } else {
+            tracing::info!(
+                "console {}: closed within {} s of attaching",
+                self.name,
+                STABLE_AFTER.as_secs()
+            );
+            self.unavailable(why, None, sender, root);
         }
     }
 
@@ -451,7 +515,7 @@ mod tests {
         }
         assert_eq!(delays, RETRY_DELAYS);
         assert!(delays.windows(2).all(|w| w[0] < w[1]));
-        // Reconnect (or a success, or the VM off) gives a fresh budget.
+        // Reconnect (or the VM off) gives a fresh budget.
         a.reset();
         assert_eq!(a.schedule_retry().unwrap().delay, RETRY_DELAYS[0]);
     }
@@ -469,6 +533,80 @@ mod tests {
         assert!(!a.retry_due(r.token));
         assert_eq!(a.answer(g, false), Answer::Use);
         // The window closing keeps the budget used.
+        assert_eq!(a.schedule_retry().unwrap().number, 3);
+    }
+
+    /// One attach of a console that a server accepts and drops at once;
+    /// whether the budget was renewed by its closing `after` attaching.
+    fn attach_and_drop(a: &mut Attach, at: Instant, after: Duration) -> bool {
+        let g = a.begin(false).unwrap();
+        assert_eq!(a.answer(g, true), Answer::Use);
+        a.attached(at);
+        a.closed(at + after)
+    }
+
+    #[test]
+    fn consoles_dropped_right_after_attaching_back_off_and_stop() {
+        let mut a = Attach::default();
+        let mut now = Instant::now();
+        let mut delays = Vec::new();
+        // Attached, dropped 100 ms later: not renewed, so retried after
+        // the next wait, until the budget is used up.
+        while !attach_and_drop(&mut a, now, Duration::from_millis(100)) {
+            let Some(r) = a.schedule_retry() else { break };
+            assert_eq!(r.number, delays.len() + 1);
+            delays.push(r.delay);
+            assert!(delays.len() <= RETRY_DELAYS.len(), "unbounded retries");
+            now += Duration::from_millis(100) + r.delay;
+            assert!(a.retry_due(r.token));
+        }
+        assert_eq!(delays, RETRY_DELAYS, "a quick drop renewed the budget");
+        // Only Reconnect tries again, with a fresh budget.
+        a.reset();
+        assert_eq!(a.schedule_retry().unwrap().delay, RETRY_DELAYS[0]);
+    }
+
+    #[test]
+    fn a_console_that_stayed_attached_renews_the_budget_when_it_closes() {
+        let mut a = Attach::default();
+        let t0 = Instant::now();
+        // Two failed attempts, then one that attaches.
+        for _ in 0..2 {
+            let r = a.schedule_retry().unwrap();
+            assert!(a.retry_due(r.token));
+        }
+        // Just short of STABLE_AFTER: still one more failed attempt.
+        assert!(!attach_and_drop(
+            &mut a,
+            t0,
+            STABLE_AFTER - Duration::from_millis(1)
+        ));
+        assert_eq!(a.schedule_retry().unwrap().number, 3);
+        a.stop_retrying();
+        // STABLE_AFTER or more: a fresh budget.
+        let t1 = t0 + Duration::from_secs(60);
+        assert!(attach_and_drop(&mut a, t1, STABLE_AFTER));
+        let r = a.schedule_retry().unwrap();
+        assert_eq!((r.number, r.delay), (1, RETRY_DELAYS[0]));
+        // A close without an attach (already counted) renews nothing,
+        // nor does a clock that went backwards.
+        assert!(!a.closed(t1 + STABLE_AFTER * 2));
+        a.attached(t1);
+        assert!(!a.closed(t0));
+    }
+
+    #[test]
+    fn attaching_cancels_the_pending_retry_but_keeps_the_budget_used() {
+        let mut a = Attach::default();
+        let r = a.schedule_retry().unwrap();
+        assert!(a.retry_due(r.token));
+        let pending = a.schedule_retry().unwrap();
+        // An attempt made meanwhile (the VM restarted) attaches.
+        let g = a.begin(false).unwrap();
+        assert_eq!(a.answer(g, true), Answer::Use);
+        a.attached(Instant::now());
+        assert!(!a.retry_pending());
+        assert!(!a.retry_due(pending.token));
         assert_eq!(a.schedule_retry().unwrap().number, 3);
     }
 }

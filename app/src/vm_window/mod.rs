@@ -563,14 +563,7 @@ impl Component for VmWindow {
     fn update(&mut self, msg: VmMsg, sender: ComponentSender<Self>, root: &Self::Root) {
         match msg {
             VmMsg::SendKey(name) => self.send_key(&name),
-            VmMsg::Closed(why) => {
-                tracing::info!("console {}: closed: {why}", self.name);
-                self.session = None;
-                self.console_failed = false;
-                self.message = Some((gettext("The virtual machine is off"), String::new()));
-                // Ask why (off or crashed), and refresh the details.
-                sender.input(VmMsg::Reconnect);
-            }
+            VmMsg::Closed(why) => self.console_closed(why, &sender, root),
             VmMsg::Run => self.run(&sender),
             VmMsg::Endpoint(endpoint) => {
                 tracing::info!("vm window {}: connection back", self.name);

@@ -90,6 +90,8 @@ impl VmFiles {
         let cpus = u8::try_from(domain.vcpu.count)
             .map_err(|_| format!("{} vCPUs: vireo-vmm runs at most 255", domain.vcpu.count))?;
         let mut args = vec![
+            // Its stderr is `vmm.log`, created for it alone: bounded.
+            "--trim-stderr".to_owned(),
             "--kernel".to_owned(),
             kernel.to_owned(),
             "--memory".to_owned(),
@@ -488,7 +490,8 @@ mod tests {
     fn vmm_args_follow_the_domain_and_round_memory_up_to_mib() {
         let f = VmFiles::new("/r/vms/u".into());
         let args = f.vmm_args(&demo(), true).unwrap();
-        let pairs: Vec<_> = args
+        assert_eq!(args[0], "--trim-stderr", "vmm.log is not bounded");
+        let pairs: Vec<_> = args[1..]
             .chunks(2)
             .map(|c| (c[0].as_str(), c[1].as_str()))
             .collect();
@@ -528,7 +531,7 @@ mod tests {
              <disk type='file'><source file='/i/r.img'/><target dev='vdc'/><readonly/></disk>",
         );
         let args = VmFiles::new("/r".into()).vmm_args(&d, false).unwrap();
-        let disks: Vec<_> = args
+        let disks: Vec<_> = args[1..]
             .chunks(2)
             .filter(|c| c[0] == "--disk")
             .map(|c| c[1].as_str())

@@ -230,7 +230,7 @@ fn a_punched_vmm_log_still_explains_the_exit() {
         .arg("--kernel")
         .arg(guest("portio"))
         .args(["--cmdline", "count=6000"])
-        .args(["--log-cap", "16384", "--log-keep", "8192"])
+        .args(["--trim-stderr", "--log-cap", "16384", "--log-keep", "8192"])
         .env("VIREO_LOG", "debug")
         .stdout(out.try_clone().unwrap())
         .stderr(out)

@@ -69,12 +69,20 @@ impl Trim {
     /// than `keep`, so every punch frees whole pages.
     pub fn new(cap: u64, keep: u64) -> Result<Self, String> {
         let page = page_size();
+        // Offsets are `off_t`: anything past its range is not a size.
+        let max = i64::MAX.unsigned_abs();
+        if cap > max || keep > max {
+            return Err(format!(
+                "a log file's cap ({cap} bytes) and what it keeps ({keep} bytes) must be at \
+                 most {max} bytes"
+            ));
+        }
         if keep < page {
             return Err(format!(
                 "a log file must keep at least one page ({page} bytes), not {keep}"
             ));
         }
-        if cap < keep + page {
+        if keep.checked_add(page).is_none_or(|least| cap < least) {
             return Err(format!(
                 "a log file's cap ({cap} bytes) must be at least a page more than what it \
                  keeps ({keep} bytes)"
@@ -109,11 +117,15 @@ struct Punch {
 }
 
 impl Punch {
-    fn new(trim: Trim, what: Option<&'static str>) -> Self {
+    /// Trims a file that is `start` bytes long now: only what is written
+    /// after that (from the next page on) is ever punched out, never what
+    /// was there before (an earlier run's output, another program's).
+    fn new(trim: Trim, what: Option<&'static str>, start: u64) -> Self {
+        let page = page_size();
         Self {
-            freed: 0,
+            freed: start.div_ceil(page).saturating_mul(page),
             trim: Some(trim),
-            page: page_size(),
+            page,
             overruns: 0,
             what,
         }
@@ -175,13 +187,14 @@ pub struct LogFile {
 
 impl LogFile {
     /// Appends to `file` (opened for appending), from its current size on;
-    /// `what` names it in the warning should punching fail.
+    /// `what` names it in the warning should punching fail. What the file
+    /// held already is never punched out.
     pub fn new(file: File, trim: Trim, what: &'static str) -> io::Result<Self> {
         let end = file.metadata()?.len();
         Ok(Self {
             file,
             end,
-            punch: Punch::new(trim, Some(what)),
+            punch: Punch::new(trim, Some(what), end),
         })
     }
 
@@ -270,29 +283,40 @@ fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
 }
 
 /// The VMM's own log on stderr, for `tracing_subscriber`'s `with_writer`:
-/// when stderr is a regular file (vireod's `vmm.log`), its old part is
-/// punched out after each event as [`LogFile`]'s is. The file's size is
-/// asked each time (`fstat`), since panics and `eprintln!` write to it too.
+/// when asked to (`--trim-stderr`: vireod's `vmm.log`, a file it creates
+/// for this VMM alone) and stderr is a regular file, its old part is
+/// punched out after each event as [`LogFile`]'s is, from the size it had
+/// at start on. The file's size is asked each time (`fstat`), since panics
+/// and `eprintln!` write to it too.
 #[derive(Debug)]
 pub struct StderrLog {
-    /// A duplicate of stderr and what was punched, if stderr is a file.
+    /// A duplicate of stderr and what was punched, if it is trimmed.
     file: Mutex<Option<(File, Punch)>>,
 }
 
 impl StderrLog {
-    /// Trims stderr to `trim` if it is a regular file.
-    pub fn new(trim: Trim) -> Self {
+    /// Trims stderr to `trim` if there is one and stderr is a regular
+    /// file; `None`: stderr as it is (a file shared with others, say).
+    pub fn new(trim: Option<Trim>) -> Self {
         use std::os::fd::{AsFd, OwnedFd};
-        let file = io::stderr()
-            .as_fd()
-            .try_clone_to_owned()
-            .map(|fd: OwnedFd| File::from(fd))
-            .ok()
-            .filter(|f| f.metadata().is_ok_and(|m| m.is_file()))
-            .map(|f| (f, Punch::new(trim, None)));
+        let file = trim.and_then(|trim| {
+            let file = io::stderr()
+                .as_fd()
+                .try_clone_to_owned()
+                .map(|fd: OwnedFd| File::from(fd))
+                .ok()?;
+            Self::of(file, trim)
+        });
         Self {
             file: Mutex::new(file),
         }
+    }
+
+    /// `file` (stderr) and its punch, if it is a regular file.
+    fn of(file: File, trim: Trim) -> Option<(File, Punch)> {
+        let meta = file.metadata().ok().filter(|m| m.is_file())?;
+        let punch = Punch::new(trim, None, meta.len());
+        Some((file, punch))
     }
 
     fn trim(&self) {
@@ -381,6 +405,47 @@ mod tests {
     }
 
     #[test]
+    fn what_a_file_held_before_is_never_punched_out() {
+        let page = page_size();
+        let trim = Trim::new(4 * page, page).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shared.log");
+        // An earlier run's (or another program's) output, longer than the
+        // cap and not page-aligned.
+        let old = vec![b'o'; 5 * page as usize + 10];
+        std::fs::write(&path, &old).unwrap();
+        let mut log = LogFile::new(open_append(&path), trim, "debug log").unwrap();
+        assert_eq!(log.freed(), 6 * page, "starts past the old part");
+        log.append(&vec![b'n'; 3 * page as usize]).unwrap();
+        assert_eq!(log.freed(), 6 * page, "under the cap of its own bytes");
+        log.append(&vec![b'n'; 2 * page as usize]).unwrap();
+        assert!(log.freed() > 6 * page, "its own old part is punched");
+        let got = std::fs::read(&path).unwrap();
+        assert_eq!(&got[..old.len()], &old[..], "the old part was touched");
+
+        // The same for stderr, trimmed from the size it had at start.
+        let err = dir.path().join("stderr.log");
+        std::fs::write(&err, &old).unwrap();
+        let (file, mut punch) = StderrLog::of(open_append(&err), trim).unwrap();
+        (&file).write_all(&vec![b'n'; 5 * page as usize]).unwrap();
+        punch.after_write(&file, file.metadata().unwrap().len());
+        assert!(punch.freed > 6 * page, "its own old part is punched");
+        let got = std::fs::read(&err).unwrap();
+        assert_eq!(&got[..old.len()], &old[..], "the old part was touched");
+    }
+
+    #[test]
+    fn stderr_is_trimmed_only_when_asked() {
+        let log = StderrLog::new(None);
+        assert!(log.file.lock().unwrap().is_none());
+        // A pipe or terminal is never trimmed, asked or not.
+        let (r, _w) = std::io::pipe().unwrap();
+        assert!(
+            StderrLog::of(File::from(std::os::fd::OwnedFd::from(r)), Trim::default()).is_none()
+        );
+    }
+
+    #[test]
     fn limits_are_checked() {
         let page = page_size();
         assert!(Trim::new(SERIAL_FILE_CAP, SERIAL_FILE_KEEP).is_ok());
@@ -392,6 +457,21 @@ mod tests {
         );
         assert!(
             Trim::new(page, page)
+                .unwrap_err()
+                .contains("at least a page more")
+        );
+        // Absurd values are refused, not overflowed.
+        for (cap, keep) in [
+            (u64::MAX, u64::MAX),
+            (u64::MAX, u64::MAX - 1),
+            (u64::MAX, page),
+        ] {
+            let e = Trim::new(cap, keep).unwrap_err();
+            assert!(e.contains("must be at most"), "{e}");
+        }
+        let max = i64::MAX.unsigned_abs();
+        assert!(
+            Trim::new(max, max)
                 .unwrap_err()
                 .contains("at least a page more")
         );

@@ -79,14 +79,20 @@ struct Args {
     /// Write bytes from the debug port (0x402) to this file.
     #[arg(long)]
     debug_log: Option<PathBuf>,
+    /// Punch out the old part of this VMM's own log, stderr, when it is a
+    /// file written for this VMM alone (vireod's `vmm.log`): only what this
+    /// VMM wrote, never what the file held before. Without it stderr (a
+    /// file shared with others, say) is left as it is.
+    #[arg(long, hide = true)]
+    trim_stderr: bool,
     /// For tests only: punch out the old part of the debug log and of this
-    /// VMM's own log (stderr, when it is a file) once more than this many
-    /// bytes are allocated (default LOG_FILE_CAP, 2 MiB).
-    #[arg(long, hide = true, value_name = "BYTES", env = "VIREO_VMM_LOG_CAP")]
+    /// VMM's own log (with --trim-stderr) once more than this many bytes
+    /// are allocated (default LOG_FILE_CAP, 2 MiB).
+    #[arg(long, hide = true, value_name = "BYTES")]
     log_cap: Option<u64>,
     /// For tests only: the newest bytes of those logs never punched out
     /// (default LOG_FILE_KEEP, 1 MiB).
-    #[arg(long, hide = true, value_name = "BYTES", env = "VIREO_VMM_LOG_KEEP")]
+    #[arg(long, hide = true, value_name = "BYTES")]
     log_keep: Option<u64>,
     /// Listen here for control commands (JSON lines, QMP style).
     #[arg(long)]
@@ -146,7 +152,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("VIREO_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(StderrLog::new(log_trim))
+        .with_writer(StderrLog::new(args.trim_stderr.then_some(log_trim)))
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if args.check_kvm {

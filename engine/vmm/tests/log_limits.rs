@@ -23,8 +23,29 @@ const KEEP: u64 = 16 * 1024;
 const PAGE: u64 = 4096;
 
 /// vireo-vmm booting `kernel` in `dir` with the small log limits, its
-/// stderr in `vmm.log`, `VIREO_LOG` at `level`.
+/// stderr in `vmm.log` (trimmed, as vireod asks), `VIREO_LOG` at `level`.
 fn spawn(dir: &Path, kernel: &Path, cmdline: &str, level: &str, extra: &[&str]) -> Child {
+    let mut extra = extra.to_vec();
+    extra.push("--trim-stderr");
+    spawn_to(
+        dir,
+        kernel,
+        cmdline,
+        level,
+        &extra,
+        File::create(dir.join("vmm.log")).unwrap(),
+    )
+}
+
+/// [`spawn`] with `stderr` as given and not asked to trim it.
+fn spawn_to(
+    dir: &Path,
+    kernel: &Path,
+    cmdline: &str,
+    level: &str,
+    extra: &[&str],
+    stderr: File,
+) -> Child {
     Command::new(env!("CARGO_BIN_EXE_vireo-vmm"))
         .arg("--kernel")
         .arg(kernel)
@@ -44,7 +65,7 @@ fn spawn(dir: &Path, kernel: &Path, cmdline: &str, level: &str, extra: &[&str]) 
         .args(extra)
         .env("VIREO_LOG", level)
         .stdout(Stdio::null())
-        .stderr(File::create(dir.join("vmm.log")).unwrap())
+        .stderr(stderr)
         .spawn()
         .unwrap()
 }
@@ -203,4 +224,30 @@ fn warnings_a_guest_triggers_are_rate_limited() {
         noted <= requests - logged,
         "{noted} noted as suppressed:\n{log}"
     );
+}
+
+#[test]
+fn a_shared_stderr_is_left_alone() {
+    if !kvm_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // `2>>shared.log`, past the cap already. (A `--debug-log` left by an
+    // earlier run is the unit test `what_a_file_held_before_is_never_punched_out`.)
+    let old: Vec<u8> = (0..3 * CAP + 10).map(|i| b'a' + (i % 26) as u8).collect();
+    let shared = dir.path().join("shared.log");
+    std::fs::write(&shared, &old).unwrap();
+    let stderr = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&shared)
+        .unwrap();
+    // The guest logs a line per port write (debug), far more than the cap.
+    let portio = build("portio", Flavor::Pvh);
+    let mut vmm = spawn_to(dir.path(), &portio, "count=2000", "debug", &[], stderr);
+    let status = wait_checking(&mut vmm, &dir.path().join("serial.log"));
+    assert_eq!(status.code(), Some(GUEST_OK));
+    let got = std::fs::read(&shared).unwrap();
+    assert!(got.len() as u64 > old.len() as u64 + CAP, "nothing logged");
+    assert_eq!(first_data(&shared), 0, "the shared stderr was punched");
+    assert_eq!(&got[..old.len()], &old[..], "earlier output was touched");
 }

@@ -153,14 +153,19 @@ pub fn open_log(path: &Path, append: bool) -> Result<File, String> {
 /// The offset in the VMM's `serial.log` up to which the `<log>` has
 /// everything, kept beside it (`serial.logged` in the domain's runtime
 /// directory) so that an engine started again while the domain runs
-/// appends what was printed meanwhile. One write of a fixed-width line,
-/// rewritten in place after each write to the `<log>` (so an engine killed
-/// between the two appends at most that write's bytes again); only the
-/// next engine reads it, once this one is gone.
+/// appends what was printed meanwhile. One write of a fixed-width line
+/// ([`MARK_LEN`] bytes), rewritten in place after each write to the
+/// `<log>` (so an engine killed between the two appends at most that
+/// write's bytes again); only the next engine reads it, once this one is
+/// gone, and only its first line.
 #[derive(Debug)]
 pub(super) struct LogMark {
     file: File,
+    path: PathBuf,
 }
+
+/// The mark's line: 20 digits (any `u64`) and a newline.
+const MARK_LEN: usize = 21;
 
 impl LogMark {
     /// Where the mark of the `<log>` fed from `source` is kept.
@@ -168,45 +173,122 @@ impl LogMark {
         source.with_file_name("serial.logged")
     }
 
-    /// The mark of a new start: nothing logged yet.
+    /// The mark of a new start: nothing logged yet (whatever the file held
+    /// is dropped).
     pub(super) fn create(source: &Path) -> std::io::Result<Self> {
-        let mark = Self::open(source)?;
+        let mark = Self::open_with(source, true)?;
         mark.set(0)?;
         Ok(mark)
     }
 
     /// The mark left by an earlier engine, to go on from.
     pub(super) fn open(source: &Path) -> std::io::Result<Self> {
+        Self::open_with(source, false)
+    }
+
+    fn open_with(source: &Path, truncate: bool) -> std::io::Result<Self> {
         use std::os::unix::fs::OpenOptionsExt;
+        let path = Self::path(source);
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
-            .truncate(false)
+            .truncate(truncate)
             .mode(0o600)
-            .open(Self::path(source))?;
-        Ok(Self { file })
+            .open(&path)?;
+        Ok(Self { file, path })
     }
 
-    /// The offset recorded, if any.
+    /// The offset recorded, or why there is none (a warning is logged).
     pub(super) fn get(&self) -> Option<u64> {
+        self.read()
+            .inspect_err(|e| {
+                tracing::warn!(
+                    "'{}': {e}; serial output printed while no engine ran is not logged",
+                    self.path.display()
+                );
+            })
+            .ok()
+    }
+
+    /// The offset on the mark's first line.
+    fn read(&self) -> Result<u64, String> {
         use std::os::unix::fs::FileExt;
-        let mut buf = [0u8; 32];
-        let n = self.file.read_at(&mut buf, 0).ok()?;
-        std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
+        let mut buf = [0u8; MARK_LEN];
+        let mut n = 0;
+        while n < buf.len() {
+            match self.file.read_at(&mut buf[n..], n as u64) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("cannot read the serial log's mark: {e}")),
+            }
+        }
+        // The first line, which a whole field ends: 20 digits at most.
+        let line = match buf[..n].iter().position(|&b| b == b'\n') {
+            Some(end) => &buf[..end],
+            None if n < MARK_LEN => &buf[..n],
+            None => return Err("the serial log's mark is too long for an offset".into()),
+        };
+        std::str::from_utf8(line)
+            .ok()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(|| {
+                format!(
+                    "the serial log's mark '{}' is not an offset",
+                    String::from_utf8_lossy(line).escape_debug()
+                )
+            })
     }
 
     /// Records that the `<log>` has everything before `offset`.
     pub(super) fn set(&self, offset: u64) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
-        self.file
-            .write_all_at(format!("{offset:020}\n").as_bytes(), 0)
+        let line = format!("{offset:020}\n");
+        debug_assert_eq!(line.len(), MARK_LEN);
+        self.file.write_all_at(line.as_bytes(), 0)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mark_is_read_from_its_first_line_and_created_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("serial.log");
+        let path = LogMark::path(&source);
+        // Garbage longer than the line, hand edits: no offset, but the
+        // next `set` makes it one again.
+        std::fs::write(&path, "garbage garbage garbage garbage\n").unwrap();
+        let mark = LogMark::open(&source).unwrap();
+        assert!(mark.read().unwrap_err().contains("too long"));
+        assert_eq!(mark.get(), None);
+        mark.set(123).unwrap();
+        assert_eq!(mark.read(), Ok(123));
+        std::fs::write(&path, "garbage\n").unwrap();
+        let e = LogMark::open(&source).unwrap().read().unwrap_err();
+        assert!(e.contains("'garbage' is not an offset"), "{e}");
+        // A long mark (digits after the line) is read to its newline.
+        std::fs::write(&path, "00000000000000000042\n99999999999\n").unwrap();
+        assert_eq!(LogMark::open(&source).unwrap().get(), Some(42));
+        std::fs::write(&path, "7\n").unwrap();
+        assert_eq!(LogMark::open(&source).unwrap().get(), Some(7));
+        // Digits past the field are not part of an offset.
+        std::fs::write(&path, "0000000000000000004210").unwrap();
+        let e = LogMark::open(&source).unwrap().read().unwrap_err();
+        assert!(e.contains("too long"), "{e}");
+        std::fs::write(&path, "").unwrap();
+        assert!(LogMark::open(&source).unwrap().get().is_none());
+        // A new start drops whatever was there.
+        std::fs::write(&path, vec![b'x'; 100]).unwrap();
+        let mark = LogMark::create(&source).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), MARK_LEN as u64);
+        assert_eq!(mark.get(), Some(0));
+        mark.set(u64::MAX).unwrap();
+        assert_eq!(LogMark::open(&source).unwrap().get(), Some(u64::MAX));
+    }
 
     /// The byte at offset `i` of a test stream of 23-byte lines.
     fn pattern(i: u64) -> u8 {

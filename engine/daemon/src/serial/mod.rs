@@ -129,8 +129,9 @@ struct State {
     source_path: PathBuf,
     /// The offset in `source` read next.
     pos: u64,
-    /// The domain's `<serial><log file>`, and how far it has got.
-    log: Option<(RotatingLog, LogMark)>,
+    /// The domain's `<serial><log file>`, and how far it has got (no mark
+    /// when its file could not be opened).
+    log: Option<(RotatingLog, Option<LogMark>)>,
     /// Bytes before this offset are not logged (an earlier engine did).
     log_from: u64,
     closed: bool,
@@ -213,7 +214,7 @@ impl State {
 
     /// Records how far the log has got.
     fn mark(&mut self) {
-        if let Some((_, mark)) = self.log.as_ref()
+        if let Some((_, Some(mark))) = self.log.as_ref()
             && let Err(e) = mark.set(self.pos.max(self.log_from))
         {
             tracing::warn!("'{}': {e}", LogMark::path(&self.source_path).display());
@@ -248,8 +249,17 @@ impl SerialConsole {
                 } else {
                     LogMark::create(source)
                 };
-                let mark =
-                    mark.map_err(|e| format!("'{}': {e}", LogMark::path(source).display()))?;
+                // Without a mark the console and the `<log>` go on; only
+                // an engine re-attaching later cannot tell what is logged.
+                let mark = mark
+                    .inspect_err(|e| {
+                        tracing::warn!(
+                            "'{}': {e}; serial output printed while no engine runs will not \
+                             be logged",
+                            LogMark::path(source).display()
+                        );
+                    })
+                    .ok();
                 Some((log, mark))
             }
             None => None,
@@ -261,7 +271,7 @@ impl SerialConsole {
                 // What was logged before (all there is, without a mark).
                 let logged = log
                     .as_ref()
-                    .and_then(|(_, mark)| mark.get())
+                    .and_then(|(_, mark)| mark.as_ref()?.get())
                     .filter(|&m| m <= len)
                     .unwrap_or(len);
                 state.log_from = logged;
@@ -749,6 +759,83 @@ mod tests {
             [stream(0..8192), stream(49152..100000)].concat(),
             "the <log> has the bytes before and after the hole, and no zeros"
         );
+    }
+
+    #[tokio::test]
+    async fn a_mark_that_cannot_be_kept_costs_only_the_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("serial.log");
+        let mut vmm = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&source)
+            .unwrap();
+        vmm.write_all(&stream(0..100)).unwrap();
+        // `serial.logged` cannot be opened (a directory in its place).
+        std::fs::create_dir(LogMark::path(&source)).unwrap();
+        let log = dir.path().join("console.log");
+        for resume in [false, true] {
+            let console = SerialConsole::new(
+                "d",
+                &source,
+                &dir.path().join("none.sock"),
+                Some((open_log(&log, false).unwrap(), log.clone())),
+                resume,
+            )
+            .unwrap();
+            assert!(console.lock().log.as_ref().unwrap().1.is_none());
+            let mut s = console.attach(false, false).unwrap();
+            assert_eq!(take(&mut s, 100).await, stream(0..100), "resume: {resume}");
+            vmm.write_all(&stream(100..200)).unwrap();
+            console.close();
+            assert_eq!(
+                take(&mut s, 100).await,
+                stream(100..200),
+                "resume: {resume}"
+            );
+            // Started: the <log> has everything; re-attached without a
+            // mark: what comes after.
+            let logged = if resume { 100..200 } else { 0..200 };
+            assert_eq!(std::fs::read(&log).unwrap(), stream(logged));
+            let mut f = std::fs::File::create(&source).unwrap();
+            f.write_all(&stream(0..100)).unwrap();
+            vmm = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&source)
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_garbled_mark_on_resume_logs_what_comes_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("serial.log");
+        let log = dir.path().join("console.log");
+        std::fs::write(&source, stream(0..300)).unwrap();
+        // A mark longer than its line, as a hand edit may leave it.
+        let garbled = format!("{:020}\n{}\n", 100, "x".repeat(40));
+        std::fs::write(LogMark::path(&source), &garbled).unwrap();
+        let open = || {
+            SerialConsole::new(
+                "d",
+                &source,
+                &dir.path().join("none.sock"),
+                Some((open_log(&log, true).unwrap(), log.clone())),
+                true,
+            )
+            .unwrap()
+        };
+        // Read from its first line: what was printed after offset 100.
+        open().close();
+        assert_eq!(std::fs::read(&log).unwrap(), stream(100..300));
+        // And rewritten in place: the next engine goes on from there.
+        let mut vmm = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&source)
+            .unwrap();
+        vmm.write_all(&stream(300..350)).unwrap();
+        open().close();
+        assert_eq!(std::fs::read(&log).unwrap(), stream(100..350));
     }
 
     #[tokio::test]

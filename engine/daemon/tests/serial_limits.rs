@@ -11,80 +11,28 @@
 //! `VIREO_SERIAL_LOG_MAX_SIZE`. The guest's output is deterministic, so
 //! every stream is checked byte for byte against what it printed.
 
+mod spin;
+
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use spin::{
+    BOOT, logged, logged_spin, settled, spin_output, start, start_engine, start_logged_spin,
+    wait_for_len,
+};
 use vireo_api::client::Client;
 use vireo_api::proto::{Request, ServerMessage};
-use vireo_tests::engine::{Session, bin, domain_xml, guest, kvm_or_skip, serial, signal};
+use vireo_tests::engine::{Session, kvm_or_skip, serial, signal};
 use vireod::serial::{BACKLOG, LOG_MAX_BACKUPS, backup_path};
 
-const BOOT: Duration = Duration::from_secs(60);
 /// The VMM's limits in these tests: punch once 32 KiB are allocated,
 /// keeping the newest 16 KiB.
 const CAP: u64 = 32 * 1024;
 const KEEP: u64 = 16 * 1024;
 /// The `<log>` size limit in the rotation test.
 const LOG_SIZE: u64 = 8 * 1024;
-
-/// The first `len` bytes `spin every=1` prints on COM1.
-fn spin_output(len: usize) -> Vec<u8> {
-    let mut out = b"\nguest=spin\nevery=1\nspinning\n".to_vec();
-    let mut tick = 1u64;
-    while out.len() < len {
-        out.extend_from_slice(format!("tick={tick}\n").as_bytes());
-        tick += 1;
-    }
-    out.truncate(len);
-    out
-}
-
-/// Starts the session engine (through `vireoctl list`, as a user's first
-/// command does) with `env` in its environment.
-fn start_engine(s: &Session, env: &[(&str, String)]) {
-    let out = Command::new(bin("vireoctl"))
-        .arg("list")
-        .env_remove("VIREO_DEFAULT_URI")
-        .env("XDG_RUNTIME_DIR", &s.runtime)
-        .env("XDG_DATA_HOME", &s.data)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A domain booting `guest` with `cmdline`, its COM1 logged to `file`
-/// (`append`).
-fn logged(name: &str, guest_name: &str, cmdline: &str, file: &Path, append: &str) -> String {
-    domain_xml(name, &guest(guest_name), cmdline).replace(
-        "<graphics",
-        &format!(
-            "<serial type='pty'>\n      <log file='{}' append='{append}'/>\n      \
-             <target port='0'/>\n    </serial>\n    <graphics",
-            file.display()
-        ),
-    )
-}
-
-/// A `spin every=1` domain whose COM1 is logged to `file` (`append`).
-fn logged_spin(name: &str, file: &Path, append: &str) -> String {
-    logged(name, "spin", "every=1", file, append)
-}
-
-/// Starts the defined domain `name`; its UUID and its VMM's `serial.log`.
-fn start(s: &Session, name: &str) -> (uuid::Uuid, PathBuf) {
-    s.ok(&["start", name]);
-    let uuid = s.info(name).summary.uuid;
-    let file = s.serial_path(&uuid);
-    (uuid, file)
-}
 
 /// Starts the engine with the VMM's small [`CAP`] and [`KEEP`], then a
 /// `spin every=1` domain `name` whose COM1 is logged (append off) to
@@ -98,10 +46,7 @@ fn start_capped_spin(s: &Session, name: &str) -> (PathBuf, PathBuf) {
             ("VIREO_VMM_SERIAL_LOG_KEEP", KEEP.to_string()),
         ],
     );
-    let log = s.dir.path().join("com1.log");
-    s.define(&logged_spin(name, &log, "off"));
-    let (_, file) = start(s, name);
-    (log, file)
+    start_logged_spin(s, name)
 }
 
 /// An API connection with a console open on it.
@@ -156,22 +101,6 @@ fn wait_for_size(path: &Path, n: u64) -> u64 {
         }
         assert!(Instant::now() < deadline, "the guest stopped printing");
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Waits (boundedly) until `read()` gives the same bytes twice 200 ms
-/// apart: the engine has written everything.
-fn settled<T: PartialEq>(read: impl Fn() -> T) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut last = read();
-    loop {
-        std::thread::sleep(Duration::from_millis(200));
-        let now = read();
-        if now == last {
-            return now;
-        }
-        assert!(Instant::now() < deadline, "the files never settled");
-        last = now;
     }
 }
 
@@ -349,7 +278,7 @@ fn the_log_file_is_rolled_over_as_virtlogd_does() {
     };
     let run = |name: &str| -> Vec<u8> {
         let (_, file) = start(&s, name);
-        wait_for_size_only(&file, 6 * LOG_SIZE);
+        wait_for_len(&file, 6 * LOG_SIZE);
         s.ok(&["destroy", name]);
         let out = settled(|| std::fs::read(&file).unwrap());
         assert!(out == spin_output(out.len()));
@@ -373,7 +302,7 @@ fn the_log_file_is_rolled_over_as_virtlogd_does() {
         &[first.clone(), so_far].concat(),
     );
     s.ok(&["resume", "rolled"]);
-    wait_for_size_only(&file, 6 * LOG_SIZE);
+    wait_for_len(&file, 6 * LOG_SIZE);
     s.ok(&["destroy", "rolled"]);
     let second = settled(|| std::fs::read(&file).unwrap());
     assert!(second == spin_output(second.len()));
@@ -386,13 +315,4 @@ fn the_log_file_is_rolled_over_as_virtlogd_does() {
     let out = settled(|| std::fs::read(&file).unwrap());
     assert!(String::from_utf8_lossy(&out).contains("hello from pvh"));
     assert_eq!(files(), [out], "append='off' kept old files");
-}
-
-/// Waits until the file at `path` has at least `n` bytes.
-fn wait_for_size_only(path: &Path, n: u64) {
-    let deadline = Instant::now() + BOOT;
-    while std::fs::metadata(path).map_or(0, |m| m.len()) < n {
-        assert!(Instant::now() < deadline, "the guest stopped printing");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

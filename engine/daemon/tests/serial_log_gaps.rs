@@ -10,109 +10,22 @@
 //! The `spin every=1` guest prints ~25 KB/s of deterministic output, so
 //! the `<log>` is checked byte for byte against what it printed.
 
-use std::path::{Path, PathBuf};
+mod spin;
+
+use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use vireo_tests::engine::{
-    Session, bin, domain_xml, guest, kvm_or_skip, serial, signal, wait_gone,
-};
-
-const BOOT: Duration = Duration::from_secs(60);
-
-/// The first `len` bytes `spin every=1` prints on COM1.
-fn spin_output(len: usize) -> Vec<u8> {
-    let mut out = b"\nguest=spin\nevery=1\nspinning\n".to_vec();
-    let mut tick = 1u64;
-    while out.len() < len {
-        out.extend_from_slice(format!("tick={tick}\n").as_bytes());
-        tick += 1;
-    }
-    out.truncate(len);
-    out
-}
-
-/// Starts the session engine (as `vireoctl list` does) with `env`.
-fn start_engine(s: &Session, env: &[(&str, String)]) {
-    let out = Command::new(bin("vireoctl"))
-        .arg("list")
-        .env_remove("VIREO_DEFAULT_URI")
-        .env("XDG_RUNTIME_DIR", &s.runtime)
-        .env("XDG_DATA_HOME", &s.data)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Defines and starts a `spin every=1` domain `name` whose COM1 is logged
-/// to `com1.log` (append off); returns that `<log>` and the VMM's
-/// `serial.log`.
-fn start_logged_spin(s: &Session, name: &str) -> (PathBuf, PathBuf) {
-    let log = s.dir.path().join("com1.log");
-    s.define(&domain_xml(name, &guest("spin"), "every=1").replace(
-        "<graphics",
-        &format!(
-            "<serial type='pty'>\n      <log file='{}' append='off'/>\n      \
-             <target port='0'/>\n    </serial>\n    <graphics",
-            log.display()
-        ),
-    ));
-    s.ok(&["start", name]);
-    let uuid = s.info(name).summary.uuid;
-    let file = s
-        .engine_dir()
-        .join("vms")
-        .join(uuid.to_string())
-        .join("serial.log");
-    (log, file)
-}
-
-fn size(path: &Path) -> u64 {
-    std::fs::metadata(path).map_or(0, |m| m.len())
-}
-
-/// Waits until `path` has at least `n` bytes.
-fn wait_for_size(path: &Path, n: u64) {
-    let deadline = Instant::now() + BOOT;
-    while size(path) < n {
-        assert!(
-            Instant::now() < deadline,
-            "{} stopped growing",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Waits (boundedly) until `read()` gives the same bytes twice 200 ms
-/// apart: the engine has written everything.
-fn settled<T: PartialEq>(read: impl Fn() -> T) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut last = read();
-    loop {
-        std::thread::sleep(Duration::from_millis(200));
-        let now = read();
-        if now == last {
-            return now;
-        }
-        assert!(Instant::now() < deadline, "the files never settled");
-        last = now;
-    }
-}
+use spin::{settled, size, spin_output, start_engine, start_logged_spin, wait_for_len};
+use vireo_tests::engine::{Session, bin, guest, kvm_or_skip, serial, signal, wait_gone};
 
 /// The engine is killed while the guest prints, and the guest prints on
 /// for a while before an engine runs again: returns the `<log>`'s size
 /// when the engine died and `serial.log`'s when the new one started.
 fn restart_engine_later(s: &Session, log: &Path, file: &Path, meanwhile: u64) -> (u64, u64) {
-    wait_for_size(log, 4096);
+    wait_for_len(log, 4096);
     s.kill_daemon();
     let logged = size(log);
-    wait_for_size(file, size(file) + meanwhile);
+    wait_for_len(file, size(file) + meanwhile);
     let printed = size(file);
     // vireoctl starts it again; it re-attaches to the running VMM.
     start_engine(s, &[]);
@@ -131,7 +44,7 @@ fn the_log_gets_what_the_guest_printed_while_no_engine_ran() {
     let (log, file) = start_logged_spin(&s, "spin");
     let (logged, printed) = restart_engine_later(&s, &log, &file, 16 * 1024);
     assert!(logged + 16 * 1024 <= printed);
-    wait_for_size(&file, printed + 8192);
+    wait_for_len(&file, printed + 8192);
     s.ok(&["destroy", "spin"]);
 
     let total = settled(|| size(&file)) as usize;
@@ -152,9 +65,9 @@ fn the_log_gets_what_a_vmm_printed_before_it_ended_while_no_engine_ran() {
     let s = Session::new();
     start_engine(&s, &[]);
     let (log, file) = start_logged_spin(&s, "spin");
-    wait_for_size(&log, 4096);
+    wait_for_len(&log, 4096);
     s.kill_daemon();
-    wait_for_size(&file, size(&log) + 16 * 1024);
+    wait_for_len(&file, size(&log) + 16 * 1024);
     // The engine's processes are gone: what is left is the VMM.
     let vmms = s.processes();
     assert_eq!(vmms.len(), 1, "{vmms:?}");

@@ -325,7 +325,8 @@ pub fn show_prompt(parent: &impl IsA<gtk::Window>, request: PromptRequest) {
                 .replace("{fingerprint}", &host.fingerprint)
                 .replace("{file}", &host.known_hosts),
                 Vec::new(),
-                gettext("Trust and Connect"),
+                // Translators: the underscore marks the Alt+key mnemonic.
+                gettext("Trust and _Connect"),
             ),
         };
     let dialog = adw::MessageDialog::new(Some(parent), Some(&heading), Some(&body));

@@ -253,6 +253,7 @@ impl LogMark {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::serial::testing::stream;
 
     #[test]
     fn a_mark_is_read_from_its_first_line_and_created_afresh() {
@@ -288,15 +289,6 @@ mod tests {
         assert_eq!(mark.get(), Some(0));
         mark.set(u64::MAX).unwrap();
         assert_eq!(LogMark::open(&source).unwrap().get(), Some(u64::MAX));
-    }
-
-    /// The byte at offset `i` of a test stream of 23-byte lines.
-    fn pattern(i: u64) -> u8 {
-        b"abcdefghijklmnopqrstuv\n"[(i % 23) as usize]
-    }
-
-    fn stream(range: std::ops::Range<u64>) -> Vec<u8> {
-        range.map(pattern).collect()
     }
 
     #[test]

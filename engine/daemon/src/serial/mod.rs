@@ -76,6 +76,8 @@ use vireo_api::proto::{ApiError, ErrorCode};
 mod log;
 mod ring;
 mod source;
+#[cfg(test)]
+mod testing;
 
 use log::LogMark;
 pub use log::{LOG_MAX_BACKUPS, LOG_MAX_SIZE, RotatingLog, backup_path, open_log};
@@ -639,6 +641,7 @@ impl ConsoleInput {
 mod tests {
     use std::io::Write;
 
+    use super::testing::{open_append, stream};
     use super::*;
 
     #[tokio::test]
@@ -684,15 +687,6 @@ mod tests {
         assert!(console.attach(false, false).is_err());
     }
 
-    /// The byte at offset `i` of a test stream of 23-byte lines.
-    fn pattern(i: u64) -> u8 {
-        b"abcdefghijklmnopqrstuv\n"[(i % 23) as usize]
-    }
-
-    fn stream(range: std::ops::Range<u64>) -> Vec<u8> {
-        range.map(pattern).collect()
-    }
-
     /// What the VMM does to the file's old part.
     fn punch(file: &File, len: u64) {
         use std::os::fd::AsRawFd;
@@ -724,11 +718,7 @@ mod tests {
     async fn a_punched_out_part_is_skipped_never_shown_as_zeros() {
         let dir = tempfile::tempdir().unwrap();
         let source = dir.path().join("serial.log");
-        let mut vmm = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&source)
-            .unwrap();
+        let mut vmm = open_append(&source);
         vmm.write_all(&stream(0..8192)).unwrap();
         let log = dir.path().join("console.log");
         let console = SerialConsole::new(
@@ -765,11 +755,7 @@ mod tests {
     async fn a_mark_that_cannot_be_kept_costs_only_the_mark() {
         let dir = tempfile::tempdir().unwrap();
         let source = dir.path().join("serial.log");
-        let mut vmm = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&source)
-            .unwrap();
+        let mut vmm = open_append(&source);
         vmm.write_all(&stream(0..100)).unwrap();
         // `serial.logged` cannot be opened (a directory in its place).
         std::fs::create_dir(LogMark::path(&source)).unwrap();
@@ -799,10 +785,7 @@ mod tests {
             assert_eq!(std::fs::read(&log).unwrap(), stream(logged));
             let mut f = std::fs::File::create(&source).unwrap();
             f.write_all(&stream(0..100)).unwrap();
-            vmm = std::fs::OpenOptions::new()
-                .append(true)
-                .open(&source)
-                .unwrap();
+            vmm = open_append(&source);
         }
     }
 
@@ -829,10 +812,7 @@ mod tests {
         open().close();
         assert_eq!(std::fs::read(&log).unwrap(), stream(100..300));
         // And rewritten in place: the next engine goes on from there.
-        let mut vmm = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&source)
-            .unwrap();
+        let mut vmm = open_append(&source);
         vmm.write_all(&stream(300..350)).unwrap();
         open().close();
         assert_eq!(std::fs::read(&log).unwrap(), stream(100..350));

@@ -204,23 +204,7 @@ mod tests {
     use vireo_vmm::logfile::{LogFile, Trim, page_size};
 
     use super::*;
-
-    /// The byte at offset `i` of a test stream (never zero).
-    fn pattern(i: u64) -> u8 {
-        b"abcdefghijklmnopqrstuv\n"[(i % 23) as usize]
-    }
-
-    fn stream(range: std::ops::Range<u64>) -> Vec<u8> {
-        range.map(pattern).collect()
-    }
-
-    fn open_append(path: &std::path::Path) -> File {
-        File::options()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap()
-    }
+    use crate::serial::testing::{open_append, stream};
 
     /// vireo-vmm's own log writer, punching past 4 pages and keeping 1.
     fn vmm_log(path: &std::path::Path) -> LogFile {

@@ -9,7 +9,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use vireo_tests::demo::shows_test_card;
 use vireo_tests::desktop::{Reaper, Xvfb, artifacts_dir};
 use vireo_tests::engine::{Session, domain_xml, guest, kvm_or_skip, serial};
 
@@ -73,26 +72,6 @@ fn wait_log(log: &Path, text: &str, n: usize, timeout: Duration) {
     }
 }
 
-/// Waits until a screenshot of `window` shows all eight colour bars.
-fn wait_for_test_card(x: &Xvfb, window: &str, name: &str, log: &Path) {
-    let shot = artifacts_dir().join(name);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        x.screenshot(window, &shot);
-        let img = image::open(&shot).unwrap().to_rgb8();
-        if shows_test_card(img.as_raw()) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the test card never showed; see {} and the log:\n{}",
-            shot.display(),
-            read_log(log)
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 /// The waits the app announced before its automatic retries, in seconds,
 /// from lines such as "retry 2 of 4 in 2 s".
 fn announced_waits(log: &Path) -> Vec<u64> {
@@ -129,7 +108,12 @@ fn console_attaches_by_itself_once_the_vnc_server_is_reachable_again() {
     );
 
     std::fs::rename(&aside, &socket).unwrap();
-    wait_for_test_card(&x, &window, "console-retry-attached.png", &log);
+    x.wait_for_test_card(
+        &window,
+        "console-retry-attached.png",
+        &log,
+        Duration::from_secs(30),
+    );
     wait_log(&log, "console demo: attached", 1, Duration::from_secs(10));
     assert_eq!(announced_waits(&log), [1, 2], "retries as announced");
     // The engine's reason ("no <graphics type='vnc'>") showed as text, not
@@ -186,7 +170,12 @@ fn after_the_retries_run_out_reconnect_tries_again_with_a_fresh_budget() {
     );
     wait_log(&log, "; retry 1 of 4 in 1 s", 2, Duration::from_secs(30));
     std::fs::rename(&aside, &socket).unwrap();
-    wait_for_test_card(&x, &window, "console-retry-reconnected.png", &log);
+    x.wait_for_test_card(
+        &window,
+        "console-retry-reconnected.png",
+        &log,
+        Duration::from_secs(30),
+    );
     wait_log(&log, "console demo: attached", 1, Duration::from_secs(10));
     session.ok(&["destroy", "demo"]);
 }

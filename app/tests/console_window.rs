@@ -4,30 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use vireo_tests::demo::shows_test_card;
 use vireo_tests::desktop::{Xvfb, artifacts_dir};
 use vireo_tests::engine::{Session, domain_xml, guest, kvm_or_skip, serial};
-
-/// Waits until a screenshot of `window` shows all eight colour bars.
-fn wait_for_test_card(x: &Xvfb, window: &str, name: &str, log: &std::path::Path) {
-    let shot = artifacts_dir().join(name);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        x.screenshot(window, &shot);
-        let img = image::open(&shot).unwrap().to_rgb8();
-        if shows_test_card(img.as_raw()) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the test card never showed; see {} and {}:\n{}",
-            shot.display(),
-            log.display(),
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
 
 /// Starts the app in `x` on `session`'s engine with `args`; returns it and
 /// its log file.
@@ -69,7 +47,12 @@ fn run_button_starts_a_stopped_vm_and_the_console_follows_its_state() {
     x.screenshot(&window, &artifacts_dir().join("vm-window-off.png"));
     x.click(&window, bx, by);
     session.wait_state("demo", "running", Duration::from_secs(30));
-    wait_for_test_card(&x, &window, "vm-window-started.png", &log);
+    x.wait_for_test_card(
+        &window,
+        "vm-window-started.png",
+        &log,
+        Duration::from_secs(30),
+    );
 
     // Stopped from outside: the window says so and offers Run again.
     session.ok(&["destroy", "demo"]);
@@ -103,7 +86,12 @@ fn console_window_shows_the_guest_and_types_into_it() {
     let (mut app, log) = start_app(&x, &session, &["--show-domain-console", "demo"]);
     let window = x.wait_for_window("demo – Vireo", &mut app, Duration::from_secs(60));
 
-    wait_for_test_card(&x, &window, "vm-window-console.png", &log);
+    x.wait_for_test_card(
+        &window,
+        "vm-window-console.png",
+        &log,
+        Duration::from_secs(30),
+    );
 
     x.type_keys(&window, &["h", "i", "Return"]);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -178,7 +166,12 @@ fn run_from_the_vm_window_and_from_the_manager_shows_the_guest_each_time() {
     let (bx, by) = x.wait_for_colour(&window, [0x35, 0x84, 0xe4], 200, Duration::from_secs(30));
     x.click(&window, bx, by);
     session.wait_state("demo", "running", Duration::from_secs(30));
-    wait_for_test_card(&x, &window, "run-from-window.png", &log);
+    x.wait_for_test_card(
+        &window,
+        "run-from-window.png",
+        &log,
+        Duration::from_secs(30),
+    );
 
     // Stopped from outside, then Run in the manager (Ctrl+R on the
     // selected VM), twice: the open window's console shows the guest.
@@ -189,7 +182,12 @@ fn run_from_the_vm_window_and_from_the_manager_shows_the_guest_each_time() {
         x.type_keys(&manager, &["ctrl+r"]);
         session.wait_state("demo", "running", Duration::from_secs(30));
         wait_log(&log, "console demo: attached", round + 1);
-        wait_for_test_card(&x, &window, &format!("run-from-manager-{round}.png"), &log);
+        x.wait_for_test_card(
+            &window,
+            &format!("run-from-manager-{round}.png"),
+            &log,
+            Duration::from_secs(30),
+        );
     }
     session.ok(&["destroy", "demo"]);
     // Each attach showed the guest on its first try. Seen before: the

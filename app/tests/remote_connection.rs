@@ -14,11 +14,10 @@ mod sshd;
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{click_connection_menu, remember_connection, start_app};
 use sshd::{Remote, keygen, openssh_fingerprint, sshd_or_skip};
-use vireo_tests::demo::shows_test_card;
 use vireo_tests::desktop::{Xvfb, artifacts_dir, read_log};
 use vireo_tests::engine::{Session, domain_xml, guest, kvm_or_skip, serial};
 
@@ -36,25 +35,6 @@ fn remembered_remote(session: &Session, trusted: bool) -> Remote {
 /// Waits until the app's log has `count` lines containing `text`.
 fn wait_log(log: &Path, text: &str, count: usize) {
     vireo_tests::desktop::wait_log(log, text, count, WAIT);
-}
-
-/// Waits until a screenshot of `window` shows the test card.
-fn wait_for_test_card(x: &Xvfb, window: &str, name: &str, log: &Path) {
-    let shot = artifacts_dir().join(name);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        x.screenshot(window, &shot);
-        if shows_test_card(image::open(&shot).unwrap().to_rgb8().as_raw()) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the test card never showed; see {}:\n{}",
-            shot.display(),
-            read_log(log)
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
 }
 
 #[test]
@@ -89,7 +69,7 @@ fn remote_vms_console_on_one_ssh_connection_and_reconnect() {
     let window = x.wait_for_window("demo – Vireo", &mut app, WAIT);
     wait_log(&log, "console demo: attached", 1);
     wait_log(&log, "serial demo: attached", 1);
-    wait_for_test_card(&x, &window, "remote-console.png", &log);
+    x.wait_for_test_card(&window, "remote-console.png", &log, WAIT);
     // API, events, console and serial: one SSH connection, one login.
     assert_eq!(
         (remote.sshd.connections(), remote.sshd.publickey_logins()),
@@ -110,7 +90,7 @@ fn remote_vms_console_on_one_ssh_connection_and_reconnect() {
     wait_log(&log, "vm window demo: connection back", 1);
     wait_log(&log, "console demo: attached", 2);
     wait_log(&log, "serial demo: attached", 2);
-    wait_for_test_card(&x, &window, "remote-console-reconnected.png", &log);
+    x.wait_for_test_card(&window, "remote-console-reconnected.png", &log, WAIT);
     assert_eq!(remote.sshd.connections(), 2, "{}", remote.sshd.log());
 
     session.ok(&["destroy", "demo"]);

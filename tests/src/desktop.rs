@@ -275,6 +275,29 @@ impl Xvfb {
         assert!(status.success(), "import failed for window {window}");
     }
 
+    /// Waits until a screenshot of `window`, saved as `name` in the test
+    /// artifacts, shows the demo guest's test card (all eight colour bars);
+    /// fails after `timeout` naming the screenshot and showing `log`.
+    pub fn wait_for_test_card(&self, window: &str, name: &str, log: &Path, timeout: Duration) {
+        let shot = artifacts_dir().join(name);
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.screenshot(window, &shot);
+            let img = image::open(&shot).unwrap().to_rgb8();
+            if crate::demo::shows_test_card(img.as_raw()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the test card never showed; see {} and {}:\n{}",
+                shot.display(),
+                log.display(),
+                read_log(log)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
     /// Clicks the left button at (`x`, `y`) inside `window`.
     pub fn click(&self, window: &str, x: u32, y: u32) {
         let status = Command::new("xdotool")

@@ -267,12 +267,23 @@ impl Xvfb {
 
     /// Saves a screenshot of `window` (an X id, or `root`) as `path`.
     pub fn screenshot(&self, window: &str, path: &Path) {
-        let status = Command::new("import")
+        assert!(
+            self.try_screenshot(window, path),
+            "import failed for window {window}"
+        );
+    }
+
+    /// Saves a screenshot of `window` as `path`; false if `import` failed,
+    /// as it may while the window manager is reconfiguring the window (e.g.
+    /// going fullscreen). For loops that take screenshots until one shows
+    /// what they wait for.
+    pub fn try_screenshot(&self, window: &str, path: &Path) -> bool {
+        Command::new("import")
             .args(["-display", &self.display, "-window", window])
             .arg(path)
             .status()
-            .expect("import is required (`make test` installs imagemagick)");
-        assert!(status.success(), "import failed for window {window}");
+            .expect("import is required (`make test` installs imagemagick)")
+            .success()
     }
 
     /// Waits until a screenshot of `window`, saved as `name` in the test
@@ -282,9 +293,9 @@ impl Xvfb {
         let shot = artifacts_dir().join(name);
         let deadline = Instant::now() + timeout;
         loop {
-            self.screenshot(window, &shot);
-            let img = image::open(&shot).unwrap().to_rgb8();
-            if crate::demo::shows_test_card(img.as_raw()) {
+            if self.try_screenshot(window, &shot)
+                && crate::demo::shows_test_card(image::open(&shot).unwrap().to_rgb8().as_raw())
+            {
                 return;
             }
             assert!(
